@@ -1,0 +1,429 @@
+"""Configs that read and write the Hugging Face ``config.json`` schema.
+
+Plain, mutable Python objects (users set ``model.config.decoder_start_token_id = ...`` after
+loading). Unknown keys are kept as attributes and written back, so a config round-trips through
+this library without losing anything another tool put there. No framework is imported here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any, ClassVar, Dict, Optional, Type
+
+CONFIG_NAME = "config.json"
+
+# Keys every Hugging Face config may carry, with the defaults of its `PretrainedConfig`.
+# They are accepted by every config class here and written only when they differ from these.
+COMMON_DEFAULTS: Dict[str, Any] = {
+    "return_dict": True,
+    "output_hidden_states": False,
+    "output_attentions": False,
+    "torchscript": False,
+    "dtype": None,
+    "tie_word_embeddings": True,
+    "chunk_size_feed_forward": 0,
+    "is_encoder_decoder": False,
+    "is_decoder": False,
+    "cross_attention_hidden_size": None,
+    "add_cross_attention": False,
+    "tie_encoder_decoder": False,
+    "architectures": None,
+    "finetuning_task": None,
+    "id2label": None,
+    "label2id": None,
+    "tokenizer_class": None,
+    "prefix": None,
+    "bos_token_id": None,
+    "pad_token_id": None,
+    "eos_token_id": None,
+    "sep_token_id": None,
+    "decoder_start_token_id": None,
+    "task_specific_params": None,
+    "problem_type": None,
+}
+
+# Keys we never write back (derived or private).
+_NOT_SERIALISED = {"_name_or_path", "_commit_hash", "_attn_implementation", "name_or_path"}
+
+ENCDEC_VERSION = "0.1.0"
+
+
+class PretrainedConfig:
+    """Base of every config: HF ``config.json`` fields as attributes.
+
+    Subclasses declare ``model_type``, ``defaults`` (their own fields with default values) and
+    ``attribute_map`` (aliases such as GPT-2's ``hidden_size -> n_embd``).
+
+    Args:
+        **kwargs: any field of the schema; unknown keys are kept and written back.
+    """
+
+    model_type: ClassVar[str] = ""
+    defaults: ClassVar[Dict[str, Any]] = {}
+    attribute_map: ClassVar[Dict[str, str]] = {}
+
+    def __init__(self, **kwargs: Any):
+        # `torch_dtype` is the pre-4.56 name of `dtype`; both are read, `dtype` is written.
+        if "torch_dtype" in kwargs:
+            legacy = kwargs.pop("torch_dtype")
+            kwargs.setdefault("dtype", legacy)
+        kwargs.pop("model_type", None)
+        for key, value in COMMON_DEFAULTS.items():
+            object.__setattr__(self, key, copy.deepcopy(value))
+        for key, value in self.defaults.items():
+            object.__setattr__(self, key, copy.deepcopy(value))
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+        if self.id2label is not None:
+            self.id2label = {int(k): v for k, v in self.id2label.items()}
+
+    # --- aliases ---------------------------------------------------------------------------
+    def __setattr__(self, key: str, value: Any) -> None:
+        key = type(self).attribute_map.get(key, key)
+        object.__setattr__(self, key, value)
+
+    def __getattr__(self, key: str) -> Any:
+        # Only called when normal lookup fails: resolve aliases, else a clear AttributeError.
+        amap = type(self).attribute_map
+        if key in amap:
+            return getattr(self, amap[key])
+        raise AttributeError(f"{type(self).__name__} has no attribute {key!r}")
+
+    # --- derived values --------------------------------------------------------------------
+    @property
+    def use_return_dict(self) -> bool:
+        return bool(self.return_dict) and not self.torchscript
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    # --- dict / json -----------------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        """Every field, including defaults and unknown keys, plus ``model_type``."""
+        out: Dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            if key in _NOT_SERIALISED:
+                continue
+            if isinstance(value, PretrainedConfig):
+                value = value.to_dict()
+            out[key] = copy.deepcopy(value)
+        out["model_type"] = self.model_type
+        return out
+
+    def to_diff_dict(self) -> Dict[str, Any]:
+        """The fields worth writing: model fields always, common fields when not default."""
+        out: Dict[str, Any] = {}
+        for key, value in self.to_dict().items():
+            if key in COMMON_DEFAULTS and value == COMMON_DEFAULTS[key] and key != "is_encoder_decoder":
+                continue
+            if isinstance(getattr(self, key, None), PretrainedConfig):
+                value = getattr(self, key).to_diff_dict()
+            out[key] = value
+        return out
+
+    def to_json_string(self, use_diff: bool = True) -> str:
+        data = self.to_diff_dict() if use_diff else self.to_dict()
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: str, use_diff: bool = True) -> None:
+        from encdec.checkpoint import atomic_write_text
+
+        atomic_write_text(path, self.to_json_string(use_diff=use_diff))
+
+    @classmethod
+    def from_dict(cls, config_dict: Dict[str, Any], **kwargs: Any) -> "PretrainedConfig":
+        data = copy.deepcopy(dict(config_dict))
+        mt = data.get("model_type")
+        if cls.model_type and mt not in (None, cls.model_type):
+            raise ValueError(
+                f"{cls.__name__} expects model_type {cls.model_type!r} but the config says {mt!r}; "
+                f"use AutoConfig to pick the class from the file"
+            )
+        data.update(kwargs)
+        return cls(**data)
+
+    @classmethod
+    def from_json_file(cls, path: str) -> "PretrainedConfig":
+        return cls.from_dict(read_json(path))
+
+    def save_pretrained(self, save_directory: str) -> None:
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
+        os.makedirs(save_directory, exist_ok=True)
+        data = self.to_diff_dict()
+        data.setdefault("encdec_version", ENCDEC_VERSION)
+        from encdec.checkpoint import atomic_write_text
+
+        atomic_write_text(
+            os.path.join(save_directory, CONFIG_NAME), json.dumps(data, indent=2, sort_keys=True) + "\n"
+        )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, **kwargs: Any) -> "PretrainedConfig":
+        """Read ``config.json`` from a folder, a file, or a hub id (see ``encdec.hub``).
+
+        Hub keywords (``revision``, ``cache_dir``, ``local_files_only``, ``token``, ...) are taken
+        out of ``kwargs``; the rest override config fields.
+        """
+        from encdec.hub import HUB_KWARGS, resolve_file
+
+        hub_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in HUB_KWARGS}
+        path = str(pretrained_model_name_or_path)
+        if os.path.isfile(path):
+            config_file = path
+        else:
+            config_file = resolve_file(path, CONFIG_NAME, **hub_kwargs)
+        data = read_json(config_file)
+        if cls is PretrainedConfig or cls is AutoConfig:
+            return AutoConfig.for_dict(data, **kwargs)
+        config = cls.from_dict(data, **kwargs)
+        config._name_or_path = path
+        return config
+
+    # --- comparison ------------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PretrainedConfig):
+            return NotImplemented
+        return type(self) is type(other) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+    def copy(self) -> "PretrainedConfig":
+        return copy.deepcopy(self)
+
+
+def read_json(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
+
+
+class BertConfig(PretrainedConfig):
+    """BERT encoder, or decoder with ``is_decoder`` / ``add_cross_attention``.
+
+    Args: the fields of HF ``BertConfig`` (``vocab_size``, ``hidden_size``, ``num_hidden_layers``,
+        ``num_attention_heads``, ``intermediate_size``, ``hidden_act``, dropouts,
+        ``max_position_embeddings``, ``type_vocab_size``, ``initializer_range``,
+        ``layer_norm_eps``, ``pad_token_id``, ``position_embedding_type``, ``use_cache``).
+    """
+
+    model_type = "bert"
+    defaults = {
+        "vocab_size": 30522,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "position_embedding_type": "absolute",
+        "use_cache": True,
+        "classifier_dropout": None,
+    }
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("pad_token_id", 0)
+        super().__init__(**kwargs)
+        if self.position_embedding_type != "absolute":
+            raise NotImplementedError(
+                f"BertConfig.position_embedding_type={self.position_embedding_type!r} is not supported; "
+                "only 'absolute' position embeddings are implemented"
+            )
+
+
+class GPT2Config(PretrainedConfig):
+    """GPT-2 decoder (with cross-attention when ``add_cross_attention``).
+
+    Args: the fields of HF ``GPT2Config``; ``hidden_size``, ``num_hidden_layers``,
+        ``num_attention_heads`` and ``max_position_embeddings`` are aliases of ``n_embd``,
+        ``n_layer``, ``n_head`` and ``n_positions``.
+    """
+
+    model_type = "gpt2"
+    defaults = {
+        "vocab_size": 50257,
+        "n_positions": 1024,
+        "n_embd": 768,
+        "n_layer": 12,
+        "n_head": 12,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+        "resid_pdrop": 0.1,
+        "embd_pdrop": 0.1,
+        "attn_pdrop": 0.1,
+        "layer_norm_epsilon": 1e-5,
+        "initializer_range": 0.02,
+        "summary_type": "cls_index",
+        "summary_use_proj": True,
+        "summary_activation": None,
+        "summary_proj_to_labels": True,
+        "summary_first_dropout": 0.1,
+        "scale_attn_weights": True,
+        "use_cache": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+    }
+    attribute_map = {
+        "hidden_size": "n_embd",
+        "max_position_embeddings": "n_positions",
+        "num_attention_heads": "n_head",
+        "num_hidden_layers": "n_layer",
+    }
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("bos_token_id", 50256)
+        kwargs.setdefault("eos_token_id", 50256)
+        super().__init__(**kwargs)
+
+    @property
+    def inner_size(self) -> int:
+        return self.n_inner if self.n_inner is not None else 4 * self.n_embd
+
+
+# Registry from `model_type` to config class. Add an architecture by adding one entry.
+CONFIG_MAPPING: Dict[str, Type[PretrainedConfig]] = {
+    "bert": BertConfig,
+    "gpt2": GPT2Config,
+}
+
+
+# Top-level names that `from_encoder_decoder_pretrained` must not route by their
+# `encoder_` / `decoder_` prefix (the reference routes `decoder_start_token_id` to the decoder
+# and crashes, see reference B7).
+RESERVED_TOP_LEVEL_KEYS = frozenset(
+    {"decoder_start_token_id", "encoder_no_repeat_ngram_size", "decoder_attention_mask"}
+)
+
+
+class EncoderDecoderConfig(PretrainedConfig):
+    """Config of an encoder-decoder composite: ``encoder`` and ``decoder`` sub-configs.
+
+    Args:
+        encoder: a config object or a dict with ``model_type``.
+        decoder: a config object or a dict with ``model_type``.
+        **kwargs: top-level fields (``decoder_start_token_id``, ``pad_token_id``,
+            ``eos_token_id``, ``tie_encoder_decoder``, ...).
+
+    The caller's objects are copied, never mutated. ``vocab_size`` and ``hidden_size`` read
+    through to the decoder, for tools that expect them on the top-level config.
+    """
+
+    model_type = "encoder-decoder"
+
+    def __init__(self, encoder: Any = None, decoder: Any = None, **kwargs: Any):
+        if encoder is None or decoder is None:
+            raise ValueError(
+                "EncoderDecoderConfig needs both an `encoder` and a `decoder` sub-config "
+                f"(got encoder={'set' if encoder is not None else 'missing'}, "
+                f"decoder={'set' if decoder is not None else 'missing'})"
+            )
+        kwargs.setdefault("is_encoder_decoder", True)
+        # Derived from the decoder (read-only properties below); never stored twice.
+        kwargs.pop("vocab_size", None)
+        kwargs.pop("hidden_size", None)
+        super().__init__(**kwargs)
+        self.encoder = _as_config(encoder, "encoder")
+        self.decoder = _as_config(decoder, "decoder")
+        self.is_encoder_decoder = True
+
+    @classmethod
+    def from_encoder_decoder_configs(
+        cls, encoder_config: Any, decoder_config: Any, **kwargs: Any
+    ) -> "EncoderDecoderConfig":
+        """Compose two configs; the decoder copy gets ``is_decoder`` and ``add_cross_attention``."""
+        decoder = _as_config(decoder_config, "decoder")
+        decoder.is_decoder = True
+        decoder.add_cross_attention = True
+        return cls(encoder=encoder_config, decoder=decoder, **kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: Dict[str, Any], **kwargs: Any) -> "EncoderDecoderConfig":
+        data = copy.deepcopy(dict(config_dict))
+        data.pop("model_type", None)
+        data.update(kwargs)
+        return cls(**data)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.decoder.vocab_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.decoder.hidden_size
+
+    def get_text_config(self, decoder: bool = True) -> PretrainedConfig:
+        return self.decoder if decoder else self.encoder
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = super().to_dict()
+        out["encoder"] = self.encoder.to_dict()
+        out["decoder"] = self.decoder.to_dict()
+        return out
+
+    def to_diff_dict(self) -> Dict[str, Any]:
+        out = super().to_diff_dict()
+        out["encoder"] = self.encoder.to_diff_dict()
+        out["decoder"] = self.decoder.to_diff_dict()
+        # HF writes `architectures` for the composite; keep the reference's name so its
+        # Auto classes dispatch our files to the right class.
+        out.setdefault("architectures", ["EncoderDecoderModel"])
+        return out
+
+
+def _as_config(value: Any, role: str) -> PretrainedConfig:
+    if isinstance(value, PretrainedConfig):
+        return copy.deepcopy(value)
+    if isinstance(value, dict):
+        return AutoConfig.for_dict(value)
+    raise TypeError(f"the {role} sub-config must be a config object or a dict, got {type(value).__name__}")
+
+
+class AutoConfig:
+    """Picks the config class from ``model_type`` (``CONFIG_MAPPING``)."""
+
+    def __init__(self) -> None:
+        raise EnvironmentError("AutoConfig is a factory: use AutoConfig.from_pretrained or AutoConfig.for_model")
+
+    @staticmethod
+    def for_model(model_type: str, **kwargs: Any) -> PretrainedConfig:
+        return _config_class(model_type)(**kwargs)
+
+    @staticmethod
+    def for_dict(config_dict: Dict[str, Any], **kwargs: Any) -> PretrainedConfig:
+        if "model_type" not in config_dict:
+            raise ValueError(
+                "config has no `model_type`; cannot tell which architecture it describes "
+                f"(keys: {sorted(config_dict)[:12]})"
+            )
+        return _config_class(config_dict["model_type"]).from_dict(config_dict, **kwargs)
+
+    @staticmethod
+    def from_pretrained(pretrained_model_name_or_path: str, **kwargs: Any) -> PretrainedConfig:
+        return PretrainedConfig.from_pretrained.__func__(AutoConfig, pretrained_model_name_or_path, **kwargs)
+
+    @staticmethod
+    def register(model_type: str, config_class: Type[PretrainedConfig]) -> None:
+        CONFIG_MAPPING[model_type] = config_class
+
+
+def _config_class(model_type: str) -> Type[PretrainedConfig]:
+    if model_type == EncoderDecoderConfig.model_type:
+        return EncoderDecoderConfig
+    try:
+        return CONFIG_MAPPING[model_type]
+    except KeyError:
+        raise ValueError(
+            f"unsupported model_type {model_type!r}; supported: "
+            f"{sorted(list(CONFIG_MAPPING) + [EncoderDecoderConfig.model_type])}"
+        ) from None
