@@ -1,0 +1,32 @@
+"""encdec: encoder-decoder models (bert2bert, bert2gpt2, ...) over one checkpoint layout.
+
+This package is framework-free (numpy only): configs, the canonical weight-name schema,
+checkpoint files, hub resolution, the tokenizer and the generation config. The models live in
+``encdec_pt`` (PyTorch), ``encdec_tf`` (TensorFlow/Keras) and ``encdec_flax`` (JAX/Flax).
+"""
+
+from encdec.configuration import (
+    CONFIG_MAPPING,
+    AutoConfig,
+    BertConfig,
+    EncoderDecoderConfig,
+    GPT2Config,
+    PretrainedConfig,
+)
+from encdec.generation_config import GenerationConfig
+from encdec.tokenizer import AutoTokenizer, BatchEncoding, Tokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutoConfig",
+    "AutoTokenizer",
+    "BatchEncoding",
+    "BertConfig",
+    "CONFIG_MAPPING",
+    "EncoderDecoderConfig",
+    "GPT2Config",
+    "GenerationConfig",
+    "PretrainedConfig",
+    "Tokenizer",
+]

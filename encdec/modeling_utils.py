@@ -1,0 +1,141 @@
+"""Framework-free pieces every model class shares: kwarg routing, load reports, input checks.
+
+The three frameworks call these so that argument routing, the wording of reports and the
+checks on token ids are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+
+from encdec.configuration import RESERVED_TOP_LEVEL_KEYS
+
+# The fields of a Seq2SeqLMOutput, in the reference's order.
+SEQ2SEQ_OUTPUT_FIELDS = (
+    "loss",
+    "logits",
+    "past_key_values",
+    "decoder_hidden_states",
+    "decoder_attentions",
+    "cross_attentions",
+    "encoder_last_hidden_state",
+    "encoder_hidden_states",
+    "encoder_attentions",
+)
+
+
+def split_prefixed_kwargs(kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]:
+    """``encoder_*`` -> encoder kwargs, ``decoder_*`` -> decoder kwargs (prefix stripped), the rest top-level.
+
+    Names of top-level fields that merely start with a prefix (``decoder_start_token_id``) stay
+    top-level: the reference routes them to the decoder and crashes.
+    """
+    encoder, decoder, top = {}, {}, {}
+    for key, value in kwargs.items():
+        if key in RESERVED_TOP_LEVEL_KEYS:
+            top[key] = value
+        elif key.startswith("encoder_"):
+            encoder[key[len("encoder_"):]] = value
+        elif key.startswith("decoder_"):
+            decoder[key[len("decoder_"):]] = value
+        else:
+            top[key] = value
+    return encoder, decoder, top
+
+
+# Groups for the "newly initialised" report: (label, pattern, expected?)
+_NEW_WEIGHT_GROUPS = [
+    ("cross-attention", re.compile(r"(crossattention|ln_cross_attn)"), True),
+    ("enc_to_dec_proj", re.compile(r"(^|\.)enc_to_dec_proj\."), True),
+    ("LM head", re.compile(r"(^|\.)(cls\.predictions|lm_head)\."), False),
+]
+
+
+def group_new_weights(names: Iterable[str]) -> Tuple[Dict[str, List[str]], List[str]]:
+    """(expected groups {label: names}, unexpected names) for weights a load did not find."""
+    groups: Dict[str, List[str]] = {}
+    unexpected: List[str] = []
+    for name in names:
+        for label, pattern, expected in _NEW_WEIGHT_GROUPS:
+            if pattern.search(name):
+                if expected:
+                    groups.setdefault(label, []).append(name)
+                else:
+                    unexpected.append(name)
+                break
+        else:
+            unexpected.append(name)
+    return groups, unexpected
+
+
+def newly_initialised_report(names: Iterable[str], model_name: str = "") -> List[str]:
+    """One line per expected group plus one naming any unexpected missing weights."""
+    groups, unexpected = group_new_weights(list(names))
+    where = f" in {model_name}" if model_name else ""
+    lines = [
+        f"{label}: {len(keys)} tensors newly initialised{where} (expected; fine-tune before use)"
+        for label, keys in groups.items()
+    ]
+    if unexpected:
+        shown = ", ".join(unexpected[:8]) + (f" and {len(unexpected) - 8} more" if len(unexpected) > 8 else "")
+        lines.append(f"WARNING: {len(unexpected)} weights{where} were not in the checkpoint and are random: {shown}")
+    return lines
+
+
+def check_token_ids(ids: Any, vocab_size: int, name: str = "input_ids") -> None:
+    """Raise ``ValueError`` naming the first id outside ``[0, vocab_size)``.
+
+    Needed because gathers fail differently per framework: torch raises an IndexError deep
+    inside, TF on GPU and JAX return zeros or clamp silently.
+    """
+    if ids is None:
+        return
+    arr = np.asarray(ids)
+    if arr.size == 0:
+        return
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer token ids, got dtype {arr.dtype}")
+    bad = (arr < 0) | (arr >= vocab_size)
+    if bad.any():
+        pos = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} holds token id {int(arr[pos])} at position {pos}, outside the vocabulary "
+            f"[0, {vocab_size}) (vocab_size={vocab_size})"
+        )
+
+
+def check_rank(shape: Tuple[int, ...], rank: int, name: str) -> None:
+    if len(shape) != rank:
+        raise ValueError(f"{name} must have {rank} dimensions, got shape {tuple(shape)}")
+
+
+def check_same_batch(**shapes: Optional[Tuple[int, ...]]) -> None:
+    """Raise naming the shapes when the given inputs disagree on the batch size."""
+    given = {k: tuple(v) for k, v in shapes.items() if v is not None}
+    batches = {v[0] for v in given.values() if len(v)}
+    if len(batches) > 1:
+        raise ValueError("inputs disagree on the batch size: " + ", ".join(f"{k} {v}" for k, v in given.items()))
+
+
+def shift_tokens_right_np(labels: np.ndarray, pad_token_id: Optional[int], decoder_start_token_id: Optional[int]) -> np.ndarray:
+    """Reference shift: start first, labels[:, :-1] after, -100 -> pad (numpy, for tests and tools)."""
+    if decoder_start_token_id is None:
+        raise ValueError("Make sure to set the decoder_start_token_id attribute of the model's configuration.")
+    if pad_token_id is None:
+        raise ValueError("Make sure to set the pad_token_id attribute of the model's configuration.")
+    labels = np.asarray(labels)
+    shifted = np.zeros_like(labels)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return np.where(shifted == -100, pad_token_id, shifted)
+
+
+def decoder_mask_from_labels_np(labels: np.ndarray) -> np.ndarray:
+    """The derived decoder mask: position 0 (the start token) always on, then labels[:, :-1] != -100."""
+    labels = np.asarray(labels)
+    mask = np.ones_like(labels)
+    mask[:, 1:] = (labels[:, :-1] != -100).astype(labels.dtype)
+    return mask

