@@ -70,6 +70,9 @@ class PretrainedConfig:
             legacy = kwargs.pop("torch_dtype")
             kwargs.setdefault("dtype", legacy)
         kwargs.pop("model_type", None)
+        # Which library version wrote the file: informative only, never part of the config.
+        kwargs.pop("transformers_version", None)
+        kwargs.pop("encdec_version", None)
         for key, value in COMMON_DEFAULTS.items():
             object.__setattr__(self, key, copy.deepcopy(value))
         for key, value in self.defaults.items():

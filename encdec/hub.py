@@ -41,9 +41,7 @@ def resolve_file_optional(path_or_id: str, filename: str, **kwargs: Any) -> Opti
 
     try:
         return hf_hub_download(path_or_id, filename, **_hub_kwargs(kwargs))
-    except EntryNotFoundError:
-        return None
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: test it first
         # Offline (or unreachable) and not in the cache: the file may exist upstream, but we
         # cannot know; only report "absent" when the repo itself is cached.
         if _repo_in_cache(path_or_id, kwargs):
@@ -52,6 +50,8 @@ def resolve_file_optional(path_or_id: str, filename: str, **kwargs: Any) -> Opti
             f"{path_or_id!r} is not a local folder and {filename!r} is not in the Hugging Face cache"
             + (" (offline mode: HF_HUB_OFFLINE=1 or local_files_only=True)" if _hub_kwargs(kwargs).get("local_files_only") else "")
         ) from None
+    except EntryNotFoundError:
+        return None
 
 
 def _repo_in_cache(repo_id: str, kwargs: Any) -> bool:

@@ -49,7 +49,7 @@ class Tokenizer:
     """
 
     def __init__(self, backend: Any, special_tokens: Optional[Dict[str, str]] = None,
-                 model_max_length: int = 512, clean_up_tokenization_spaces: bool = True,
+                 model_max_length: int = 512, clean_up_tokenization_spaces: bool = False,
                  model_input_names: Sequence[str] = ("input_ids", "token_type_ids", "attention_mask"),
                  extra_config: Optional[Dict[str, Any]] = None):
         self._tokenizer = backend
@@ -111,7 +111,7 @@ class Tokenizer:
         return cls(
             backend, specials,
             model_max_length=config.get("model_max_length", 512),
-            clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces", kind == "bert"),
+            clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces", False),
             model_input_names=config.get("model_input_names", names),
             extra_config={k: v for k, v in config.items() if k in ("do_lower_case", "tokenizer_class")},
         )
