@@ -24,3 +24,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+import importlib  # noqa: E402
+import sys  # noqa: E402
+
+# `adapters` (one thin adapter per framework, used by the shared parity tests) import as a
+# top-level package whatever directory pytest is started from.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+FRAMEWORKS = ("pt", "tf", "flax")
+
+
+def load_adapter(framework: str):
+    """The adapter of `framework`, or a skip naming what is missing."""
+    module_names = {"pt": "torch", "tf": "tensorflow", "flax": "flax"}
+    pytest.importorskip(module_names[framework])
+    return importlib.import_module(f"adapters.{framework}").Adapter()

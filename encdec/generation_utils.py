@@ -1,0 +1,177 @@
+"""One resolution of ``generate`` settings, shared by the three frameworks.
+
+Every value is taken from, in order: the argument to ``generate``, the model's
+``generation_config``, the top-level model config, the decoder sub-config
+(``docs/generation.md``). The result is a frozen ``GenerationSettings``: the frameworks only run
+the decoding loop, so PyTorch, TensorFlow and Flax cannot disagree about what was asked.
+
+Lengths count decoder tokens *including* the start token, as the reference does:
+``max_new_tokens=N`` means ``max_length = 1 + N``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from encdec.configuration import PretrainedConfig
+from encdec.generation_config import GENERATION_DEFAULTS, GenerationConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationSettings:
+    """Everything a decoding loop needs, validated. Token ids are plain ints."""
+
+    max_length: int
+    min_length: int
+    decoder_start_token_id: int
+    pad_token_id: int
+    eos_token_ids: Tuple[int, ...]
+    bos_token_id: Optional[int]
+    num_beams: int
+    num_return_sequences: int
+    length_penalty: float
+    early_stopping: Any  # True, False or "never"
+    do_sample: bool
+    temperature: float
+    top_k: int
+    top_p: float
+    repetition_penalty: float
+    no_repeat_ngram_size: int
+    bad_words_ids: Tuple[Tuple[int, ...], ...]
+    forced_bos_token_id: Optional[int]
+    forced_eos_token_id: Optional[int]
+    output_scores: bool
+    return_dict_in_generate: bool
+    use_cache: bool
+
+    @property
+    def is_beam(self) -> bool:
+        return self.num_beams > 1
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.max_length - 1
+
+
+def _first(*values: Any) -> Any:
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def _config_value(config: PretrainedConfig, key: str) -> Any:
+    """The top-level value, else the decoder sub-config's."""
+    value = config.__dict__.get(key)
+    if value is None:
+        decoder = config.__dict__.get("decoder")
+        if isinstance(decoder, PretrainedConfig):
+            value = decoder.__dict__.get(key)
+    return value
+
+
+def _as_id_list(value: Any) -> Tuple[int, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        return tuple(int(v) for v in value)
+    return (int(value),)
+
+
+def resolve_generation_settings(
+    model_config: PretrainedConfig,
+    generation_config: Optional[GenerationConfig] = None,
+    vocab_size: Optional[int] = None,
+    **kwargs: Any,
+) -> Tuple[GenerationSettings, Dict[str, Any]]:
+    """(settings, remaining model kwargs such as ``attention_mask`` / ``encoder_outputs``)."""
+    base = copy.deepcopy(generation_config) if generation_config is not None else \
+        GenerationConfig.from_model_config(model_config)
+    override = kwargs.pop("generation_config", None)
+    if override is not None:
+        base = copy.deepcopy(override)
+    model_kwargs = {k: v for k, v in kwargs.items() if k not in GENERATION_DEFAULTS}
+    for key in GENERATION_DEFAULTS:
+        if key in kwargs and kwargs[key] is not None:
+            setattr(base, key, kwargs[key])
+    base.validate()
+    g = base
+
+    def token(key: str) -> Optional[int]:
+        value = _first(getattr(g, key, None), _config_value(model_config, key))
+        return None if value is None else value
+
+    start = token("decoder_start_token_id")
+    bos = token("bos_token_id")
+    if start is None:
+        start = bos
+    if start is None:
+        raise ValueError(
+            "generate needs a decoder start token and none is set: pass decoder_start_token_id=... to "
+            "generate, or set model.generation_config.decoder_start_token_id (or "
+            "model.config.decoder_start_token_id; bos_token_id is used when it is set)"
+        )
+    eos = _as_id_list(token("eos_token_id"))
+    pad = token("pad_token_id")
+    if pad is None:
+        # Finished rows are filled with pad; without one the first eos is used, like the reference.
+        pad = eos[0] if eos else int(start)
+
+    max_new = g.max_new_tokens
+    max_length = 1 + max_new if max_new is not None else int(g.max_length)
+    min_new = g.min_new_tokens
+    min_length = 1 + min_new if min_new is not None else int(g.min_length)
+    if max_length < 2:
+        raise ValueError(f"max_length={max_length} leaves no room for a new token after the start token")
+    if min_length > max_length:
+        raise ValueError(f"min_length={min_length} is larger than max_length={max_length}")
+
+    num_beams, nrs = int(g.num_beams), int(g.num_return_sequences)
+    if nrs < 1:
+        raise ValueError(f"num_return_sequences must be >= 1, got {nrs}")
+    if num_beams > 1 and nrs > num_beams:
+        raise ValueError(f"num_return_sequences={nrs} cannot exceed num_beams={num_beams}")
+    if num_beams == 1 and not g.do_sample and nrs > 1:
+        raise ValueError("greedy search returns one sequence per input: use num_beams or do_sample for "
+                         f"num_return_sequences={nrs}")
+    if g.do_sample and num_beams > 1:
+        raise NotImplementedError("beam sampling (do_sample=True with num_beams > 1) is not supported")
+    if g.do_sample and not g.temperature > 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {g.temperature}")
+    if not 0 < g.top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {g.top_p}")
+    if g.top_k is not None and g.top_k < 0:
+        raise ValueError(f"top_k must be >= 0, got {g.top_k}")
+    if not g.repetition_penalty > 0:
+        raise ValueError(f"repetition_penalty must be > 0, got {g.repetition_penalty}")
+
+    bad = tuple(tuple(int(t) for t in seq) for seq in (g.bad_words_ids or ()))
+    if any(len(seq) == 0 for seq in bad):
+        raise ValueError("bad_words_ids must not contain empty sequences")
+    ids_to_check: List[Tuple[str, Sequence[int]]] = [
+        ("decoder_start_token_id", [start]), ("pad_token_id", [pad]), ("eos_token_id", list(eos)),
+        ("forced_bos_token_id", _as_id_list(g.forced_bos_token_id)),
+        ("forced_eos_token_id", _as_id_list(g.forced_eos_token_id)),
+        ("bad_words_ids", [t for seq in bad for t in seq]),
+    ]
+    if vocab_size is not None:
+        for name, ids in ids_to_check:
+            for i in ids:
+                if not 0 <= i < vocab_size:
+                    raise ValueError(f"{name} contains token id {i}, outside the decoder vocabulary [0, {vocab_size})")
+
+    settings = GenerationSettings(
+        max_length=max_length, min_length=min_length, decoder_start_token_id=int(start), pad_token_id=int(pad),
+        eos_token_ids=eos, bos_token_id=None if bos is None else int(bos), num_beams=num_beams,
+        num_return_sequences=nrs, length_penalty=float(g.length_penalty), early_stopping=g.early_stopping,
+        do_sample=bool(g.do_sample), temperature=float(g.temperature), top_k=int(g.top_k or 0),
+        top_p=float(g.top_p), repetition_penalty=float(g.repetition_penalty),
+        no_repeat_ngram_size=int(g.no_repeat_ngram_size or 0), bad_words_ids=bad,
+        forced_bos_token_id=None if g.forced_bos_token_id is None else int(g.forced_bos_token_id),
+        forced_eos_token_id=None if g.forced_eos_token_id is None else int(g.forced_eos_token_id),
+        output_scores=bool(g.output_scores), return_dict_in_generate=bool(g.return_dict_in_generate),
+        use_cache=bool(g.use_cache),
+    )
+    return settings, model_kwargs
