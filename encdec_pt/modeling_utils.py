@@ -1,0 +1,474 @@
+"""What every PyTorch model here shares: canonical weights in and out, files, masks, checks.
+
+A model's attribute tree *is* its canonical (Hugging Face PyTorch) state-dict layout, so loading
+is one loop over ``named_parameters`` against ``encdec.naming.schema`` with no renaming. The files
+themselves are read and written by ``encdec.checkpoint`` (numpy), shared with TF and Flax.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from typing import Any, Dict, List, Optional, Tuple, Type, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from encdec.checkpoint import align_to_schema, atomic_write_bytes, load_checkpoint, save_state_dict
+from encdec.configuration import AutoConfig, PretrainedConfig
+from encdec.generation_config import GenerationConfig
+from encdec.hub import HUB_KWARGS
+from encdec.modeling_utils import newly_initialised_report
+from encdec.naming.schema import Schema, schema_for
+
+logger = logging.getLogger("encdec")
+
+# Arguments of `from_pretrained` that choose the file to read.
+_PREFER_FLAGS = {"from_pt": "pt", "from_tf": "tf", "from_flax": "flax"}
+
+
+# --------------------------------------------------------------------------------------------
+# Masks and input checks
+
+
+def attention_bias(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Boolean ``keep`` -> additive bias: 0 where kept, ``finfo(dtype).min`` where masked.
+
+    Built once from the combined boolean mask, so causal and padding masks never add two minima
+    (which would overflow to -inf).
+    """
+    zero = torch.zeros((), dtype=dtype, device=keep.device)
+    return torch.where(keep, zero, torch.finfo(dtype).min)
+
+
+def self_attention_bias(
+    attention_mask: Optional[torch.Tensor],
+    batch_size: int,
+    query_length: int,
+    past_length: int,
+    causal: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Optional[torch.Tensor]:
+    """Additive self-attention bias ``(B|1, 1, Q, past+Q)`` from a 2-D or 3-D 0/1 mask.
+
+    Query ``i`` sits at absolute position ``past_length + i``; with ``causal`` it sees keys up to
+    that position.
+    """
+    key_length = past_length + query_length
+    keep = None
+    if attention_mask is not None:
+        if attention_mask.dim() == 2:
+            if attention_mask.shape != (batch_size, key_length):
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}; expected (batch, past + length) = "
+                    f"{(batch_size, key_length)}"
+                )
+            keep = attention_mask[:, None, None, :].bool()  # (B, 1, 1, K)
+        elif attention_mask.dim() == 3:
+            keep = attention_mask[:, None, :, :].bool()  # (B, 1, Q, K)
+        else:
+            raise ValueError(
+                f"attention_mask must have 2 (batch, length) or 3 (batch, query, key) dimensions, got shape "
+                f"{tuple(attention_mask.shape)}"
+            )
+    if causal:
+        query_pos = torch.arange(past_length, key_length, device=device)[:, None]  # (Q, 1)
+        key_pos = torch.arange(key_length, device=device)[None, :]  # (1, K)
+        causal_keep = (key_pos <= query_pos)[None, None]  # (1, 1, Q, K)
+        keep = causal_keep if keep is None else keep & causal_keep
+    if keep is None:
+        return None
+    return attention_bias(keep, dtype)
+
+
+def cross_attention_bias(
+    encoder_attention_mask: Optional[torch.Tensor], dtype: torch.dtype
+) -> Optional[torch.Tensor]:
+    """Additive cross-attention bias ``(B, 1, 1, S)`` from a 2-D mask (or ``(B, 1, Q, S)`` from 3-D)."""
+    if encoder_attention_mask is None:
+        return None
+    if encoder_attention_mask.dim() == 2:
+        return attention_bias(encoder_attention_mask[:, None, None, :].bool(), dtype)
+    if encoder_attention_mask.dim() == 3:
+        return attention_bias(encoder_attention_mask[:, None, :, :].bool(), dtype)
+    raise ValueError(
+        f"encoder_attention_mask must have 2 or 3 dimensions, got shape {tuple(encoder_attention_mask.shape)}"
+    )
+
+
+def layer_head_masks(head_mask: Optional[torch.Tensor], num_layers: int) -> List[Optional[torch.Tensor]]:
+    """``head_mask`` of shape (H,) or (L, H) -> one ``(1, H, 1, 1)`` multiplier per layer (1 keeps a head)."""
+    if head_mask is None:
+        return [None] * num_layers
+    if head_mask.dim() == 1:
+        return [head_mask.view(1, -1, 1, 1)] * num_layers
+    if head_mask.dim() == 2 and head_mask.shape[0] == num_layers:
+        return [m.view(1, -1, 1, 1) for m in head_mask]
+    raise ValueError(f"head_mask must have shape (heads,) or ({num_layers}, heads), got {tuple(head_mask.shape)}")
+
+
+def check_token_ids(ids: Optional[torch.Tensor], vocab_size: int, name: str) -> None:
+    """``ValueError`` naming the id, the input and the vocabulary size (not torch's IndexError)."""
+    if ids is None or ids.numel() == 0:
+        return
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+    bad = (ids < 0) | (ids >= vocab_size)
+    if bool(bad.any()):
+        pos = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"{name} holds token id {int(ids[pos])} at position {pos}, outside the vocabulary "
+            f"[0, {vocab_size}) (vocab_size={vocab_size})"
+        )
+
+
+def check_rank(tensor: Optional[torch.Tensor], rank: int, name: str, what: str = "(batch, length)") -> None:
+    if tensor is not None and tensor.dim() != rank:
+        raise ValueError(f"{name} must have {rank} dimensions {what}, got shape {tuple(tensor.shape)}")
+
+
+def check_same_batch(**tensors: Optional[torch.Tensor]) -> None:
+    """``ValueError`` naming every shape when the given inputs disagree on the batch size."""
+    given = {k: tuple(v.shape) for k, v in tensors.items() if v is not None}
+    if len({s[0] for s in given.values() if s}) > 1:
+        raise ValueError("inputs disagree on the batch size: " + ", ".join(f"{k} {s}" for k, s in given.items()))
+
+
+def past_length(past_key_values: Optional[Tuple[Tuple[torch.Tensor, ...], ...]]) -> int:
+    """Number of positions already in the self-attention cache (keys are (B, H, T, Dh))."""
+    if past_key_values is None:
+        return 0
+    return past_key_values[0][0].shape[2]
+
+
+def as_legacy_cache(past_key_values: Any) -> Optional[Tuple[Tuple[torch.Tensor, ...], ...]]:
+    """Accept the per-layer tuple cache, or any object with ``to_legacy_cache()`` (the reference's)."""
+    if past_key_values is None:
+        return None
+    if hasattr(past_key_values, "to_legacy_cache"):
+        past_key_values = past_key_values.to_legacy_cache()
+    if len(past_key_values) == 0 or past_key_values[0] is None or len(past_key_values[0]) == 0:
+        return None
+    return tuple(tuple(layer) for layer in past_key_values)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token loss of a stand-alone causal LM: logits[:, :-1] predict labels[:, 1:]."""
+    return token_cross_entropy(logits[:, :-1, :], labels[:, 1:])
+
+
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over tokens whose label is not -100; scalar shape ``()``.
+
+    Summed and divided by the count (at least 1), so a batch with every label ignored gives 0
+    instead of the NaN of a plain mean.
+    """
+    vocab_size = logits.shape[-1]
+    flat_labels = labels.reshape(-1)
+    losses = nn.functional.cross_entropy(
+        logits.reshape(-1, vocab_size).float(), flat_labels, ignore_index=-100, reduction="none"
+    )
+    count = (flat_labels != -100).sum().clamp(min=1)
+    return losses.sum() / count
+
+
+# --------------------------------------------------------------------------------------------
+# dtype
+
+
+def resolve_dtype(value: Any, config: Optional[PretrainedConfig] = None,
+                  state: Optional[Dict[str, np.ndarray]] = None) -> Optional[torch.dtype]:
+    """``torch_dtype`` / ``dtype`` argument -> torch dtype (None keeps float32).
+
+    ``"auto"`` takes ``config.dtype`` when set, else the first floating tensor of the checkpoint.
+    """
+    if value is None:
+        return None
+    if isinstance(value, torch.dtype):
+        return value
+    if value == "auto":
+        name = getattr(config, "dtype", None) if config is not None else None
+        if name:
+            return resolve_dtype(name)
+        for array in (state or {}).values():
+            if np.issubdtype(array.dtype, np.floating):
+                return resolve_dtype(str(array.dtype))
+        return None
+    if isinstance(value, str):
+        name = value.replace("torch.", "")
+        dtype = getattr(torch, name, None)
+        if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+            return dtype
+    raise ValueError(f"unknown dtype {value!r}; use a torch floating dtype, its name (e.g. 'bfloat16') or 'auto'")
+
+
+def _tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds every bf16 value exactly
+        tensor = tensor.float()
+    return tensor.numpy().copy()
+
+
+# --------------------------------------------------------------------------------------------
+# Base class
+
+
+class PreTrainedModel(nn.Module):
+    """Base of every PyTorch model here: canonical weights, ``from_pretrained``, ``save_pretrained``.
+
+    Subclasses set ``config_class``, ``base_model_prefix`` (the attribute that holds the base model
+    in a model with a head, used to load a base checkpoint into a head model and back) and
+    ``schema_head`` (``"base"`` or ``"causal_lm"``, see ``encdec.naming.schema.schema_for``), and
+    implement ``_init_weights``.
+
+    Args:
+        config: the model's config.
+    """
+
+    config_class: Type[PretrainedConfig] = PretrainedConfig
+    base_model_prefix: str = ""
+    schema_head: str = "base"
+    main_input_name: str = "input_ids"
+    supports_gradient_checkpointing: bool = True
+    # Constructor arguments that `from_pretrained` passes to the class instead of the config.
+    _init_kwargs: Tuple[str, ...] = ()
+    # Whether a checkpoint of the base model loads into this model and back (see align_to_schema).
+    _align_with_base_model_prefix: bool = True
+
+    def __init__(self, config: PretrainedConfig):
+        super().__init__()
+        self.config = config
+
+    # --- initialisation and ties -------------------------------------------------------------
+    def post_init(self) -> None:
+        """Initialise every parameter, then restore ties (called last in every constructor)."""
+        self.apply(self._init_weights)
+        self.tie_weights()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        raise NotImplementedError
+
+    def tie_weights(self) -> None:
+        """Re-establish shared Parameters after loading or resizing (subclasses override)."""
+
+    def get_input_embeddings(self) -> Optional[nn.Module]:
+        return None
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no input embeddings to set")
+
+    def get_output_embeddings(self) -> Optional[nn.Module]:
+        return None
+
+    # --- schema and canonical weights ---------------------------------------------------------
+    def schema(self) -> Schema:
+        return schema_for(self.config, head=self.schema_head)
+
+    def _all_parameters(self) -> Dict[str, nn.Parameter]:
+        """Every parameter under every name, shared ones included (tied names are aliases)."""
+        return dict(self.named_parameters(remove_duplicate=False))
+
+    def canonical_state_dict(self) -> Dict[str, np.ndarray]:
+        """Owned canonical tensors (what ``model.safetensors`` holds), as numpy arrays."""
+        params = self._all_parameters()
+        out = {}
+        for spec in self.schema().owned():
+            if spec.name not in params:
+                raise KeyError(f"{type(self).__name__} has no parameter {spec.name!r} that its schema lists")
+            out[spec.name] = _tensor_to_numpy(params[spec.name])
+        return out
+
+    @torch.no_grad()
+    def load_canonical(self, state: Dict[str, np.ndarray], strict: bool = True) -> List[str]:
+        """Copy canonical numpy tensors into the model; return the owned names ``state`` lacked.
+
+        Tied names need not be present: their owner fills them. With ``strict``, a missing owned
+        name, an unknown name or a wrong shape raises ``ValueError`` naming the key.
+        """
+        schema = self.schema()
+        params = self._all_parameters()
+        ties = schema.ties()
+        unknown = [k for k in state if k not in params]
+        if unknown and strict:
+            raise ValueError(f"{type(self).__name__} has no parameters named {unknown[:8]}")
+        for name, array in state.items():
+            if name not in params:
+                continue
+            param = params[name]
+            value = torch.as_tensor(np.asarray(array))
+            if tuple(value.shape) != tuple(param.shape):
+                raise ValueError(f"{name}: checkpoint shape {tuple(value.shape)} vs model shape {tuple(param.shape)}")
+            if name in ties and ties[name] in state:
+                continue  # the owner writes the shared storage
+            param.copy_(value.to(dtype=param.dtype, device=param.device))
+        missing = [p.name for p in schema.owned() if p.name not in state]
+        if missing and strict:
+            raise ValueError(f"{type(self).__name__}: no tensor given for {missing[:8]} ({len(missing)} in all)")
+        self.tie_weights()
+        return missing
+
+    # --- files ---------------------------------------------------------------------------------
+    def save_pretrained(
+        self, save_directory: str, max_shard_size: Any = "5GB", safe_serialization: bool = True
+    ) -> None:
+        """Write ``config.json``, ``generation_config.json`` and ``model.safetensors`` (canonical
+        names, owned tensors only, sharded past ``max_shard_size``), each atomically.
+        ``safe_serialization=False`` writes ``pytorch_model.bin`` instead."""
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
+        os.makedirs(save_directory, exist_ok=True)
+        config = self.config.copy()
+        if not config.architectures or config.architectures == [None]:
+            config.architectures = [type(self).__name__]
+        config.save_pretrained(save_directory)
+        generation_config = getattr(self, "generation_config", None) or GenerationConfig.from_model_config(self.config)
+        generation_config.save_pretrained(save_directory)
+        state = self.canonical_state_dict()
+        if safe_serialization:
+            save_state_dict(state, save_directory, max_shard_size=max_shard_size)
+        else:
+            buffer = io.BytesIO()
+            torch.save({k: torch.from_numpy(v) for k, v in state.items()}, buffer)
+            atomic_write_bytes(os.path.join(save_directory, "pytorch_model.bin"), buffer.getvalue())
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, *model_args: Any, **kwargs: Any):
+        """Build from ``config.json`` and load any checkpoint format of the folder or hub repo.
+
+        Args:
+            pretrained_model_name_or_path: a folder or a hub id.
+            config: a config to use instead of the folder's ``config.json``.
+            torch_dtype / dtype: parameter dtype (a torch dtype, its name, or ``"auto"``).
+            from_pt / from_tf / from_flax: prefer that file when several are present (never needed).
+            output_loading_info: also return ``{"missing_keys", "unexpected_keys", "mismatched_keys"}``.
+            **kwargs: hub arguments (``revision``, ``cache_dir``, ...), constructor arguments
+                (``add_pooling_layer``), the rest override config fields.
+
+        Returns the model in eval mode.
+        """
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, info = cls._load_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        name = f"{type(model).__name__} from {pretrained_model_name_or_path}"
+        for line in newly_initialised_report(info["missing_keys"], name):
+            logger.warning(line)
+        if info["unexpected_keys"]:
+            logger.info(
+                "%s: checkpoint tensors not used by the model: %s", name, ", ".join(info["unexpected_keys"][:8])
+            )
+        return (model, info) if output_loading_info else model
+
+    @classmethod
+    def _load_pretrained(cls, path: str, *model_args: Any, **kwargs: Any):
+        config = kwargs.pop("config", None)
+        dtype_arg = kwargs.pop("torch_dtype", None)
+        dtype_arg = kwargs.pop("dtype", dtype_arg)
+        prefer = None
+        for flag, fmt in _PREFER_FLAGS.items():
+            if kwargs.pop(flag, False):
+                prefer = fmt
+        hub_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in HUB_KWARGS}
+        init_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in cls._init_kwargs}
+        if config is None:
+            config = AutoConfig.from_pretrained(path, **hub_kwargs, **kwargs)
+        else:
+            config = config.copy()
+            for key, value in kwargs.items():
+                setattr(config, key, value)
+        if cls.config_class is not PretrainedConfig and not isinstance(config, cls.config_class):
+            raise ValueError(
+                f"{cls.__name__} needs a {cls.config_class.__name__}, but {path} holds a "
+                f"{type(config).__name__} (model_type {config.model_type!r})"
+            )
+        model = cls(config, *model_args, **init_kwargs)
+        schema = model.schema()
+        checkpoint = load_checkpoint(path, schema=schema, prefer=prefer, **hub_kwargs)
+        prefix = cls.base_model_prefix if cls._align_with_base_model_prefix else ""
+        aligned = align_to_schema(checkpoint.state, schema, source=checkpoint.source, base_model_prefix=prefix or None)
+        aligned.raise_for_errors(allow_missing=lambda name: True, allow_unexpected=True)
+        model.load_canonical(aligned.tensors, strict=False)
+        dtype = resolve_dtype(dtype_arg, config, checkpoint.state)
+        if dtype is not None:
+            model.to(dtype)
+            model.config.dtype = str(dtype).replace("torch.", "")
+        model.generation_config = GenerationConfig.for_model(path, model.config, **hub_kwargs)
+        model.eval()
+        info = {
+            "missing_keys": list(aligned.missing),
+            "unexpected_keys": list(aligned.unexpected),
+            "mismatched_keys": list(aligned.mismatched),
+            "ignored_keys": dict(aligned.ignored),
+        }
+        return model, info
+
+    # --- training helpers --------------------------------------------------------------------
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each layer in the backward pass (modules with a ``gradient_checkpointing`` flag)."""
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = False
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
+
+    def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
+        """Grow or shrink the vocabulary: old rows kept, new rows initialised like the model,
+        the output layer (and its bias) resized with it and ties restored."""
+        old = self.get_input_embeddings()
+        if old is None:
+            raise NotImplementedError(f"{type(self).__name__} has no input embeddings to resize")
+        new = self._resized_embedding(old, new_num_tokens)
+        self.set_input_embeddings(new)
+        output = self.get_output_embeddings()
+        if output is not None and not getattr(self.config, "tie_word_embeddings", True):
+            self._set_resized_output(self._resized_linear(output, new_num_tokens))
+        self._resize_output_bias(new_num_tokens)
+        self.config.vocab_size = new_num_tokens
+        self.tie_weights()
+        return self.get_input_embeddings()
+
+    def _resized_embedding(self, old: nn.Embedding, n: int) -> nn.Embedding:
+        new = nn.Embedding(n, old.embedding_dim, padding_idx=old.padding_idx if (old.padding_idx or 0) < n else None)
+        new.to(device=old.weight.device, dtype=old.weight.dtype)
+        self._init_weights(new)
+        keep = min(n, old.num_embeddings)
+        with torch.no_grad():
+            new.weight[:keep] = old.weight[:keep]
+        return new
+
+    def _resized_linear(self, old: nn.Linear, n: int) -> nn.Linear:
+        new = nn.Linear(old.in_features, n, bias=old.bias is not None)
+        new.to(device=old.weight.device, dtype=old.weight.dtype)
+        self._init_weights(new)
+        keep = min(n, old.out_features)
+        with torch.no_grad():
+            new.weight[:keep] = old.weight[:keep]
+            if old.bias is not None:
+                new.bias[:keep] = old.bias[:keep]
+        return new
+
+    def _set_resized_output(self, new: nn.Linear) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot replace its output layer")
+
+    def _resize_output_bias(self, n: int) -> None:
+        """Models with a separate output bias (BERT) resize it here."""
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def set_parameter(module: nn.Module, dotted_name: str, param: nn.Parameter) -> None:
+    """Make ``module.<dotted_name>`` the given Parameter object (used to tie weights)."""
+    *path, leaf = dotted_name.split(".")
+    owner = module
+    for part in path:
+        owner = getattr(owner, part)
+    setattr(owner, leaf, param)
