@@ -1,0 +1,32 @@
+"""encdec in JAX/Flax: ``FlaxEncoderDecoderModel`` and its BERT / GPT-2 parts.
+
+Imports jax, flax and ``encdec`` only (never torch or TensorFlow).
+"""
+
+from encdec_flax.models.auto import (
+    FLAX_MODEL_FOR_CAUSAL_LM_MAPPING,
+    FLAX_MODEL_MAPPING,
+    FlaxAutoModel,
+    FlaxAutoModelForCausalLM,
+)
+from encdec_flax.models.bert import FlaxBertForCausalLM, FlaxBertModel
+from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModel, FlaxEncoderDecoderModule
+from encdec_flax.models.gpt2 import FlaxGPT2LMHeadModel, FlaxGPT2Model
+from encdec_flax.models.modeling_outputs import FlaxSeq2SeqLMOutput
+from encdec_flax.models.modeling_utils import params_to_state_dict, state_dict_to_params
+
+__all__ = [
+    "FLAX_MODEL_FOR_CAUSAL_LM_MAPPING",
+    "FLAX_MODEL_MAPPING",
+    "FlaxAutoModel",
+    "FlaxAutoModelForCausalLM",
+    "FlaxBertForCausalLM",
+    "FlaxBertModel",
+    "FlaxEncoderDecoderModel",
+    "FlaxEncoderDecoderModule",
+    "FlaxGPT2LMHeadModel",
+    "FlaxGPT2Model",
+    "FlaxSeq2SeqLMOutput",
+    "params_to_state_dict",
+    "state_dict_to_params",
+]

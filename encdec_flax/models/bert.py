@@ -1,0 +1,533 @@
+"""BERT in Flax linen: ``FlaxBertModel`` (encoder) and ``FlaxBertForCausalLM`` (decoder with
+cross-attention), mirroring ``encdec_pt/models/bert.py`` module for module.
+
+Every submodule is named like the PyTorch attribute it mirrors, so the params tree *is* the
+checkpoint layout of the Hugging Face Flax port (``embeddings/word_embeddings/embedding``,
+``encoder/layer/0/attention/self/query/kernel``) and maps to canonical names with the generic
+walk in ``modeling_utils`` plus ``encdec.naming.layout``.
+
+Shape letters: b batch, q query length, k key length, h heads, d head dim.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from encdec.configuration import BertConfig
+from encdec_flax.models.modeling_outputs import (
+    FlaxBaseModelOutputWithPoolingAndCrossAttentions,
+    FlaxCausalLMOutputWithCrossAttentions,
+)
+from encdec_flax.models.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask
+
+
+def _normal(config):
+    return jax.nn.initializers.normal(stddev=config.initializer_range)
+
+
+class FlaxBertEmbeddings(nn.Module):
+    config: BertConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.word_embeddings = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=_normal(cfg), dtype=self.dtype)
+        self.position_embeddings = nn.Embed(
+            cfg.max_position_embeddings, cfg.hidden_size, embedding_init=_normal(cfg), dtype=self.dtype
+        )
+        self.token_type_embeddings = nn.Embed(
+            cfg.type_vocab_size, cfg.hidden_size, embedding_init=_normal(cfg), dtype=self.dtype
+        )
+        self.LayerNorm = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
+        self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
+
+    def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool = True):
+        # (b, q, hidden) each
+        inputs_embeds = self.word_embeddings(input_ids.astype("i4"))
+        position_embeds = self.position_embeddings(position_ids.astype("i4"))
+        token_type_embeds = self.token_type_embeddings(token_type_ids.astype("i4"))
+        hidden_states = inputs_embeds + token_type_embeds + position_embeds
+        hidden_states = self.LayerNorm(hidden_states)
+        hidden_states = self.dropout(hidden_states, deterministic=deterministic)
+        return hidden_states
+
+
+class FlaxBertSelfAttention(nn.Module):
+    """Self-attention (causal in a decoder) or cross-attention over ``key_value_states``.
+
+    With a ``"cache"`` collection: self-attention appends this call's keys/values at
+    ``cache_index`` of a preallocated ``(b, max_length, h, d)`` buffer; cross-attention stores the
+    projected encoder keys/values once (when the cache is created) and reuses them.
+    """
+
+    config: BertConfig
+    causal: bool = False
+    is_cross_attention: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        if cfg.hidden_size % cfg.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size={cfg.hidden_size} is not a multiple of num_attention_heads={cfg.num_attention_heads}"
+            )
+        self.num_heads = cfg.num_attention_heads
+        self.head_dim = cfg.hidden_size // cfg.num_attention_heads
+        self.query = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=_normal(cfg))
+        self.key = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=_normal(cfg))
+        self.value = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=_normal(cfg))
+        self.dropout = nn.Dropout(rate=cfg.attention_probs_dropout_prob)
+
+    def _split_heads(self, x):
+        # (b, q, h*d) -> (b, q, h, d)
+        return x.reshape(x.shape[:2] + (self.num_heads, self.head_dim))
+
+    @nn.compact
+    def _cached_key_value(self, key_states, value_states, query_length: int):
+        """Returns (keys, values, cache_index of this call's first query or None)."""
+        is_initialized = self.has_variable("cache", "cached_key")
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, key_states.shape, key_states.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, value_states.shape, value_states.dtype)
+        if self.is_cross_attention:
+            if not is_initialized:  # creating the cache: keep the encoder projection
+                cached_key.value, cached_value.value = key_states, value_states
+            return cached_key.value, cached_value.value, None
+        cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
+        if not is_initialized:
+            return key_states, value_states, None
+        cur_index = cache_index.value
+        # (b, max_length, h, d) with this call's q rows written at cur_index
+        key_states = lax.dynamic_update_slice(cached_key.value, key_states, (0, cur_index, 0, 0))
+        value_states = lax.dynamic_update_slice(cached_value.value, value_states, (0, cur_index, 0, 0))
+        cached_key.value, cached_value.value = key_states, value_states
+        cache_index.value = cur_index + query_length
+        return key_states, value_states, cur_index
+
+    def __call__(
+        self,
+        hidden_states,
+        attention_mask=None,
+        key_value_states=None,
+        init_cache: bool = False,
+        deterministic: bool = True,
+        output_attentions: bool = False,
+    ):
+        batch_size, query_length = hidden_states.shape[:2]
+        # (b, q, h, d)
+        query_states = self._split_heads(self.query(hidden_states))
+        has_cache = self.has_variable("cache", "cached_key")
+        cache_index = None
+        if self.is_cross_attention and has_cache and not init_cache:
+            # (b, k, h, d): encoder keys/values projected once, when the cache was made
+            key_states = self.variables["cache"]["cached_key"]
+            value_states = self.variables["cache"]["cached_value"]
+        else:
+            source = key_value_states if self.is_cross_attention else hidden_states
+            # (b, k, h, d)
+            key_states = self._split_heads(self.key(source))
+            value_states = self._split_heads(self.value(source))
+            if (self.is_cross_attention and init_cache) or (self.causal and (has_cache or init_cache)):
+                key_states, value_states, cache_index = self._cached_key_value(key_states, value_states, query_length)
+
+        # (b or 1, 1, q, k) boolean: True = attend
+        mask = None
+        if self.causal:
+            mask = causal_mask(query_length, key_states.shape[1], cache_index)
+        if attention_mask is not None:
+            pad = attention_mask[:, None, None, :].astype(bool)
+            mask = pad if mask is None else mask & pad
+
+        # (b, q, h, d) x (b, k, h, d) -> (b, h, q, k)
+        attn_scores = jnp.einsum("bqhd,bkhd->bhqk", query_states, key_states).astype(jnp.float32)
+        attn_scores = attn_scores / math.sqrt(self.head_dim)
+        if mask is not None:
+            attn_scores = attn_scores + attention_bias(mask, attn_scores.dtype)
+        attn_weights = jax.nn.softmax(attn_scores, axis=-1).astype(self.dtype)
+        attn_probs = self.dropout(attn_weights, deterministic=deterministic)
+        # (b, h, q, k) x (b, k, h, d) -> (b, q, h, d)
+        attn_output = jnp.einsum("bhqk,bkhd->bqhd", attn_probs, value_states)
+        # (b, q, h*d)
+        attn_output = attn_output.reshape(batch_size, query_length, -1)
+        return attn_output, (attn_weights if output_attentions else None)
+
+
+class FlaxBertSelfOutput(nn.Module):
+    config: BertConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.dense = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=_normal(cfg))
+        self.LayerNorm = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
+        self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
+
+    def __call__(self, hidden_states, input_tensor, deterministic: bool = True):
+        hidden_states = self.dense(hidden_states)
+        hidden_states = self.dropout(hidden_states, deterministic=deterministic)
+        hidden_states = self.LayerNorm(hidden_states + input_tensor)
+        return hidden_states
+
+
+class FlaxBertAttention(nn.Module):
+    config: BertConfig
+    causal: bool = False
+    is_cross_attention: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        # `self` is the PyTorch attribute name (BertAttention.self), kept so the names match.
+        self.self = FlaxBertSelfAttention(
+            self.config, causal=self.causal, is_cross_attention=self.is_cross_attention, dtype=self.dtype
+        )
+        self.output = FlaxBertSelfOutput(self.config, dtype=self.dtype)
+
+    def __call__(
+        self,
+        hidden_states,
+        attention_mask=None,
+        key_value_states=None,
+        init_cache: bool = False,
+        deterministic: bool = True,
+        output_attentions: bool = False,
+    ):
+        attn_output, attn_weights = self.self(
+            hidden_states,
+            attention_mask,
+            key_value_states=key_value_states,
+            init_cache=init_cache,
+            deterministic=deterministic,
+            output_attentions=output_attentions,
+        )
+        hidden_states = self.output(attn_output, hidden_states, deterministic=deterministic)
+        return hidden_states, attn_weights
+
+
+class FlaxBertIntermediate(nn.Module):
+    config: BertConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        self.dense = nn.Dense(self.config.intermediate_size, dtype=self.dtype, kernel_init=_normal(self.config))
+        self.activation = ACT2FN[self.config.hidden_act]
+
+    def __call__(self, hidden_states):
+        return self.activation(self.dense(hidden_states))
+
+
+class FlaxBertOutput(nn.Module):
+    config: BertConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.dense = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=_normal(cfg))
+        self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
+        self.LayerNorm = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
+
+    def __call__(self, hidden_states, attention_output, deterministic: bool = True):
+        hidden_states = self.dense(hidden_states)
+        hidden_states = self.dropout(hidden_states, deterministic=deterministic)
+        hidden_states = self.LayerNorm(hidden_states + attention_output)
+        return hidden_states
+
+
+class FlaxBertLayer(nn.Module):
+    config: BertConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.attention = FlaxBertAttention(cfg, causal=cfg.is_decoder, dtype=self.dtype)
+        if cfg.add_cross_attention:
+            self.crossattention = FlaxBertAttention(cfg, is_cross_attention=True, dtype=self.dtype)
+        self.intermediate = FlaxBertIntermediate(cfg, dtype=self.dtype)
+        self.output = FlaxBertOutput(cfg, dtype=self.dtype)
+
+    def __call__(
+        self,
+        hidden_states,
+        attention_mask=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        init_cache: bool = False,
+        deterministic: bool = True,
+        output_attentions: bool = False,
+    ):
+        attention_output, self_attn_weights = self.attention(
+            hidden_states, attention_mask, init_cache=init_cache, deterministic=deterministic,
+            output_attentions=output_attentions,
+        )
+        cross_attn_weights = None
+        if encoder_hidden_states is not None:
+            if not self.config.add_cross_attention:
+                raise ValueError(
+                    "encoder_hidden_states were passed but this BERT has no cross-attention layers: "
+                    "set `add_cross_attention=True` in its config"
+                )
+            attention_output, cross_attn_weights = self.crossattention(
+                attention_output, encoder_attention_mask, key_value_states=encoder_hidden_states,
+                init_cache=init_cache, deterministic=deterministic, output_attentions=output_attentions,
+            )
+        intermediate_output = self.intermediate(attention_output)
+        hidden_states = self.output(intermediate_output, attention_output, deterministic=deterministic)
+        return hidden_states, self_attn_weights, cross_attn_weights
+
+
+class FlaxBertLayerCollection(nn.Module):
+    """PyTorch's ``encoder.layer`` ModuleList: layers named ``"0"``, ``"1"``, ..."""
+
+    config: BertConfig
+    dtype: jnp.dtype = jnp.float32
+    gradient_checkpointing: bool = False
+
+    def setup(self):
+        layer_cls = FlaxBertLayer
+        if self.gradient_checkpointing:
+            # init_cache, deterministic, output_attentions are Python bools (self is argument 0).
+            layer_cls = nn.remat(FlaxBertLayer, static_argnums=(5, 6, 7))
+        self.layers = [layer_cls(self.config, dtype=self.dtype, name=str(i)) for i in range(self.config.num_hidden_layers)]
+
+    def __call__(
+        self,
+        hidden_states,
+        attention_mask=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        init_cache: bool = False,
+        deterministic: bool = True,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ):
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_self_attentions = () if output_attentions else None
+        all_cross_attentions = () if output_attentions and encoder_hidden_states is not None else None
+        for layer in self.layers:
+            hidden_states, self_attn_weights, cross_attn_weights = layer(
+                hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask,
+                init_cache, deterministic, output_attentions,
+            )
+            if output_attentions:
+                all_self_attentions += (self_attn_weights,)
+                if all_cross_attentions is not None:
+                    all_cross_attentions += (cross_attn_weights,)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+        return hidden_states, all_hidden_states, all_self_attentions, all_cross_attentions
+
+
+class FlaxBertEncoder(nn.Module):
+    config: BertConfig
+    dtype: jnp.dtype = jnp.float32
+    gradient_checkpointing: bool = False
+
+    def setup(self):
+        self.layer = FlaxBertLayerCollection(
+            self.config, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing
+        )
+
+    def __call__(self, hidden_states, **kwargs):
+        return self.layer(hidden_states, **kwargs)
+
+
+class FlaxBertPooler(nn.Module):
+    config: BertConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        self.dense = nn.Dense(self.config.hidden_size, dtype=self.dtype, kernel_init=_normal(self.config))
+
+    def __call__(self, hidden_states):
+        # (b, hidden): the first token's state
+        first_token = hidden_states[:, 0]
+        return jnp.tanh(self.dense(first_token))
+
+
+class FlaxBertModule(nn.Module):
+    """``BertModel``: embeddings, encoder, optional pooler."""
+
+    config: BertConfig
+    dtype: jnp.dtype = jnp.float32
+    add_pooling_layer: bool = True
+    gradient_checkpointing: bool = False
+
+    def setup(self):
+        self.embeddings = FlaxBertEmbeddings(self.config, dtype=self.dtype)
+        self.encoder = FlaxBertEncoder(
+            self.config, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing
+        )
+        if self.add_pooling_layer:
+            self.pooler = FlaxBertPooler(self.config, dtype=self.dtype)
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        init_cache: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        deterministic: bool = True,
+    ):
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        if position_ids is None:
+            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+        if encoder_hidden_states is not None and encoder_attention_mask is None:
+            encoder_attention_mask = jnp.ones(encoder_hidden_states.shape[:2], dtype="i4")
+        # (b, q, hidden)
+        hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, deterministic=deterministic)
+        hidden_states, all_hidden_states, all_attentions, all_cross_attentions = self.encoder(
+            hidden_states,
+            attention_mask=attention_mask,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            init_cache=init_cache,
+            deterministic=deterministic,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        pooled_output = self.pooler(hidden_states) if self.add_pooling_layer else None
+        return FlaxBaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=hidden_states,
+            pooler_output=pooled_output,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+            cross_attentions=all_cross_attentions,
+        )
+
+
+class FlaxBertPredictionHeadTransform(nn.Module):
+    config: BertConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.dense = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=_normal(cfg))
+        self.transform_act_fn = ACT2FN[cfg.hidden_act]
+        self.LayerNorm = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
+
+    def __call__(self, hidden_states):
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+
+class FlaxBertLMPredictionHead(nn.Module):
+    """``cls.predictions``: transform, then the vocabulary projection plus ``bias``. With tied
+    word embeddings ``decoder`` owns no kernel: the embedding matrix is applied instead, so the
+    params tree holds no copy of it (as in the Hugging Face Flax port)."""
+
+    config: BertConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.transform = FlaxBertPredictionHeadTransform(cfg, dtype=self.dtype)
+        self.decoder = nn.Dense(cfg.vocab_size, dtype=self.dtype, use_bias=False, kernel_init=_normal(cfg))
+        self.bias = self.param("bias", jax.nn.initializers.zeros, (cfg.vocab_size,))
+
+    def __call__(self, hidden_states, shared_embedding=None):
+        hidden_states = self.transform(hidden_states)
+        if shared_embedding is not None:
+            # (b, q, hidden) x (vocab, hidden) -> (b, q, vocab)
+            logits = hidden_states @ shared_embedding.T.astype(self.dtype)
+        else:
+            logits = self.decoder(hidden_states)
+        return logits + self.bias.astype(self.dtype)
+
+
+class FlaxBertOnlyMLMHead(nn.Module):
+    config: BertConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        self.predictions = FlaxBertLMPredictionHead(self.config, dtype=self.dtype)
+
+    def __call__(self, hidden_states, shared_embedding=None):
+        return self.predictions(hidden_states, shared_embedding=shared_embedding)
+
+
+class FlaxBertForCausalLMModule(nn.Module):
+    """``BertLMHeadModel``: ``bert`` (no pooler) and ``cls``."""
+
+    config: BertConfig
+    dtype: jnp.dtype = jnp.float32
+    gradient_checkpointing: bool = False
+
+    def setup(self):
+        self.bert = FlaxBertModule(
+            self.config, dtype=self.dtype, add_pooling_layer=False, gradient_checkpointing=self.gradient_checkpointing
+        )
+        self.cls = FlaxBertOnlyMLMHead(self.config, dtype=self.dtype)
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        init_cache: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        deterministic: bool = True,
+    ):
+        outputs = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            init_cache=init_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            deterministic=deterministic,
+        )
+        shared_embedding = None
+        if self.config.tie_word_embeddings:
+            shared_embedding = self.bert.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
+        # (b, q, vocab)
+        logits = self.cls(outputs.last_hidden_state, shared_embedding=shared_embedding)
+        return FlaxCausalLMOutputWithCrossAttentions(
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            cross_attentions=outputs.cross_attentions,
+        )
+
+
+class FlaxBertModel(FlaxPreTrainedModel):
+    """BERT encoder (``BertModel``) behind the functional Flax API.
+
+    Args:
+        config: a ``BertConfig``.
+        input_shape: the dummy input shape used to create the params.
+        seed: the PRNG seed of the random init.
+        dtype: the computation dtype (params stay float32; see ``to_bf16``).
+        _do_init: False creates no params (``model.params`` is then None; pass ``params=``).
+        add_pooling_layer: keep the ``pooler``.
+        gradient_checkpointing: recompute each layer in the backward pass (``nn.remat``).
+    """
+
+    config_class = BertConfig
+    base_model_prefix = "bert"
+    schema_head = "base"
+    module_class = FlaxBertModule
+
+
+class FlaxBertForCausalLM(FlaxPreTrainedModel):
+    """BERT decoder with an LM head (``BertLMHeadModel``); the same Args as ``FlaxBertModel``."""
+
+    config_class = BertConfig
+    base_model_prefix = "bert"
+    schema_head = "causal_lm"
+    module_class = FlaxBertForCausalLMModule
