@@ -1,0 +1,88 @@
+"""Model outputs: dataclasses with attribute, ``["key"]`` and integer access.
+
+They behave like the reference's ``ModelOutput``: fields left ``None`` are skipped by integer
+indexing, iteration and ``to_tuple()``, so ``outputs[0]`` is the first field that was computed
+(``loss`` when labels were given, ``logits`` otherwise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator, Optional, Tuple
+
+import tensorflow as tf
+
+
+class ModelOutput:
+    """Base of every output dataclass (subclasses are ``@dataclasses.dataclass``)."""
+
+    def keys(self):
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
+
+    def values(self):
+        return [getattr(self, k) for k in self.keys()]
+
+    def items(self):
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def to_tuple(self) -> Tuple[Any, ...]:
+        return tuple(self.values())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key, None)
+        return default if value is None else value
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(f"{type(self).__name__} has no computed field {key!r}; computed: {self.keys()}")
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+
+@dataclasses.dataclass
+class TFBaseModelOutputWithPoolingAndCrossAttentions(ModelOutput):
+    """Output of ``TFBertModel`` / ``TFGPT2Model`` (GPT-2 leaves ``pooler_output`` None)."""
+
+    last_hidden_state: Optional[tf.Tensor] = None
+    pooler_output: Optional[tf.Tensor] = None
+    hidden_states: Optional[Tuple[tf.Tensor, ...]] = None
+    past_key_values: Optional[Tuple[Tuple[tf.Tensor, ...], ...]] = None
+    attentions: Optional[Tuple[tf.Tensor, ...]] = None
+    cross_attentions: Optional[Tuple[tf.Tensor, ...]] = None
+
+
+@dataclasses.dataclass
+class TFCausalLMOutputWithCrossAttentions(ModelOutput):
+    """Output of ``TFBertLMHeadModel`` / ``TFGPT2LMHeadModel``."""
+
+    loss: Optional[tf.Tensor] = None
+    logits: Optional[tf.Tensor] = None
+    past_key_values: Optional[Tuple[Tuple[tf.Tensor, ...], ...]] = None
+    hidden_states: Optional[Tuple[tf.Tensor, ...]] = None
+    attentions: Optional[Tuple[tf.Tensor, ...]] = None
+    cross_attentions: Optional[Tuple[tf.Tensor, ...]] = None
+
+
+@dataclasses.dataclass
+class TFSeq2SeqLMOutput(ModelOutput):
+    """Output of ``TFEncoderDecoderModel`` (field order = ``encdec.modeling_utils.SEQ2SEQ_OUTPUT_FIELDS``)."""
+
+    loss: Optional[tf.Tensor] = None
+    logits: Optional[tf.Tensor] = None
+    past_key_values: Optional[Tuple[Tuple[tf.Tensor, ...], ...]] = None
+    decoder_hidden_states: Optional[Tuple[tf.Tensor, ...]] = None
+    decoder_attentions: Optional[Tuple[tf.Tensor, ...]] = None
+    cross_attentions: Optional[Tuple[tf.Tensor, ...]] = None
+    encoder_last_hidden_state: Optional[tf.Tensor] = None
+    encoder_hidden_states: Optional[Tuple[tf.Tensor, ...]] = None
+    encoder_attentions: Optional[Tuple[tf.Tensor, ...]] = None

@@ -1,0 +1,294 @@
+"""What every TF model class shares: the variable walk to canonical names, loading, saving,
+masks, the loss and the checks on inputs.
+
+The Keras layer tree mirrors the PyTorch attribute tree (every sublayer is created with
+``name=`` equal to its PT attribute; list items are named ``layer_._{i}`` like the reference's
+TF port, because Keras names may not be bare integers). So the canonical name of a variable is
+its layer path joined with ``.`` plus the leaf that ``encdec.naming.layout`` maps back to the
+PyTorch leaf: one generic walk, no per-model name tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from encdec.checkpoint import align_to_schema, load_checkpoint, owned_only, save_state_dict
+from encdec.configuration import AutoConfig, PretrainedConfig
+from encdec.generation_config import GenerationConfig
+from encdec.modeling_utils import check_token_ids, newly_initialised_report
+from encdec.naming.layout import framework_path, from_framework, to_framework
+from encdec.naming.schema import Schema
+
+logger = logging.getLogger(__name__)
+
+LIST_ITEM_SEPARATOR = "_._"  # `layer_._0` <-> `layer.0`
+
+
+# --------------------------------------------------------------------------------------------
+# Masks and inputs
+
+
+def additive_mask(keep: tf.Tensor, dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """1 = attend, 0 = masked -> 0 / finfo(dtype).min, to add to attention scores."""
+    keep = tf.cast(keep, dtype)
+    return (1.0 - keep) * dtype.min
+
+
+def causal_keep(q_len: tf.Tensor, k_len: tf.Tensor) -> tf.Tensor:
+    """(q, k) with 1 where key position k <= query position q; queries are the last q_len keys."""
+    q_pos = tf.range(q_len)[:, None] + (k_len - q_len)
+    k_pos = tf.range(k_len)[None, :]
+    return tf.cast(k_pos <= q_pos, tf.int32)
+
+
+def check_ids(ids: Optional[tf.Tensor], vocab_size: int, name: str) -> None:
+    """Out-of-vocabulary ids raise ``ValueError`` naming the id (eager) or fail a
+    ``tf.debugging`` assert with the same wording (inside ``tf.function``): a gather on GPU
+    would silently return zeros."""
+    if ids is None:
+        return
+    if tf.executing_eagerly():
+        check_token_ids(np.asarray(ids), vocab_size, name)
+        return
+    message = f"{name} holds a token id outside the vocabulary [0, {vocab_size}) (vocab_size={vocab_size})"
+    tf.debugging.assert_non_negative(ids, message=message)
+    tf.debugging.assert_less(ids, tf.cast(vocab_size, ids.dtype), message=message)
+
+
+def check_labels(labels: Optional[tf.Tensor], vocab_size: int) -> None:
+    """Labels are token ids or -100 (ignored)."""
+    if labels is None:
+        return
+    check_ids(tf.where(labels == -100, tf.zeros_like(labels), labels), vocab_size, "labels")
+
+
+def as_int_tensor(value: Any) -> Optional[tf.Tensor]:
+    if value is None:
+        return None
+    return tf.convert_to_tensor(value)
+
+
+def masked_lm_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Mean cross-entropy over the tokens whose label is not -100; a scalar, shape ()."""
+    labels = tf.cast(labels, tf.int32)
+    active = labels != -100
+    safe_labels = tf.where(active, labels, tf.zeros_like(labels))
+    per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=tf.cast(logits, tf.float32))
+    active_f = tf.cast(active, per_token.dtype)
+    return tf.reduce_sum(per_token * active_f) / tf.reduce_sum(active_f)
+
+
+# --------------------------------------------------------------------------------------------
+# The generic walk: Keras layer tree <-> canonical names
+
+
+def own_variables(layer: keras.layers.Layer) -> List[keras.Variable]:
+    """The variables a layer created itself (not those of its sublayers, not RNG states)."""
+    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+
+
+def child_layers(layer: keras.layers.Layer) -> List[keras.layers.Layer]:
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def framework_named_variables(layer: keras.layers.Layer, prefix: str = "") -> Iterator[Tuple[str, keras.Variable]]:
+    """(``encoder.embeddings.LayerNorm.gamma``, variable) for every variable under ``layer``.
+    A shared variable appears once per place it is used."""
+    for variable in own_variables(layer):
+        yield prefix + variable.name, variable
+    for child in child_layers(layer):
+        yield from framework_named_variables(child, prefix + child.name.replace(LIST_ITEM_SEPARATOR, ".") + ".")
+
+
+def canonical_variables(model: keras.layers.Layer, schema: Schema) -> Dict[str, keras.Variable]:
+    """Canonical name -> variable, for every schema name that has a variable of its own or a
+    shared one (tied names whose framework drops them, such as a tied LM head, are absent).
+    Raises when a variable has no place in the schema: the tree and the schema must agree."""
+    by_path = {".".join(framework_path(spec, "tf")): spec for spec in schema}
+    out: Dict[str, keras.Variable] = {}
+    for path, variable in framework_named_variables(model):
+        spec = by_path.get(path)
+        if spec is None:
+            raise ValueError(f"{type(model).__name__}: variable {path!r} has no canonical name in the schema")
+        if tuple(variable.shape) != tuple(reversed(spec.shape)) and tuple(variable.shape) != tuple(spec.shape):
+            raise ValueError(f"{path}: shape {tuple(variable.shape)} does not fit {spec.name} {spec.shape}")
+        out[spec.name] = variable
+    return out
+
+
+def share_variables(layer: keras.layers.Layer, source: keras.layers.Layer) -> int:
+    """Make ``layer`` use the variables of ``source`` (a layer of the same structure) wherever
+    both have a variable at the same path; returns how many were shared. Keras has no public
+    API for this: the layer's attribute and its tracked list both point to the source variable."""
+    count = 0
+    for mine, theirs in zip_layers(layer, source):
+        by_name = {v.name: v for v in own_variables(theirs)}
+        for i, variable in enumerate(list(mine._trainable_variables)):
+            shared = by_name.get(variable.name)
+            if shared is None or shared is variable:
+                continue
+            if tuple(shared.shape) != tuple(variable.shape):
+                raise ValueError(f"cannot share {variable.path} {variable.shape} with {shared.path} {shared.shape}")
+            for attr, value in list(vars(mine).items()):
+                if value is variable:
+                    object.__setattr__(mine, attr, shared)
+            mine._trainable_variables[i] = shared
+            count += 1
+    return count
+
+
+def zip_layers(layer: keras.layers.Layer, source: keras.layers.Layer) -> Iterator[Tuple[Any, Any]]:
+    yield layer, source
+    theirs = {c.name: c for c in child_layers(source)}
+    for child in child_layers(layer):
+        if child.name in theirs:
+            yield from zip_layers(child, theirs[child.name])
+
+
+# --------------------------------------------------------------------------------------------
+# Base class
+
+
+class TFPreTrainedModel(keras.Model):
+    """Base of every TF model: config, schema, canonical state, ``from_pretrained`` /
+    ``save_pretrained`` in this library's layout (and reading every HF layout).
+
+    Subclasses set ``config_class``, ``base_model_prefix`` and ``schema_head`` and implement
+    ``dummy_inputs``; they call ``self.build_now()`` at the end of ``__init__`` (``build=True``),
+    so a fresh model has all its variables and can be saved straight away.
+    """
+
+    config_class: Any = PretrainedConfig
+    base_model_prefix: str = ""
+    schema_head: str = "base"
+    main_input_name = "input_ids"
+
+    def __init__(self, config: PretrainedConfig, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if not isinstance(config, PretrainedConfig):
+            raise TypeError(f"{type(self).__name__} needs a config object, got {type(config).__name__}")
+        self.config = config
+        self.generation_config = None
+
+    # --- construction helpers -------------------------------------------------------------
+    def dummy_inputs(self) -> Dict[str, Any]:
+        return {"input_ids": tf.zeros((1, 2), dtype=tf.int32)}
+
+    def build_now(self) -> None:
+        """Create every variable by one tiny forward pass (Keras builds layers lazily)."""
+        self(**self.dummy_inputs(), training=False)
+
+    @classmethod
+    def from_config(cls, config: Any, **kwargs: Any) -> "TFPreTrainedModel":
+        if isinstance(config, dict):
+            config = AutoConfig.for_dict(config) if cls.config_class is PretrainedConfig else cls.config_class.from_dict(config)
+        return cls(config, **kwargs)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"config": self.config.to_dict()}
+
+    # --- canonical weights ------------------------------------------------------------------
+    def schema(self) -> Schema:
+        from encdec.naming.schema import schema_for
+
+        return schema_for(self.config, head=self.schema_head, add_pooling_layer=getattr(self, "add_pooling_layer", True))
+
+    def canonical_variables(self) -> Dict[str, keras.Variable]:
+        return canonical_variables(self, self.schema())
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Owned canonical tensors (PyTorch names and layout), in schema order."""
+        variables = self.canonical_variables()
+        out = {}
+        for spec in self.schema().owned():
+            variable = variables[spec.name]
+            _, out[spec.name] = from_framework(spec.kind, variable.name, np.asarray(variable.numpy()), "tf")
+        return out
+
+    def load_state_dict(self, state: Dict[str, np.ndarray], strict: bool = True) -> List[str]:
+        """Assign canonical tensors; returns the owned names that ``state`` lacked (an error
+        when ``strict``)."""
+        schema = self.schema()
+        variables = self.canonical_variables()
+        missing = []
+        for spec in schema.owned():
+            if spec.name not in state:
+                missing.append(spec.name)
+                continue
+            _, array = to_framework(spec, np.asarray(state[spec.name]), "tf")
+            variables[spec.name].assign(array.astype(variables[spec.name].dtype))
+        if strict and missing:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: missing {missing[:8]} ({len(missing)} in all)")
+        return missing
+
+    # --- files ------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str, max_shard_size: Any = "5GB", **kwargs: Any) -> None:
+        """``config.json``, ``generation_config.json`` and ``model.safetensors`` (canonical names,
+        owned tensors only, metadata ``format: pt``), each written atomically."""
+        if kwargs:
+            raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
+        os.makedirs(save_directory, exist_ok=True)
+        schema = self.schema()
+        self.config.save_pretrained(save_directory)
+        generation_config = self.generation_config or GenerationConfig.for_model(None, self.config)
+        generation_config.save_pretrained(save_directory)
+        save_state_dict(owned_only(self.state_dict(), schema), save_directory, max_shard_size=max_shard_size)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, *model_args: Any, **kwargs: Any) -> "TFPreTrainedModel":
+        """Load from a folder or hub id holding any layout this library reads: ``model.safetensors``
+        (ours or PyTorch's), ``pytorch_model.bin``, HF ``tf_model.h5`` / ``flax_model.msgpack``,
+        single or sharded. ``from_pt`` / ``from_tf`` / ``from_flax`` only set which file wins
+        when several are present. Other keywords override config fields.
+        """
+        model, _ = cls._from_pretrained_with_report(pretrained_model_name_or_path, *model_args, **kwargs)
+        return model
+
+    @classmethod
+    def _from_pretrained_with_report(
+        cls, path: str, *model_args: Any, allow_missing=None, **kwargs: Any
+    ) -> Tuple["TFPreTrainedModel", List[str]]:
+        from encdec.hub import HUB_KWARGS
+
+        config = kwargs.pop("config", None)
+        prefer = None
+        for flag, fmt in (("from_pt", "pt"), ("from_tf", "tf"), ("from_flax", "flax")):
+            if kwargs.pop(flag, False):
+                prefer = fmt
+        name = kwargs.pop("name", None)
+        kwargs.pop("load_weight_prefix", None)  # the reference's TF plumbing; names here never depend on it
+        hub_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in HUB_KWARGS}
+        if config is None:
+            config = AutoConfig.from_pretrained(path, **hub_kwargs, **kwargs)
+            if cls.config_class is not PretrainedConfig and not isinstance(config, cls.config_class):
+                raise ValueError(f"{path} holds a {type(config).__name__}, but {cls.__name__} needs a {cls.config_class.__name__}")
+        else:
+            for key, value in kwargs.items():
+                setattr(config, key, value)
+        model = cls._from_config_for_load(config, *model_args, name=name)
+        schema = model.schema()
+        checkpoint = load_checkpoint(path, schema=schema, prefer=prefer, **hub_kwargs)
+        aligned = align_to_schema(
+            checkpoint.state, schema, source=checkpoint.source, base_model_prefix=cls.base_model_prefix or None
+        )
+        aligned.raise_for_errors(allow_missing=allow_missing, allow_unexpected=True)
+        if aligned.unexpected:
+            logger.warning("%s: %d weights of the checkpoint were not used: %s", checkpoint.source,
+                           len(aligned.unexpected), ", ".join(aligned.unexpected[:8]))
+        model.load_state_dict(aligned.tensors, strict=False)
+        model.generation_config = GenerationConfig.for_model(path, model.config, **hub_kwargs)
+        report = newly_initialised_report(aligned.missing, type(model).__name__) if aligned.missing else []
+        return model, report
+
+    @classmethod
+    def _from_config_for_load(cls, config: PretrainedConfig, *model_args: Any, name: Optional[str] = None):
+        kwargs = {"name": name} if name else {}
+        return cls(config, *model_args, **kwargs)

@@ -1,0 +1,442 @@
+"""BERT as encoder (``TFBertModel``) and as decoder with cross-attention (``TFBertLMHeadModel``).
+
+Mirrors ``encdec_pt/models/bert.py`` class by class; every sublayer is named like its PyTorch
+attribute, so the variable tree is the canonical weight tree. Shapes: b batch, q/k query/key
+length, h heads, d head dim, e hidden size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import keras
+import tensorflow as tf
+
+from encdec.configuration import BertConfig
+from encdec_tf.activations import get_activation
+from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
+from encdec_tf.modeling_utils import (
+    TFPreTrainedModel,
+    additive_mask,
+    as_int_tensor,
+    causal_keep,
+    check_ids,
+    check_labels,
+    masked_lm_loss,
+)
+
+
+def _normal(config: BertConfig) -> keras.initializers.Initializer:
+    return keras.initializers.RandomNormal(stddev=config.initializer_range)
+
+
+def _dense(config: BertConfig, units: int, name: str, use_bias: bool = True) -> keras.layers.Dense:
+    return keras.layers.Dense(units, use_bias=use_bias, kernel_initializer=_normal(config), name=name)
+
+
+def _layer_norm(config: BertConfig, name: str = "LayerNorm") -> keras.layers.LayerNormalization:
+    return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name=name)
+
+
+class TFBertEmbeddings(keras.layers.Layer):
+    """Word + position + token-type embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig, **kwargs: Any):
+        super().__init__(**kwargs)
+        # === Config ===
+        self.config = config
+        # === Layers ===
+        self.word_embeddings = keras.layers.Embedding(
+            config.vocab_size, config.hidden_size, embeddings_initializer=_normal(config), name="word_embeddings"
+        )
+        self.position_embeddings = keras.layers.Embedding(
+            config.max_position_embeddings, config.hidden_size, embeddings_initializer=_normal(config),
+            name="position_embeddings",
+        )
+        self.token_type_embeddings = keras.layers.Embedding(
+            config.type_vocab_size, config.hidden_size, embeddings_initializer=_normal(config),
+            name="token_type_embeddings",
+        )
+        # Not snake-cased: the name is the PyTorch attribute, hence the checkpoint key.
+        self.LayerNorm = _layer_norm(config)
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, name="dropout")
+
+    def call(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+             past_key_values_length=0, training=False):
+        if inputs_embeds is None:
+            check_ids(input_ids, self.config.vocab_size, "input_ids")
+            inputs_embeds = self.word_embeddings(input_ids)  # (b, q, e)
+        seq_length = tf.shape(inputs_embeds)[1]
+        if position_ids is None:
+            position_ids = tf.range(past_key_values_length, past_key_values_length + seq_length)[None, :]  # (1, q)
+        if token_type_ids is None:
+            token_type_ids = tf.zeros(tf.shape(inputs_embeds)[:2], dtype=tf.int32)
+        check_ids(position_ids, self.config.max_position_embeddings, "position_ids")
+        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
+        embeddings = self.LayerNorm(embeddings)
+        return self.dropout(embeddings, training=training)
+
+
+class TFBertSelfAttention(keras.layers.Layer):
+    """Multi-head attention; keys/values from ``encoder_hidden_states`` when cross-attention."""
+
+    def __init__(self, config: BertConfig, is_cross_attention: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        # === Config ===
+        self.num_attention_heads = config.num_attention_heads
+        self.attention_head_size = config.hidden_size // config.num_attention_heads
+        self.all_head_size = self.num_attention_heads * self.attention_head_size
+        self.is_cross_attention = is_cross_attention
+        # === Layers ===
+        self.query = _dense(config, self.all_head_size, "query")
+        self.key = _dense(config, self.all_head_size, "key")
+        self.value = _dense(config, self.all_head_size, "value")
+        self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob, name="dropout")
+
+    def split_heads(self, x: tf.Tensor) -> tf.Tensor:
+        b, t = tf.shape(x)[0], tf.shape(x)[1]
+        return tf.reshape(x, (b, t, self.num_attention_heads, self.attention_head_size))  # (b, t, h, d)
+
+    def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, past_key_value=None,
+             output_attentions=False, training=False):
+        query_layer = self.split_heads(self.query(hidden_states))  # (b, q, h, d)
+        if self.is_cross_attention and past_key_value is not None:
+            # Cross keys/values depend on the encoder only: computed at the first step, reused after.
+            key_layer = tf.transpose(past_key_value[0], (0, 2, 1, 3))  # (b, k, h, d)
+            value_layer = tf.transpose(past_key_value[1], (0, 2, 1, 3))  # (b, k, h, d)
+        else:
+            source = encoder_hidden_states if self.is_cross_attention else hidden_states
+            key_layer = self.split_heads(self.key(source))  # (b, k, h, d)
+            value_layer = self.split_heads(self.value(source))  # (b, k, h, d)
+            if past_key_value is not None:
+                key_layer = tf.concat([tf.transpose(past_key_value[0], (0, 2, 1, 3)), key_layer], axis=1)
+                value_layer = tf.concat([tf.transpose(past_key_value[1], (0, 2, 1, 3)), value_layer], axis=1)
+        # The cache holds (b, h, k, d), the layout of every framework in this library.
+        present = (tf.transpose(key_layer, (0, 2, 1, 3)), tf.transpose(value_layer, (0, 2, 1, 3)))
+
+        # (b, h, q, k)
+        attention_scores = tf.einsum("bqhd,bkhd->bhqk", query_layer, key_layer)
+        attention_scores = attention_scores / math.sqrt(self.attention_head_size)
+        if attention_mask is not None:
+            attention_scores = attention_scores + attention_mask  # (b, 1, q|1, k)
+        attention_probs = tf.nn.softmax(attention_scores, axis=-1)
+        attention_probs_dropped = self.dropout(attention_probs, training=training)
+        # (b, q, h, d)
+        context_layer = tf.einsum("bhqk,bkhd->bqhd", attention_probs_dropped, value_layer)
+        b, q = tf.shape(context_layer)[0], tf.shape(context_layer)[1]
+        context_layer = tf.reshape(context_layer, (b, q, self.all_head_size))  # (b, q, e)
+        return context_layer, (attention_probs if output_attentions else None), present
+
+
+class TFBertSelfOutput(keras.layers.Layer):
+    def __init__(self, config: BertConfig, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.dense = _dense(config, config.hidden_size, "dense")
+        self.LayerNorm = _layer_norm(config)
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, name="dropout")
+
+    def call(self, hidden_states, input_tensor, training=False):
+        hidden_states = self.dropout(self.dense(hidden_states), training=training)
+        return self.LayerNorm(hidden_states + input_tensor)
+
+
+class TFBertAttention(keras.layers.Layer):
+    def __init__(self, config: BertConfig, is_cross_attention: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        # PyTorch calls these `self` and `output`; neither can be a Keras attribute, the names
+        # (hence the canonical weight names) are kept.
+        self.self_attention = TFBertSelfAttention(config, is_cross_attention=is_cross_attention, name="self")
+        self.output_layer = TFBertSelfOutput(config, name="output")
+
+    def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, past_key_value=None,
+             output_attentions=False, training=False):
+        attn_output, attn_probs, present = self.self_attention(
+            hidden_states, attention_mask=attention_mask, encoder_hidden_states=encoder_hidden_states,
+            past_key_value=past_key_value, output_attentions=output_attentions, training=training,
+        )
+        attention_output = self.output_layer(attn_output, hidden_states, training=training)
+        return attention_output, attn_probs, present
+
+
+class TFBertIntermediate(keras.layers.Layer):
+    def __init__(self, config: BertConfig, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.dense = _dense(config, config.intermediate_size, "dense")
+        self.intermediate_act_fn = get_activation(config.hidden_act)
+
+    def call(self, hidden_states):
+        return self.intermediate_act_fn(self.dense(hidden_states))
+
+
+class TFBertOutput(keras.layers.Layer):
+    def __init__(self, config: BertConfig, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.dense = _dense(config, config.hidden_size, "dense")
+        self.LayerNorm = _layer_norm(config)
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, name="dropout")
+
+    def call(self, hidden_states, input_tensor, training=False):
+        hidden_states = self.dropout(self.dense(hidden_states), training=training)
+        return self.LayerNorm(hidden_states + input_tensor)
+
+
+class TFBertLayer(keras.layers.Layer):
+    """Self-attention, cross-attention (decoder only), feed-forward."""
+
+    def __init__(self, config: BertConfig, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.is_decoder = config.is_decoder
+        self.add_cross_attention = config.add_cross_attention
+        if self.add_cross_attention and not self.is_decoder:
+            raise ValueError("BertConfig.add_cross_attention=True needs is_decoder=True (cross-attention is a decoder part)")
+        self.attention = TFBertAttention(config, name="attention")
+        if self.add_cross_attention:
+            self.crossattention = TFBertAttention(config, is_cross_attention=True, name="crossattention")
+        self.intermediate = TFBertIntermediate(config, name="intermediate")
+        # `output` in PyTorch; a Keras layer has an `output` property.
+        self.output_layer = TFBertOutput(config, name="output")
+
+    def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
+             past_key_value=None, output_attentions=False, training=False):
+        self_past = past_key_value[:2] if past_key_value is not None else None
+        attention_output, self_attn, present = self.attention(
+            hidden_states, attention_mask=attention_mask, past_key_value=self_past,
+            output_attentions=output_attentions, training=training,
+        )
+        cross_attn = None
+        if self.is_decoder and encoder_hidden_states is not None:
+            if not self.add_cross_attention:
+                raise ValueError(
+                    f"{self.name} got encoder_hidden_states but has no cross-attention layers: "
+                    "build it with config.add_cross_attention=True"
+                )
+            cross_past = past_key_value[2:] if past_key_value is not None else None
+            attention_output, cross_attn, cross_present = self.crossattention(
+                attention_output, attention_mask=encoder_attention_mask, encoder_hidden_states=encoder_hidden_states,
+                past_key_value=cross_past, output_attentions=output_attentions, training=training,
+            )
+            present = present + cross_present
+        intermediate_output = self.intermediate(attention_output)
+        layer_output = self.output_layer(intermediate_output, attention_output, training=training)
+        return layer_output, self_attn, cross_attn, present
+
+
+class TFBertEncoder(keras.layers.Layer):
+    def __init__(self, config: BertConfig, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.config = config
+        self.layer = [TFBertLayer(config, name=f"layer_._{i}") for i in range(config.num_hidden_layers)]
+
+    def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
+             past_key_values=None, use_cache=False, output_attentions=False, output_hidden_states=False,
+             training=False):
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_self_attentions = () if output_attentions else None
+        all_cross_attentions = () if output_attentions and self.config.add_cross_attention else None
+        next_cache = () if use_cache else None
+        for i, layer_module in enumerate(self.layer):
+            past_key_value = past_key_values[i] if past_key_values is not None else None
+            hidden_states, self_attn, cross_attn, present = layer_module(
+                hidden_states, attention_mask=attention_mask, encoder_hidden_states=encoder_hidden_states,
+                encoder_attention_mask=encoder_attention_mask, past_key_value=past_key_value,
+                output_attentions=output_attentions, training=training,
+            )
+            if use_cache:
+                next_cache = next_cache + (present,)
+            if output_attentions:
+                all_self_attentions = all_self_attentions + (self_attn,)
+                if all_cross_attentions is not None and cross_attn is not None:
+                    all_cross_attentions = all_cross_attentions + (cross_attn,)
+            if output_hidden_states:
+                all_hidden_states = all_hidden_states + (hidden_states,)
+        return hidden_states, next_cache, all_hidden_states, all_self_attentions, all_cross_attentions
+
+
+class TFBertPooler(keras.layers.Layer):
+    def __init__(self, config: BertConfig, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.dense = _dense(config, config.hidden_size, "dense")
+
+    def call(self, hidden_states):
+        return tf.tanh(self.dense(hidden_states[:, 0]))  # (b, e): the first token
+
+
+class TFBertModel(TFPreTrainedModel):
+    """BERT: embeddings, layers, pooler. As a decoder (``config.is_decoder``) the self-attention
+    is causal and a cache is returned; with ``add_cross_attention`` it attends to
+    ``encoder_hidden_states``.
+
+    Args:
+        config: a ``BertConfig``.
+        add_pooling_layer: build the pooler (the encoder of a composite has one).
+        build: create the variables now (parents that build themselves pass False).
+    """
+
+    config_class = BertConfig
+    base_model_prefix = "bert"
+    schema_head = "base"
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True, build: bool = True, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        self.add_pooling_layer = add_pooling_layer
+        # === Layers ===
+        self.embeddings = TFBertEmbeddings(config, name="embeddings")
+        self.encoder = TFBertEncoder(config, name="encoder")
+        self.pooler = TFBertPooler(config, name="pooler") if add_pooling_layer else None
+        if build:
+            self.build_now()
+
+    def dummy_inputs(self) -> Dict[str, Any]:
+        inputs: Dict[str, Any] = {"input_ids": tf.zeros((1, 2), dtype=tf.int32)}
+        if self.config.add_cross_attention:
+            inputs["encoder_hidden_states"] = tf.zeros((1, 2, self.config.hidden_size))
+        return inputs
+
+    def get_input_embeddings(self) -> keras.layers.Embedding:
+        return self.embeddings.word_embeddings
+
+    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+             encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, use_cache=None,
+             output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = config.use_return_dict if return_dict is None else return_dict
+        use_cache = (config.use_cache if use_cache is None else use_cache) if config.is_decoder else False
+        if input_ids is not None and inputs_embeds is not None:
+            raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
+        if input_ids is None and inputs_embeds is None:
+            raise ValueError("You have to specify either input_ids or inputs_embeds")
+        input_ids = as_int_tensor(input_ids)
+        shape_source = input_ids if input_ids is not None else inputs_embeds
+        batch_size, seq_length = tf.shape(shape_source)[0], tf.shape(shape_source)[1]
+        past_key_values_length = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
+
+        # Masks, built once: (b, 1, q|1, k) additive.
+        if attention_mask is None:
+            attention_mask = tf.ones((batch_size, past_key_values_length + seq_length), dtype=tf.int32)
+        keep = tf.cast(attention_mask, tf.int32)[:, None, None, :]  # (b, 1, 1, k)
+        if config.is_decoder:
+            keep = keep * causal_keep(seq_length, past_key_values_length + seq_length)[None, None]  # (b, 1, q, k)
+        extended_attention_mask = additive_mask(keep)
+        encoder_extended_attention_mask = None
+        if config.is_decoder and encoder_hidden_states is not None:
+            if encoder_attention_mask is None:
+                encoder_attention_mask = tf.ones(tf.shape(encoder_hidden_states)[:2], dtype=tf.int32)
+            encoder_extended_attention_mask = additive_mask(tf.cast(encoder_attention_mask, tf.int32)[:, None, None, :])
+
+        embedding_output = self.embeddings(
+            input_ids=input_ids, token_type_ids=as_int_tensor(token_type_ids), position_ids=as_int_tensor(position_ids),
+            inputs_embeds=inputs_embeds, past_key_values_length=past_key_values_length, training=training,
+        )
+        sequence_output, next_cache, all_hidden_states, all_self_attentions, all_cross_attentions = self.encoder(
+            embedding_output, attention_mask=extended_attention_mask, encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_extended_attention_mask, past_key_values=past_key_values,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            training=training,
+        )
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        outputs = TFBaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=sequence_output, pooler_output=pooled_output, hidden_states=all_hidden_states,
+            past_key_values=next_cache, attentions=all_self_attentions, cross_attentions=all_cross_attentions,
+        )
+        return outputs if return_dict else outputs.to_tuple()
+
+
+class TFBertPredictionHeadTransform(keras.layers.Layer):
+    def __init__(self, config: BertConfig, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.dense = _dense(config, config.hidden_size, "dense")
+        self.transform_act_fn = get_activation(config.hidden_act)
+        self.LayerNorm = _layer_norm(config)
+
+    def call(self, hidden_states):
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+
+class TFBertLMPredictionHead(keras.layers.Layer):
+    """Transform, then scores against the (tied) word embeddings plus a bias."""
+
+    def __init__(self, config: BertConfig, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.config = config
+        self.transform = TFBertPredictionHeadTransform(config, name="transform")
+        # `decoder` is a layer of its own only when it is not tied to the word embeddings.
+        self.decoder = None if config.tie_word_embeddings else _dense(config, config.vocab_size, "decoder", use_bias=False)
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(name="bias", shape=(self.config.vocab_size,), initializer="zeros")
+
+    def call(self, hidden_states, word_embeddings=None):
+        hidden_states = self.transform(hidden_states)  # (b, q, e)
+        if self.decoder is None:
+            logits = tf.einsum("bqe,ve->bqv", hidden_states, word_embeddings)  # (b, q, v)
+        else:
+            logits = self.decoder(hidden_states)
+        return logits + self.bias
+
+
+class TFBertOnlyMLMHead(keras.layers.Layer):
+    def __init__(self, config: BertConfig, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.predictions = TFBertLMPredictionHead(config, name="predictions")
+
+    def call(self, sequence_output, word_embeddings=None):
+        return self.predictions(sequence_output, word_embeddings=word_embeddings)
+
+
+class TFBertLMHeadModel(TFPreTrainedModel):
+    """BERT with a language-model head, the decoder of bert2bert (``config.is_decoder``,
+    ``add_cross_attention``).
+
+    Args:
+        config: a ``BertConfig``.
+        build: create the variables now.
+    """
+
+    config_class = BertConfig
+    base_model_prefix = "bert"
+    schema_head = "causal_lm"
+
+    def __init__(self, config: BertConfig, build: bool = True, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        # === Layers ===
+        self.bert = TFBertModel(config, add_pooling_layer=False, build=False, name="bert")
+        self.cls = TFBertOnlyMLMHead(config, name="cls")
+        if build:
+            self.build_now()
+
+    def dummy_inputs(self) -> Dict[str, Any]:
+        return self.bert.dummy_inputs()
+
+    def get_input_embeddings(self) -> keras.layers.Embedding:
+        return self.bert.get_input_embeddings()
+
+    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+             encoder_hidden_states=None, encoder_attention_mask=None, labels=None, past_key_values=None,
+             use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        if labels is not None:
+            use_cache = False
+        outputs = self.bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+            position_ids=position_ids, inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values, use_cache=use_cache,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+            training=training,
+        )
+        word_embeddings = self.bert.embeddings.word_embeddings.embeddings if self.config.tie_word_embeddings else None
+        prediction_scores = self.cls(outputs.last_hidden_state, word_embeddings=word_embeddings)  # (b, q, v)
+        lm_loss = None
+        if labels is not None:
+            # Causal LM: position t predicts token t+1.
+            labels = as_int_tensor(labels)
+            check_labels(labels, self.config.vocab_size)
+            lm_loss = masked_lm_loss(labels[:, 1:], prediction_scores[:, :-1])
+        result = TFCausalLMOutputWithCrossAttentions(
+            loss=lm_loss, logits=prediction_scores, past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+            cross_attentions=outputs.cross_attentions,
+        )
+        return result if return_dict else result.to_tuple()

@@ -1,0 +1,342 @@
+"""GPT-2 as decoder with cross-attention (``TFGPT2LMHeadModel``) and its base ``TFGPT2Model``.
+
+Mirrors ``encdec_pt/models/gpt2.py``; sublayers named like the PyTorch attributes, so the
+variable tree is the canonical weight tree. Shapes: b batch, q/k query/key length, h heads,
+d head dim, e hidden size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict
+
+import keras
+import tensorflow as tf
+
+from encdec.configuration import GPT2Config
+from encdec_tf.activations import get_activation
+from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
+from encdec_tf.modeling_utils import (
+    TFPreTrainedModel,
+    additive_mask,
+    as_int_tensor,
+    causal_keep,
+    check_ids,
+    check_labels,
+    masked_lm_loss,
+)
+
+
+def _normal(config: GPT2Config) -> keras.initializers.Initializer:
+    return keras.initializers.RandomNormal(stddev=config.initializer_range)
+
+
+class TFConv1D(keras.layers.Layer):
+    """GPT-2's "Conv1D": a dense layer whose weight is stored ``(in, out)`` like PyTorch's."""
+
+    def __init__(self, nf: int, nx: int, initializer_range: float = 0.02, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.nf, self.nx = nf, nx
+        self.initializer_range = initializer_range
+
+    def build(self, input_shape):
+        self.weight = self.add_weight(
+            name="weight", shape=(self.nx, self.nf),
+            initializer=keras.initializers.RandomNormal(stddev=self.initializer_range),
+        )
+        self.bias = self.add_weight(name="bias", shape=(self.nf,), initializer="zeros")
+
+    def call(self, x):
+        return tf.einsum("bte,ef->btf", x, self.weight) + self.bias  # (b, t, nf)
+
+
+class TFGPT2Attention(keras.layers.Layer):
+    """Causal self-attention, or cross-attention (queries from ``q_attn``, keys/values from the
+    encoder through ``c_attn``)."""
+
+    def __init__(self, config: GPT2Config, is_cross_attention: bool = False, layer_idx: int = 0, **kwargs: Any):
+        super().__init__(**kwargs)
+        # === Config ===
+        self.embed_dim = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = self.embed_dim // self.num_heads
+        if self.head_dim * self.num_heads != self.embed_dim:
+            raise ValueError(f"n_embd={self.embed_dim} must be divisible by n_head={self.num_heads}")
+        self.scale_attn_weights = config.scale_attn_weights
+        self.scale_attn_by_inverse_layer_idx = config.scale_attn_by_inverse_layer_idx
+        self.layer_idx = layer_idx
+        self.is_cross_attention = is_cross_attention
+        # === Layers ===
+        r = config.initializer_range
+        if is_cross_attention:
+            self.c_attn = TFConv1D(2 * self.embed_dim, self.embed_dim, r, name="c_attn")
+            self.q_attn = TFConv1D(self.embed_dim, self.embed_dim, r, name="q_attn")
+        else:
+            self.c_attn = TFConv1D(3 * self.embed_dim, self.embed_dim, r, name="c_attn")
+        self.c_proj = TFConv1D(self.embed_dim, self.embed_dim, r, name="c_proj")
+        self.attn_dropout = keras.layers.Dropout(config.attn_pdrop, name="attn_dropout")
+        self.resid_dropout = keras.layers.Dropout(config.resid_pdrop, name="resid_dropout")
+
+    def split_heads(self, x: tf.Tensor) -> tf.Tensor:
+        b, t = tf.shape(x)[0], tf.shape(x)[1]
+        return tf.reshape(x, (b, t, self.num_heads, self.head_dim))  # (b, t, h, d)
+
+    def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, past_key_value=None,
+             output_attentions=False, training=False):
+        if self.is_cross_attention:
+            query = self.split_heads(self.q_attn(hidden_states))  # (b, q, h, d)
+            if past_key_value is not None:
+                # Cross keys/values depend on the encoder only: computed at the first step, reused after.
+                key = tf.transpose(past_key_value[0], (0, 2, 1, 3))  # (b, k, h, d)
+                value = tf.transpose(past_key_value[1], (0, 2, 1, 3))  # (b, k, h, d)
+            else:
+                key, value = tf.split(self.c_attn(encoder_hidden_states), 2, axis=2)
+                key, value = self.split_heads(key), self.split_heads(value)  # (b, k, h, d)
+        else:
+            query, key, value = tf.split(self.c_attn(hidden_states), 3, axis=2)
+            query, key, value = self.split_heads(query), self.split_heads(key), self.split_heads(value)
+            if past_key_value is not None:
+                key = tf.concat([tf.transpose(past_key_value[0], (0, 2, 1, 3)), key], axis=1)  # (b, k, h, d)
+                value = tf.concat([tf.transpose(past_key_value[1], (0, 2, 1, 3)), value], axis=1)
+        # The cache holds (b, h, k, d), the layout of every framework in this library.
+        present = (tf.transpose(key, (0, 2, 1, 3)), tf.transpose(value, (0, 2, 1, 3)))
+
+        # (b, h, q, k)
+        attn_weights = tf.einsum("bqhd,bkhd->bhqk", query, key)
+        if self.scale_attn_weights:
+            attn_weights = attn_weights / math.sqrt(self.head_dim)
+        if self.scale_attn_by_inverse_layer_idx:
+            attn_weights = attn_weights / float(self.layer_idx + 1)
+        if attention_mask is not None:
+            attn_weights = attn_weights + attention_mask  # (b, 1, q|1, k), causal part included
+        attn_weights = tf.nn.softmax(attn_weights, axis=-1)
+        attn_probs = self.attn_dropout(attn_weights, training=training)
+        # (b, q, h, d)
+        attn_output = tf.einsum("bhqk,bkhd->bqhd", attn_probs, value)
+        b, q = tf.shape(attn_output)[0], tf.shape(attn_output)[1]
+        attn_output = tf.reshape(attn_output, (b, q, self.embed_dim))  # (b, q, e)
+        attn_output = self.resid_dropout(self.c_proj(attn_output), training=training)
+        return attn_output, (attn_weights if output_attentions else None), present
+
+
+class TFGPT2MLP(keras.layers.Layer):
+    def __init__(self, config: GPT2Config, **kwargs: Any):
+        super().__init__(**kwargs)
+        r = config.initializer_range
+        self.c_fc = TFConv1D(config.inner_size, config.hidden_size, r, name="c_fc")
+        self.c_proj = TFConv1D(config.hidden_size, config.inner_size, r, name="c_proj")
+        self.act = get_activation(config.activation_function)
+        self.dropout = keras.layers.Dropout(config.resid_pdrop, name="dropout")
+
+    def call(self, hidden_states, training=False):
+        hidden_states = self.act(self.c_fc(hidden_states))
+        return self.dropout(self.c_proj(hidden_states), training=training)
+
+
+class TFGPT2Block(keras.layers.Layer):
+    """Pre-norm block: self-attention, cross-attention (decoder of a composite), MLP."""
+
+    def __init__(self, config: GPT2Config, layer_idx: int = 0, **kwargs: Any):
+        super().__init__(**kwargs)
+        eps = config.layer_norm_epsilon
+        self.ln_1 = keras.layers.LayerNormalization(epsilon=eps, name="ln_1")
+        self.attn = TFGPT2Attention(config, layer_idx=layer_idx, name="attn")
+        self.ln_2 = keras.layers.LayerNormalization(epsilon=eps, name="ln_2")
+        self.add_cross_attention = config.add_cross_attention
+        if config.add_cross_attention:
+            self.crossattention = TFGPT2Attention(config, is_cross_attention=True, layer_idx=layer_idx,
+                                                  name="crossattention")
+            self.ln_cross_attn = keras.layers.LayerNormalization(epsilon=eps, name="ln_cross_attn")
+        self.mlp = TFGPT2MLP(config, name="mlp")
+
+    def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
+             past_key_value=None, output_attentions=False, training=False):
+        residual = hidden_states
+        self_past = past_key_value[:2] if past_key_value is not None else None
+        attn_output, self_attn, present = self.attn(
+            self.ln_1(hidden_states), attention_mask=attention_mask, past_key_value=self_past,
+            output_attentions=output_attentions, training=training,
+        )
+        hidden_states = attn_output + residual
+        cross_attn = None
+        if encoder_hidden_states is not None:
+            if not self.add_cross_attention:
+                raise ValueError(
+                    f"{self.name} got encoder_hidden_states but has no cross-attention layers: "
+                    "build it with config.add_cross_attention=True"
+                )
+            residual = hidden_states
+            cross_past = past_key_value[2:] if past_key_value is not None else None
+            cross_output, cross_attn, cross_present = self.crossattention(
+                self.ln_cross_attn(hidden_states), attention_mask=encoder_attention_mask,
+                encoder_hidden_states=encoder_hidden_states, past_key_value=cross_past,
+                output_attentions=output_attentions, training=training,
+            )
+            hidden_states = residual + cross_output
+            present = present + cross_present
+        residual = hidden_states
+        feed_forward_hidden_states = self.mlp(self.ln_2(hidden_states), training=training)
+        hidden_states = residual + feed_forward_hidden_states
+        return hidden_states, self_attn, cross_attn, present
+
+
+class TFGPT2Model(TFPreTrainedModel):
+    """GPT-2: token and position embeddings, blocks, final LayerNorm.
+
+    Args:
+        config: a ``GPT2Config``.
+        build: create the variables now (parents that build themselves pass False).
+    """
+
+    config_class = GPT2Config
+    base_model_prefix = "transformer"
+    schema_head = "base"
+
+    def __init__(self, config: GPT2Config, build: bool = True, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        # === Layers ===
+        self.wte = keras.layers.Embedding(config.vocab_size, config.hidden_size,
+                                          embeddings_initializer=_normal(config), name="wte")
+        self.wpe = keras.layers.Embedding(config.max_position_embeddings, config.hidden_size,
+                                          embeddings_initializer=_normal(config), name="wpe")
+        self.drop = keras.layers.Dropout(config.embd_pdrop, name="drop")
+        self.h = [TFGPT2Block(config, layer_idx=i, name=f"h_._{i}") for i in range(config.num_hidden_layers)]
+        self.ln_f = keras.layers.LayerNormalization(epsilon=config.layer_norm_epsilon, name="ln_f")
+        if build:
+            self.build_now()
+
+    def dummy_inputs(self) -> Dict[str, Any]:
+        inputs: Dict[str, Any] = {"input_ids": tf.zeros((1, 2), dtype=tf.int32)}
+        if self.config.add_cross_attention:
+            inputs["encoder_hidden_states"] = tf.zeros((1, 2, self.config.hidden_size))
+        return inputs
+
+    def get_input_embeddings(self) -> keras.layers.Embedding:
+        return self.wte
+
+    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+             encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, use_cache=None,
+             output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = config.use_return_dict if return_dict is None else return_dict
+        use_cache = config.use_cache if use_cache is None else use_cache
+        if input_ids is not None and inputs_embeds is not None:
+            raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
+        if input_ids is None and inputs_embeds is None:
+            raise ValueError("You have to specify either input_ids or inputs_embeds")
+        input_ids = as_int_tensor(input_ids)
+        if inputs_embeds is None:
+            check_ids(input_ids, config.vocab_size, "input_ids")
+            inputs_embeds = self.wte(input_ids)  # (b, q, e)
+        batch_size, seq_length = tf.shape(inputs_embeds)[0], tf.shape(inputs_embeds)[1]
+        past_length = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
+        if position_ids is None:
+            position_ids = tf.range(past_length, past_length + seq_length)[None, :]  # (1, q)
+        position_ids = as_int_tensor(position_ids)
+        check_ids(position_ids, config.max_position_embeddings, "position_ids")
+
+        # Masks, built once: (b, 1, q, k) additive, causal and padding together.
+        if attention_mask is None:
+            attention_mask = tf.ones((batch_size, past_length + seq_length), dtype=tf.int32)
+        keep = tf.cast(attention_mask, tf.int32)[:, None, None, :]  # (b, 1, 1, k)
+        keep = keep * causal_keep(seq_length, past_length + seq_length)[None, None]  # (b, 1, q, k)
+        attention_mask = additive_mask(keep)
+        if encoder_hidden_states is not None:
+            if encoder_attention_mask is None:
+                encoder_attention_mask = tf.ones(tf.shape(encoder_hidden_states)[:2], dtype=tf.int32)
+            encoder_attention_mask = additive_mask(tf.cast(encoder_attention_mask, tf.int32)[:, None, None, :])
+
+        hidden_states = inputs_embeds + self.wpe(position_ids)
+        if token_type_ids is not None:
+            token_type_ids = as_int_tensor(token_type_ids)
+            check_ids(token_type_ids, config.vocab_size, "token_type_ids")
+            hidden_states = hidden_states + self.wte(token_type_ids)
+        hidden_states = self.drop(hidden_states, training=training)
+
+        presents = () if use_cache else None
+        all_self_attentions = () if output_attentions else None
+        all_cross_attentions = () if output_attentions and config.add_cross_attention else None
+        all_hidden_states = () if output_hidden_states else None
+        for i, block in enumerate(self.h):
+            if output_hidden_states:
+                all_hidden_states = all_hidden_states + (hidden_states,)
+            past_key_value = past_key_values[i] if past_key_values is not None else None
+            hidden_states, self_attn, cross_attn, present = block(
+                hidden_states, attention_mask=attention_mask, encoder_hidden_states=encoder_hidden_states,
+                encoder_attention_mask=encoder_attention_mask, past_key_value=past_key_value,
+                output_attentions=output_attentions, training=training,
+            )
+            if use_cache:
+                presents = presents + (present,)
+            if output_attentions:
+                all_self_attentions = all_self_attentions + (self_attn,)
+                if all_cross_attentions is not None and cross_attn is not None:
+                    all_cross_attentions = all_cross_attentions + (cross_attn,)
+        hidden_states = self.ln_f(hidden_states)
+        if output_hidden_states:
+            all_hidden_states = all_hidden_states + (hidden_states,)
+        outputs = TFBaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=hidden_states, hidden_states=all_hidden_states, past_key_values=presents,
+            attentions=all_self_attentions, cross_attentions=all_cross_attentions,
+        )
+        return outputs if return_dict else outputs.to_tuple()
+
+
+class TFGPT2LMHeadModel(TFPreTrainedModel):
+    """GPT-2 with its language-model head (tied to ``wte`` unless ``tie_word_embeddings=False``).
+
+    Args:
+        config: a ``GPT2Config``.
+        build: create the variables now.
+    """
+
+    config_class = GPT2Config
+    base_model_prefix = "transformer"
+    schema_head = "causal_lm"
+
+    def __init__(self, config: GPT2Config, build: bool = True, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        # === Layers ===
+        self.transformer = TFGPT2Model(config, build=False, name="transformer")
+        self.lm_head = None if config.tie_word_embeddings else keras.layers.Dense(
+            config.vocab_size, use_bias=False, kernel_initializer=_normal(config), name="lm_head"
+        )
+        if build:
+            self.build_now()
+
+    def dummy_inputs(self) -> Dict[str, Any]:
+        return self.transformer.dummy_inputs()
+
+    def get_input_embeddings(self) -> keras.layers.Embedding:
+        return self.transformer.wte
+
+    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+             encoder_hidden_states=None, encoder_attention_mask=None, labels=None, past_key_values=None,
+             use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        transformer_outputs = self.transformer(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+            position_ids=position_ids, inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values, use_cache=use_cache,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+            training=training,
+        )
+        hidden_states = transformer_outputs.last_hidden_state  # (b, q, e)
+        if self.lm_head is None:
+            lm_logits = tf.einsum("bqe,ve->bqv", hidden_states, self.transformer.wte.embeddings)  # (b, q, v)
+        else:
+            lm_logits = self.lm_head(hidden_states)
+        loss = None
+        if labels is not None:
+            # Causal LM: position t predicts token t+1.
+            labels = as_int_tensor(labels)
+            check_labels(labels, self.config.vocab_size)
+            loss = masked_lm_loss(labels[:, 1:], lm_logits[:, :-1])
+        result = TFCausalLMOutputWithCrossAttentions(
+            loss=loss, logits=lm_logits, past_key_values=transformer_outputs.past_key_values,
+            hidden_states=transformer_outputs.hidden_states, attentions=transformer_outputs.attentions,
+            cross_attentions=transformer_outputs.cross_attentions,
+        )
+        return result if return_dict else result.to_tuple()
