@@ -1,0 +1,153 @@
+"""encdec_pt against the reference (transformers==4.57.6), both loading the same folders.
+
+For each tiny architecture: our saved folder loads in the reference and the reference's saved folder
+loads in ours; logits, loss, hidden states, attentions, cross-attentions, the cache and cached
+step-by-step logits agree within 1e-5. The reference derives a different decoder mask from labels
+on purpose (it masks the start token when start == pad), so it always gets the mask explicitly.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from encdec.naming.schema import schema_for
+from encdec.testing import ARCHS, deterministic_state_dict, tiny_config, tiny_inputs
+from encdec_pt import EncoderDecoderModel
+
+pytestmark = pytest.mark.oracle
+TOL = 1e-5
+MEASURED = []  # (arch, what, max abs diff), printed at teardown
+
+
+def _transformers():
+    return pytest.importorskip("transformers")
+
+
+def _max_diff(a, b):
+    if isinstance(a, (tuple, list)):
+        assert len(a) == len(b), f"{len(a)} vs {len(b)} items"
+        return max(_max_diff(x, y) for x, y in zip(a, b))
+    assert tuple(a.shape) == tuple(b.shape), f"shape {tuple(a.shape)} vs {tuple(b.shape)}"
+    return float((a.double() - b.double()).abs().max())
+
+
+def _inputs(config):
+    return {k: torch.from_numpy(v) for k, v in tiny_inputs(config).items()}
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def pair(request, tmp_path_factory):
+    """(arch, ours, reference) with the same deterministic weights; the reference reads our folder."""
+    transformers = _transformers()
+    arch = request.param
+    config = tiny_config(arch)
+    ours = EncoderDecoderModel(config)
+    ours.load_canonical(deterministic_state_dict(schema_for(config), seed=1))
+    ours.eval()
+    folder = tmp_path_factory.mktemp(f"ours-{arch}")
+    ours.save_pretrained(str(folder))
+    ref = transformers.EncoderDecoderModel.from_pretrained(str(folder), attn_implementation="eager").eval()
+    return arch, ours, ref
+
+
+def test_outputs_equal_reference(pair):
+    arch, ours, ref = pair
+    inputs = _inputs(ours.config)
+    kw = dict(output_attentions=True, output_hidden_states=True)
+    with torch.no_grad():
+        a = ours(**inputs, **kw)
+        b = ref(**inputs, **kw)
+    assert a.loss.shape == ()
+    fields = ["loss", "logits", "encoder_last_hidden_state", "encoder_hidden_states", "encoder_attentions",
+              "decoder_hidden_states", "decoder_attentions", "cross_attentions"]
+    for name in fields:
+        diff = _max_diff(getattr(a, name), getattr(b, name))
+        MEASURED.append((arch, name, diff))
+        assert diff <= TOL, f"{arch} {name}: {diff:.3g}"
+    diff = _max_diff(a.past_key_values, b.past_key_values.to_legacy_cache())
+    MEASURED.append((arch, "past_key_values", diff))
+    assert diff <= TOL
+
+
+def test_tuple_output_equals_reference(pair):
+    arch, ours, ref = pair
+    inputs = _inputs(ours.config)
+    with torch.no_grad():
+        a = ours(**inputs, return_dict=False)
+        b = ref(**inputs, return_dict=False)
+    assert len(a) == len(b)
+    for i, (x, y) in enumerate(zip(a, b)):
+        if hasattr(y, "to_legacy_cache"):
+            y = y.to_legacy_cache()
+        assert _max_diff(x, y) <= TOL, f"{arch} tuple item {i}"
+
+
+def test_cached_steps_equal_reference_full_forward(pair):
+    arch, ours, ref = pair
+    inputs = _inputs(ours.config)
+    with torch.no_grad():
+        full = ref(**inputs).logits
+        encoder_outputs = ours.get_encoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        past, steps = None, []
+        for t in range(inputs["decoder_input_ids"].shape[1]):
+            out = ours(
+                encoder_outputs=encoder_outputs,
+                attention_mask=inputs["attention_mask"],
+                decoder_input_ids=inputs["decoder_input_ids"][:, t:t + 1],
+                decoder_attention_mask=inputs["decoder_attention_mask"][:, :t + 1],
+                past_key_values=past,
+                use_cache=True,
+            )
+            past = out.past_key_values
+            assert len(past[0]) == 4 and past[0][0].shape[2] == t + 1
+            steps.append(out.logits)
+    diff = _max_diff(torch.cat(steps, dim=1), full)
+    MEASURED.append((arch, "cached step logits", diff))
+    assert diff <= TOL
+
+
+def test_reference_saved_folder_loads_in_ours(pair, tmp_path):
+    arch, ours, ref = pair
+    ref.save_pretrained(str(tmp_path))
+    loaded = EncoderDecoderModel.from_pretrained(str(tmp_path))
+    assert not loaded.training
+    expected = ours.canonical_state_dict()
+    got = loaded.canonical_state_dict()
+    assert sorted(got) == sorted(expected)
+    for k in expected:
+        assert np.array_equal(got[k], expected[k]), k
+    inputs = _inputs(ours.config)
+    with torch.no_grad():
+        diff = _max_diff(loaded(**inputs).logits, ref(**inputs).logits)
+    MEASURED.append((arch, "ref saved -> ours logits", diff))
+    assert diff <= TOL
+
+
+def test_reference_bin_and_sharded_folders_load_in_ours(pair, tmp_path):
+    arch, ours, ref = pair
+    ref.save_pretrained(str(tmp_path / "bin"), safe_serialization=False)
+    ref.save_pretrained(str(tmp_path / "sharded"), max_shard_size="60KB")
+    expected = ours.canonical_state_dict()
+    for sub in ("bin", "sharded"):
+        got = EncoderDecoderModel.from_pretrained(str(tmp_path / sub)).canonical_state_dict()
+        assert all(np.array_equal(got[k], expected[k]) for k in expected), sub
+
+
+def test_tied_model_stays_tied_in_reference_files(tmp_path):
+    transformers = _transformers()
+    config = tiny_config("bert2bert_tied")
+    ref = transformers.EncoderDecoderModel(config=transformers.EncoderDecoderConfig.from_dict(config.to_dict()))
+    ref.save_pretrained(str(tmp_path))
+    ours = EncoderDecoderModel.from_pretrained(str(tmp_path))
+    assert ours.encoder.embeddings.word_embeddings.weight is ours.decoder.bert.embeddings.word_embeddings.weight
+    with torch.no_grad():
+        inputs = _inputs(config)
+        diff = _max_diff(ours(**inputs).logits, ref.eval()(**inputs).logits)
+    assert diff <= TOL
+
+
+def teardown_module(module):
+    if MEASURED:
+        print("\nencdec_pt vs transformers 4.57.6 (max abs diff, float32):")
+        for arch, what, diff in MEASURED:
+            print(f"  {arch:15s} {what:28s} {diff:.2e}")
