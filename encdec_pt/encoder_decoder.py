@@ -270,11 +270,6 @@ class EncoderDecoderModel(PreTrainedModel):
 
         loss = None
         if labels is not None:
-            if labels.shape != logits.shape[:2]:
-                raise ValueError(
-                    f"labels have shape {tuple(labels.shape)} but the decoder produced logits of shape "
-                    f"{tuple(logits.shape)}; labels must be (batch, decoder length)"
-                )
             loss = token_cross_entropy(logits, labels)
 
         if not return_dict:
@@ -315,6 +310,12 @@ class EncoderDecoderModel(PreTrainedModel):
             encoder_outputs=encoder_states, decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask, decoder_inputs_embeds=decoder_inputs_embeds, labels=labels,
         )
+        decoder_source = decoder_input_ids if decoder_input_ids is not None else decoder_inputs_embeds
+        if labels is not None and decoder_source is not None and labels.shape[:2] != decoder_source.shape[:2]:
+            raise ValueError(
+                f"labels have shape {tuple(labels.shape)} but the decoder input has shape "
+                f"{tuple(decoder_source.shape)}; labels must be (batch, decoder length)"
+            )
         source = input_ids if input_ids is not None else inputs_embeds
         if attention_mask is not None and source is not None and attention_mask.shape[:2] != source.shape[:2]:
             raise ValueError(
