@@ -8,8 +8,8 @@ reference feeds position ids into BERT's token-type slot); ``init_cache`` caches
 keys/values too; ``_do_init=False``; ``tie_encoder_decoder``; gradient checkpointing; sharded
 safetensors and PyTorch files load with no flag.
 
-Training, with the loss from labels and a dropout rng (``encdec_flax.training`` wraps the same
-step with the host-side token id check)::
+Training, with the loss from labels and a dropout rng (``encdec_flax.training.make_train_step``
+is the same step plus the host-side token id check, which a jitted call cannot do)::
 
     import jax, optax
     from encdec_flax import FlaxEncoderDecoderModel
@@ -327,9 +327,7 @@ class FlaxEncoderDecoderModel(FlaxPreTrainedModel):
         output_attentions, output_hidden_states, return_dict = self._flags(
             output_attentions, output_hidden_states, return_dict
         )
-        check_ids(cfg.encoder.vocab_size, input_ids=input_ids)
-        check_ids(cfg.decoder.vocab_size, decoder_input_ids=decoder_input_ids)
-        check_labels(labels, cfg.decoder.vocab_size)
+        self.check_inputs(input_ids=input_ids, decoder_input_ids=decoder_input_ids, labels=labels)
         if labels is not None:
             labels = jnp.asarray(labels)
             if decoder_input_ids is None:
@@ -382,6 +380,12 @@ class FlaxEncoderDecoderModel(FlaxPreTrainedModel):
             encoder_hidden_states=encoder_outputs.hidden_states,
             encoder_attentions=encoder_outputs.attentions,
         )
+
+    def check_inputs(self, input_ids=None, decoder_input_ids=None, labels=None, **_: Any) -> None:
+        """Raise ``ValueError`` naming any token id outside its vocabulary (host-side, numpy)."""
+        check_ids(self.config.encoder.vocab_size, input_ids=input_ids)
+        check_ids(self.config.decoder.vocab_size, decoder_input_ids=decoder_input_ids)
+        check_labels(labels, self.config.decoder.vocab_size)
 
     def _shift_tokens(self) -> Tuple[int, int]:
         cfg = self.config

@@ -1,0 +1,78 @@
+"""Flax adapter for the shared parity tests (interface in /work/notes/contract.md)."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from encdec_flax import FlaxEncoderDecoderModel
+
+OUTPUT_FIELDS = (
+    "loss",
+    "logits",
+    "encoder_last_hidden_state",
+    "encoder_hidden_states",
+    "encoder_attentions",
+    "decoder_hidden_states",
+    "decoder_attentions",
+    "cross_attentions",
+)
+
+
+def _to_numpy(value):
+    if isinstance(value, (tuple, list)):
+        return [_to_numpy(v) for v in value]
+    return np.asarray(value)
+
+
+class Adapter:
+    name = "flax"
+
+    def build(self, config, state):
+        model = FlaxEncoderDecoderModel(config, _do_init=False)
+        model.load_state_dict(state)
+        return model
+
+    def forward(self, model, inputs, **kw):
+        out = model(**{k: v for k, v in inputs.items() if v is not None}, return_dict=True, **kw)
+        return {k: _to_numpy(getattr(out, k)) for k in OUTPUT_FIELDS if getattr(out, k) is not None}
+
+    def step_logits(self, model, inputs):
+        decoder_input_ids = np.asarray(inputs["decoder_input_ids"])
+        batch, length = decoder_input_ids.shape
+        decoder_mask = inputs.get("decoder_attention_mask")
+        if decoder_mask is None:
+            decoder_mask = np.ones_like(decoder_input_ids)
+        encoder_outputs = model.encode(inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        past = model.init_cache(batch, length, encoder_outputs)
+        steps = []
+        for i in range(length):
+            out = model.decode(
+                decoder_input_ids[:, i:i + 1],
+                encoder_outputs,
+                encoder_attention_mask=inputs["attention_mask"],
+                decoder_attention_mask=decoder_mask,  # (B, max_length): the cache is preallocated
+                decoder_position_ids=np.full((batch, 1), i, dtype=np.int32),
+                past_key_values=past,
+            )
+            past = out.past_key_values
+            steps.append(np.asarray(out.logits))
+        return np.concatenate(steps, axis=1)  # (B, T, V)
+
+    def grads(self, model, inputs):
+        batch = {k: jnp.asarray(v) for k, v in inputs.items() if v is not None}
+        grads = jax.grad(lambda p: model(**batch, params=p).loss)(model.params)
+        # Kernels map to PyTorch weights by the same transpose as the params (W = K.T => dL/dW = (dL/dK).T).
+        return model.state_dict(grads)
+
+    def state_dict(self, model):
+        return model.state_dict()
+
+    def save(self, model, path):
+        model.save_pretrained(str(path))
+
+    def load(self, path):
+        return FlaxEncoderDecoderModel.from_pretrained(str(path))
