@@ -48,6 +48,15 @@ class ModelOutput:
     def __len__(self) -> int:
         return len(self.keys())
 
+    # tf.nest's custom-structure protocol: outputs can leave a `tf.function` (and XLA) as they are.
+    def __tf_flatten__(self):
+        names = tuple(f.name for f in dataclasses.fields(self))
+        return names, tuple(getattr(self, name) for name in names)
+
+    @classmethod
+    def __tf_unflatten__(cls, metadata, components):
+        return cls(**dict(zip(metadata, components)))
+
 
 @dataclasses.dataclass
 class TFBaseModelOutputWithPoolingAndCrossAttentions(ModelOutput):

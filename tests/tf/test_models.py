@@ -1,0 +1,213 @@
+"""TFEncoderDecoderModel on its own: structure, outputs, loss, cache, ties, saving, training, errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from encdec.modeling_utils import SEQ2SEQ_OUTPUT_FIELDS, decoder_mask_from_labels_np, shift_tokens_right_np
+from encdec.naming.schema import schema_for
+from encdec.testing import ARCHS, tiny_config
+from encdec_tf import TFEncoderDecoderModel, TFGPT2LMHeadModel
+
+TOL = 1e-5
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_variables_are_the_schema(tiny, arch):
+    config, state, _, model = tiny(arch)
+    schema = schema_for(config)
+    variables = model.canonical_variables()
+    dropped = {"decoder.cls.predictions.decoder.weight", "decoder.cls.predictions.decoder.bias", "decoder.lm_head.weight"}
+    assert set(variables) == set(schema.names()) - dropped
+    for name, variable in variables.items():
+        assert int(np.prod(variable.shape)) == int(np.prod(schema[name].shape)), name
+    assert sorted(model.state_dict()) == sorted(state)
+
+
+@pytest.mark.parametrize("arch", ["bert2bert", "bert2gpt2_proj"])
+def test_save_load_round_trip_is_bit_exact(tiny, tmp_path, arch):
+    config, state, inputs, model = tiny(arch)
+    model.save_pretrained(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "generation_config.json", "model.safetensors"]
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model.safetensors"), framework="np") as f:
+        assert f.metadata()["format"] == "pt"
+        assert sorted(f.keys()) == sorted(state)
+    loaded = TFEncoderDecoderModel.from_pretrained(str(tmp_path))
+    got = loaded.state_dict()
+    assert all(np.array_equal(got[k], state[k]) for k in state)
+    a = model(**inputs).logits.numpy()
+    b = loaded(**inputs).logits.numpy()
+    assert np.array_equal(a, b)
+    assert json.loads((tmp_path / "config.json").read_text())["decoder"]["add_cross_attention"] is True
+
+
+def test_fresh_model_saves_without_a_call(tmp_path):
+    model = TFEncoderDecoderModel(tiny_config("bert2gpt2"))
+    model.save_pretrained(str(tmp_path))
+    assert (tmp_path / "model.safetensors").exists()
+
+
+def test_tuple_output_keeps_every_field_in_order(tiny):
+    config, _, inputs, model = tiny("bert2bert")
+    out = model(**inputs, output_hidden_states=True, output_attentions=True, use_cache=True)
+    assert list(out.keys()) == [f for f in SEQ2SEQ_OUTPUT_FIELDS]
+    tup = model(**inputs, output_hidden_states=True, output_attentions=True, use_cache=True, return_dict=False)
+    # (loss, logits, cache, dec_hs, dec_att, cross) + (enc_last, pooler, enc_hs, enc_att)
+    assert len(tup) == 10
+    assert tup[0].shape == () and tup[1].shape == (2, 5, 99)
+    assert len(tup[3]) == 3 and tup[3][0].shape == (2, 5, 32)  # decoder hidden states kept
+    assert len(tup[4]) == 2 and len(tup[5]) == 2 and tup[5][0].shape == (2, 4, 5, 7)
+    assert tup[6].shape == (2, 7, 32) and tup[7].shape == (2, 32)
+    assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(tup[3], out.decoder_hidden_states)) == 0.0
+
+
+def test_loss_is_scalar_masked_token_mean(tiny):
+    _, _, inputs, model = tiny("bert2gpt2")
+    out = model(**inputs)
+    assert out.loss.shape == ()
+    logits, labels = out.logits.numpy().astype(np.float64), inputs["labels"]
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    active = labels != -100
+    expected = -np.mean(np.take_along_axis(logp, np.where(active, labels, 0)[..., None], -1)[..., 0][active])
+    assert abs(float(out.loss) - expected) < TOL
+
+
+def test_labels_alone_give_the_shift_and_derived_mask(tiny):
+    config, _, inputs, model = tiny("bert2bert")
+    explicit = model(**inputs).logits.numpy()
+    derived = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=inputs["labels"])
+    assert np.abs(derived.logits.numpy() - explicit).max() < TOL
+    np.testing.assert_array_equal(
+        shift_tokens_right_np(inputs["labels"], config.pad_token_id, config.decoder_start_token_id),
+        model.prepare_decoder_input_ids_from_labels(inputs["labels"]).numpy(),
+    )
+    assert decoder_mask_from_labels_np(inputs["labels"])[1].tolist() == [1, 1, 1, 1, 0]
+
+
+@pytest.mark.parametrize("arch", ["bert2bert", "bert2gpt2_proj"])
+def test_cache_step_equals_full_forward(tiny, arch):
+    config, _, inputs, model = tiny(arch)
+    full = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                 decoder_input_ids=inputs["decoder_input_ids"]).logits.numpy()
+    encoder_outputs = model.get_encoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    past, steps = None, []
+    for i in range(inputs["decoder_input_ids"].shape[1]):
+        out = model(attention_mask=inputs["attention_mask"], encoder_outputs=encoder_outputs,
+                    decoder_input_ids=inputs["decoder_input_ids"][:, i:i + 1], past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        steps.append(out.logits.numpy())
+    heads, head_dim = config.decoder.num_attention_heads, config.decoder.hidden_size // config.decoder.num_attention_heads
+    assert [tuple(t.shape) for t in past[0]] == [(2, heads, 5, head_dim)] * 2 + [(2, heads, 7, head_dim)] * 2
+    assert np.abs(np.concatenate(steps, axis=1) - full).max() < TOL
+
+
+def test_tie_encoder_decoder_shares_variables(tiny):
+    config, state, _, model = tiny("bert2bert_tied")
+    variables = model.canonical_variables()
+    shared = variables["encoder.encoder.layer.0.attention.self.query.weight"]
+    assert shared is variables["decoder.bert.encoder.layer.0.attention.self.query.weight"]
+    assert variables["encoder.pooler.dense.weight"] is not None
+    ids = {id(v) for v in model.trainable_variables}
+    assert len(ids) == len(model.trainable_variables) == len(schema_for(config).owned())
+    assert sorted(model.state_dict()) == sorted(state)
+
+
+def test_enc_to_dec_proj_init_uses_decoder_initializer_range():
+    config = tiny_config("bert2gpt2_proj")
+    config.decoder.initializer_range = 0.05
+    model = TFEncoderDecoderModel(config)
+    kernel, bias = model.enc_to_dec_proj.kernel.numpy(), model.enc_to_dec_proj.bias.numpy()
+    assert kernel.shape == (32, 48) and not bias.any()
+    assert 0.04 < kernel.std() < 0.06
+
+
+def test_prefixed_kwargs_are_routed(tiny):
+    _, _, inputs, model = tiny("bert2bert")
+    token_types = np.ones_like(inputs["input_ids"])
+    routed = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                   decoder_input_ids=inputs["decoder_input_ids"], token_type_ids=token_types,
+                   decoder_token_type_ids=np.ones_like(inputs["decoder_input_ids"]))
+    encoder = model.encoder(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], token_type_ids=token_types)
+    assert np.abs(routed.encoder_last_hidden_state.numpy() - encoder.last_hidden_state.numpy()).max() == 0.0
+    plain = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                  decoder_input_ids=inputs["decoder_input_ids"], token_type_ids=token_types)
+    assert np.abs(routed.logits.numpy() - plain.logits.numpy()).max() > 1e-4  # decoder token types arrived
+
+
+def test_out_of_vocabulary_ids_raise(tiny):
+    _, _, inputs, model = tiny("bert2gpt2")
+    bad = inputs["input_ids"].copy()
+    bad[0, 3] = 99
+    with pytest.raises(ValueError, match=r"input_ids holds token id 99 .*vocab_size=99"):
+        model(input_ids=bad, decoder_input_ids=inputs["decoder_input_ids"])
+    bad = inputs["decoder_input_ids"].copy()
+    bad[1, 0] = -5
+    with pytest.raises(ValueError, match=r"decoder_input_ids holds token id -5"):
+        model(input_ids=inputs["input_ids"], decoder_input_ids=bad)
+    labels = inputs["labels"].copy()
+    labels[0, 0] = 150
+    with pytest.raises(ValueError, match=r"labels holds token id 150"):
+        model(input_ids=inputs["input_ids"], labels=labels)
+
+    @tf.function
+    def forward(input_ids, decoder_input_ids):
+        return model(input_ids=input_ids, decoder_input_ids=decoder_input_ids).logits
+
+    forward(inputs["input_ids"], inputs["decoder_input_ids"])  # fine ids pass the graph asserts
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"input_ids holds a token id outside the vocabulary \[0, 99\)"):
+        forward(np.full_like(inputs["input_ids"], 120), inputs["decoder_input_ids"])
+
+
+def test_missing_special_tokens_are_named(tiny):
+    config, _, inputs, _ = tiny("bert2bert")
+    broken = tiny_config("bert2bert")
+    broken.decoder_start_token_id = None
+    model = TFEncoderDecoderModel(broken)
+    with pytest.raises(ValueError, match="decoder_start_token_id"):
+        model(input_ids=inputs["input_ids"], labels=inputs["labels"])
+    model.config.decoder_start_token_id, model.config.pad_token_id = 2, None
+    with pytest.raises(ValueError, match="pad_token_id"):
+        model(input_ids=inputs["input_ids"], labels=inputs["labels"])
+
+
+def test_constructor_checks():
+    with pytest.raises(ValueError, match="Either a configuration or an encoder and a decoder"):
+        TFEncoderDecoderModel()
+    config = tiny_config("bert2gpt2")
+    decoder_config = config.decoder.copy()
+    decoder_config.add_cross_attention = False
+    with pytest.raises(ValueError, match="decoder"):
+        TFEncoderDecoderModel(encoder=None, decoder=TFGPT2LMHeadModel(decoder_config), config=None)
+
+
+def test_xla_forward_equals_eager(tiny):
+    _, _, inputs, model = tiny("bert2gpt2_proj")
+    eager = model(**inputs)
+    compiled = tf.function(lambda batch: model(**batch, use_cache=False), jit_compile=True)(
+        {k: tf.constant(v) for k, v in inputs.items()})
+    assert abs(float(compiled.loss) - float(eager.loss)) < TOL
+    assert np.abs(compiled.logits.numpy() - eager.logits.numpy()).max() < TOL
+
+
+def test_fit_with_jit_compile_lowers_the_internal_loss():
+    import keras
+
+    config = tiny_config("bert2bert")
+    model = TFEncoderDecoderModel(config)
+    rng = np.random.default_rng(0)
+    input_ids = rng.integers(4, 99, size=(8, 7)).astype(np.int32)
+    labels = np.concatenate([input_ids[:, :4], np.full((8, 1), 3, np.int32)], axis=1)
+    labels[::2, -1] = -100
+    dataset = tf.data.Dataset.from_tensor_slices(
+        {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids), "labels": labels}
+    ).batch(4)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=True)
+    history = model.fit(dataset, epochs=12, verbose=0)
+    losses = history.history["loss"]
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert np.isfinite(model.evaluate(dataset, verbose=0))
