@@ -151,3 +151,29 @@ def teardown_module(module):
         print("\nencdec_pt vs transformers 4.57.6 (max abs diff, float32):")
         for arch, what, diff in MEASURED:
             print(f"  {arch:15s} {what:28s} {diff:.2e}")
+
+
+@pytest.mark.parametrize("which", ["gpt2", "bert"])
+def test_stand_alone_causal_lm_equals_reference(which, tmp_path):
+    transformers = _transformers()
+    from encdec.testing import tiny_bert_config, tiny_gpt2_config
+    from encdec_pt import BertLMHeadModel, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    if which == "gpt2":
+        ours, ref_class = GPT2LMHeadModel(tiny_gpt2_config()), transformers.GPT2LMHeadModel
+    else:
+        ours, ref_class = BertLMHeadModel(tiny_bert_config(is_decoder=True)), transformers.BertLMHeadModel
+    ours.eval().save_pretrained(str(tmp_path))
+    ref = ref_class.from_pretrained(str(tmp_path), attn_implementation="eager").eval()
+    ids = torch.randint(4, 99, (2, 6))
+    mask = torch.ones_like(ids)
+    mask[1, -2:] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    with torch.no_grad():
+        a = ours(input_ids=ids, attention_mask=mask, labels=labels, output_attentions=True, output_hidden_states=True)
+        b = ref(input_ids=ids, attention_mask=mask, labels=labels, output_attentions=True, output_hidden_states=True)
+    for name in ("loss", "logits", "hidden_states", "attentions"):
+        diff = _max_diff(getattr(a, name), getattr(b, name))
+        MEASURED.append((f"{which} LM", name, diff))
+        assert diff <= TOL, name
