@@ -111,9 +111,9 @@ class EncoderDecoderModel(PreTrainedModel):
             )
         self.encoder = encoder
         self.decoder = decoder
-        # One config object per side, shared by the composite and the sub-model.
-        self.encoder.config = self.config.encoder
-        self.decoder.config = self.config.decoder
+        # One config object per side, shared by the composite and every module of that side.
+        _share_config(self.encoder, self.config.encoder)
+        _share_config(self.decoder, self.config.decoder)
         if needs_enc_to_dec_proj(config):
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
             self._init_enc_to_dec_proj()
@@ -385,6 +385,14 @@ class EncoderDecoderModel(PreTrainedModel):
         return model
 
 
+def _share_config(model: nn.Module, config: PretrainedConfig) -> None:
+    """Point every module that held ``model.config`` at ``config`` (the composite's sub-config)."""
+    old = model.config
+    for module in model.modules():
+        if getattr(module, "config", None) is old:
+            module.config = config
+
+
 def _load_side(factory, path: str, side_kwargs: dict, model_args: Tuple[Any, ...], is_decoder: bool):
     """Load one side; its kwargs are split into load arguments and config overrides."""
     load_kwargs = {k: side_kwargs.pop(k) for k in list(side_kwargs) if k in _LOAD_KWARGS}
@@ -399,7 +407,8 @@ def _load_side(factory, path: str, side_kwargs: dict, model_args: Tuple[Any, ...
     role = "decoder" if is_decoder else "encoder"
     if bool(config.is_decoder) != is_decoder or bool(config.add_cross_attention) != is_decoder:
         logger.info(
-            "Setting is_decoder=%s and add_cross_attention=%s on the %s config of %s", is_decoder, is_decoder, role, path
+            "Setting is_decoder=%s and add_cross_attention=%s on the %s config of %s",
+            is_decoder, is_decoder, role, path,
         )
         config.is_decoder = is_decoder
         config.add_cross_attention = is_decoder

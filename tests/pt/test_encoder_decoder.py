@@ -415,6 +415,10 @@ def test_from_encoder_decoder_pretrained_routing_and_report(part_folders, caplog
     assert model.config.decoder.is_decoder and model.config.decoder.add_cross_attention
     loss = model(input_ids=torch.tensor([[5, 6, 7]]), labels=torch.tensor([[8, 9]])).loss
     assert torch.isfinite(loss)
+    # Every module of each side reads the composite's sub-config (so a resize is seen everywhere).
+    assert all(getattr(m, "config", model.config.decoder) is model.config.decoder for m in model.decoder.modules())
+    model.resize_token_embeddings(101)
+    assert model(input_ids=torch.tensor([[5]]), labels=torch.tensor([[100, 9]])).logits.shape == (1, 2, 101)
 
 
 def test_from_encoder_decoder_pretrained_warns_naming_unexpected_missing(part_folders, tmp_path, caplog):

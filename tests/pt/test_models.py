@@ -79,7 +79,8 @@ def test_tie_encoder_decoder_shares_parameter_objects():
     model.load_canonical(deterministic_state_dict(schema_for(config)))
     with torch.no_grad():
         model.decoder.bert.embeddings.word_embeddings.weight.add_(1.0)
-    assert torch.equal(model.encoder.embeddings.word_embeddings.weight, model.decoder.bert.embeddings.word_embeddings.weight)
+    shared = model.decoder.bert.embeddings.word_embeddings.weight
+    assert torch.equal(model.encoder.embeddings.word_embeddings.weight, shared)
 
 
 def test_enc_to_dec_proj_initialisation():
