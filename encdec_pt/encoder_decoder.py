@@ -22,6 +22,7 @@ from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedCon
 from encdec.hub import HUB_KWARGS
 from encdec.modeling_utils import newly_initialised_report, split_prefixed_kwargs
 from encdec.naming.schema import needs_enc_to_dec_proj, schema_for
+from encdec_pt.generation.utils import GenerationMixin
 from encdec_pt.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions, Seq2SeqLMOutput
 from encdec_pt.modeling_utils import (
     PreTrainedModel,
@@ -61,7 +62,7 @@ def decoder_attention_mask_from_labels(labels: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-class EncoderDecoderModel(PreTrainedModel):
+class EncoderDecoderModel(PreTrainedModel, GenerationMixin):
     """An encoder (``AutoModel``) and a decoder with cross-attention (``AutoModelForCausalLM``).
 
     Args:

@@ -129,7 +129,10 @@ class BertSelfAttention(nn.Module):
             source = encoder_hidden_states if is_cross_attention else hidden_states
             key = self._heads(self.key(source))  # (B, K, H, D)
             value = self._heads(self.value(source))  # (B, K, H, D)
-            if past_key_value is not None:
+            if hasattr(past_key_value, "update"):
+                # A preallocated (static) cache: written in place, returned at full length (B, L, H, D).
+                key, value = past_key_value.update(key, value)
+            elif past_key_value is not None:
                 # (B, past + Q, H, D)
                 key = torch.cat([past_key_value[0].transpose(1, 2), key], dim=1)
                 value = torch.cat([past_key_value[1].transpose(1, 2), value], dim=1)

@@ -115,7 +115,10 @@ class GPT2Attention(nn.Module):
         else:
             query, key, value = self.c_attn(hidden_states).split(self.split_size, dim=2)
             query, key, value = self._heads(query), self._heads(key), self._heads(value)  # (B, Q, H, D)
-            if past_key_value is not None:
+            if hasattr(past_key_value, "update"):
+                # A preallocated (static) cache: written in place, returned at full length (B, L, H, D).
+                key, value = past_key_value.update(key, value)
+            elif past_key_value is not None:
                 # (B, past + Q, H, D)
                 key = torch.cat([past_key_value[0].transpose(1, 2), key], dim=1)
                 value = torch.cat([past_key_value[1].transpose(1, 2), value], dim=1)
