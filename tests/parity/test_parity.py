@@ -14,7 +14,11 @@ from encdec.testing import ARCHS, deterministic_state_dict, tiny_config, tiny_in
 
 # One tolerance table, by dtype: max abs difference allowed between two frameworks.
 TOLERANCE = {"float32": 1e-5}
-GRAD_RTOL = 1e-4  # relative error of gradients: |a - b| / max(|b|_max, tiny)
+# Gradients: max |a - b| relative to max |b| of the same parameter. A gradient that is zero in
+# exact arithmetic (attention key biases: softmax is shift-invariant) holds only rounding noise
+# (~1e-9), so its scale is floored at GRAD_FLOOR times the largest gradient of the model.
+GRAD_RTOL = 1e-4
+GRAD_FLOOR = 1e-3
 UNSUPPORTED = {}  # (framework, arch) -> reason
 OTHERS = ("tf", "flax")
 
@@ -90,8 +94,9 @@ def test_gradients_equal_pytorch(built, fw, arch):
     ref, out = ref_adapter.grads(ref_model, inputs), adapter.grads(model, inputs)
     assert sorted(out) == sorted(ref) == sorted(state)
     worst = 0.0
+    floor = GRAD_FLOOR * max(float(np.max(np.abs(g))) for g in ref.values())
     for name in ref:
-        scale = max(float(np.max(np.abs(ref[name]))), 1e-6)
+        scale = max(float(np.max(np.abs(ref[name]))), floor)
         rel = float(np.max(np.abs(out[name] - ref[name]))) / scale
         assert rel <= GRAD_RTOL, f"grad of {name}: relative error {rel:.3g}"
         worst = max(worst, rel)
