@@ -20,7 +20,7 @@ if keras.backend.backend() != "tensorflow":
 
 from encdec_tf.models.auto import TFAutoModel, TFAutoModelForCausalLM  # noqa: E402
 from encdec_tf.models.bert import TFBertLMHeadModel, TFBertModel  # noqa: E402
-from encdec_tf.models.encoder_decoder import TFEncoderDecoderModel  # noqa: E402
+from encdec_tf.encoder_decoder import TFEncoderDecoderModel  # noqa: E402
 from encdec_tf.models.gpt2 import TFGPT2LMHeadModel, TFGPT2Model  # noqa: E402
 
 __all__ = [

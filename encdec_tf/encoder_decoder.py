@@ -1,6 +1,6 @@
 """``TFEncoderDecoderModel``: a pretrained encoder and a causal-LM decoder with cross-attention.
 
-Mirrors ``encdec_pt/models/encoder_decoder.py``: the same constructor paths and checks, kwarg
+Mirrors ``encdec_pt/encoder_decoder.py``: the same constructor paths and checks, kwarg
 routing, label shift, derived decoder mask, loss, outputs and cache, with Keras idioms on top
 (``call(..., training=False)``, ``compile`` / ``fit`` on the internal loss).
 """
@@ -213,13 +213,17 @@ class TFEncoderDecoderModel(TFPreTrainedModel):
              **kwargs):
         if isinstance(input_ids, dict):
             # Keras passes a dataset's dict as the first argument (`model.fit`, `model(batch)`).
+            named = dict(attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                         decoder_attention_mask=decoder_attention_mask, encoder_outputs=encoder_outputs,
+                         past_key_values=past_key_values, inputs_embeds=inputs_embeds,
+                         decoder_inputs_embeds=decoder_inputs_embeds, labels=labels)
             batch = dict(input_ids)
-            overlap = set(batch) & {k for k, v in locals().items() if v is not None and k not in ("self", "input_ids", "kwargs", "training")}
-            if overlap:
-                raise ValueError(f"{sorted(overlap)} given both inside the input dict and as arguments")
+            twice = sorted(k for k, v in named.items() if v is not None and k in batch)
+            if twice:
+                raise ValueError(f"{twice} given both inside the input dict and as arguments")
+            batch.update({k: v for k, v in named.items() if k not in batch}, **kwargs)
             return self.call(**batch, use_cache=use_cache, output_attentions=output_attentions,
-                             output_hidden_states=output_hidden_states, return_dict=return_dict, training=training,
-                             **kwargs)
+                             output_hidden_states=output_hidden_states, return_dict=return_dict, training=training)
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
         kwargs_encoder = {k: v for k, v in kwargs.items() if not k.startswith("decoder_")}
         kwargs_decoder = {k[len("decoder_"):]: v for k, v in kwargs.items() if k.startswith("decoder_")}
@@ -235,8 +239,16 @@ class TFEncoderDecoderModel(TFPreTrainedModel):
                 output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
                 training=training, **kwargs_encoder,
             )
-        elif not isinstance(encoder_outputs, ModelOutput):
-            encoder_outputs = _as_encoder_output(encoder_outputs)
+            encoder_tuple = encoder_outputs.to_tuple()
+        elif isinstance(encoder_outputs, (tuple, list)):
+            # A tuple is kept as given for the tuple output; only its first item is interpreted.
+            encoder_tuple = tuple(encoder_outputs)
+            encoder_outputs = TFBaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=encoder_outputs[0])
+        elif isinstance(encoder_outputs, ModelOutput):
+            encoder_tuple = encoder_outputs.to_tuple()
+        else:
+            encoder_tuple = (encoder_outputs,)
+            encoder_outputs = TFBaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=encoder_outputs)
         encoder_hidden_states = encoder_outputs[0]  # (b, k, e_enc)
         if self.enc_to_dec_proj is not None:
             encoder_hidden_states = self.enc_to_dec_proj(encoder_hidden_states)  # (b, k, e_dec)
@@ -245,8 +257,8 @@ class TFEncoderDecoderModel(TFPreTrainedModel):
             check_labels(labels, self.config.decoder.vocab_size)
             if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
-                if decoder_attention_mask is None:
-                    decoder_attention_mask = decoder_mask_from_labels(labels)
+            if decoder_attention_mask is None:
+                decoder_attention_mask = decoder_mask_from_labels(labels)
         if decoder_input_ids is not None:
             check_ids(decoder_input_ids, self.config.decoder.vocab_size, "decoder_input_ids")
 
@@ -264,7 +276,7 @@ class TFEncoderDecoderModel(TFPreTrainedModel):
         if not return_dict:
             # Every computed field, decoder hidden states included (the reference's TF class drops them).
             head = (loss,) if loss is not None else ()
-            return head + decoder_outputs.to_tuple() + encoder_outputs.to_tuple()
+            return head + decoder_outputs.to_tuple() + encoder_tuple
         return TFSeq2SeqLMOutput(
             loss=loss, logits=decoder_outputs.logits, past_key_values=decoder_outputs.past_key_values,
             decoder_hidden_states=decoder_outputs.hidden_states, decoder_attentions=decoder_outputs.attentions,
@@ -304,15 +316,6 @@ def _labels_into_inputs(data: Any) -> Any:
         raise ValueError("TFEncoderDecoderModel trains on its internal loss; sample weights are not supported, "
                          "use -100 labels to leave tokens out")
     return (x,)
-
-
-def _as_encoder_output(encoder_outputs: Any) -> TFBaseModelOutputWithPoolingAndCrossAttentions:
-    """Precomputed encoder outputs given as a tuple/list or dict."""
-    if isinstance(encoder_outputs, dict):
-        return TFBaseModelOutputWithPoolingAndCrossAttentions(**encoder_outputs)
-    if isinstance(encoder_outputs, (tuple, list)):
-        return TFBaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=encoder_outputs[0])
-    return TFBaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=encoder_outputs)
 
 
 def _part_config(path: str, part_kwargs: Dict[str, Any]) -> PretrainedConfig:

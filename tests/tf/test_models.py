@@ -197,6 +197,7 @@ def test_xla_forward_equals_eager(tiny):
 def test_fit_with_jit_compile_lowers_the_internal_loss():
     import keras
 
+    keras.utils.set_random_seed(0)
     config = tiny_config("bert2bert")
     model = TFEncoderDecoderModel(config)
     rng = np.random.default_rng(0)
@@ -206,7 +207,7 @@ def test_fit_with_jit_compile_lowers_the_internal_loss():
     dataset = tf.data.Dataset.from_tensor_slices(
         {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids), "labels": labels}
     ).batch(4)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=True)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True)
     history = model.fit(dataset, epochs=12, verbose=0)
     losses = history.history["loss"]
-    assert losses[-1] < 0.6 * losses[0], losses
+    assert losses[-1] < 0.5 * losses[0], losses
