@@ -63,6 +63,7 @@ from encdec_flax.models.modeling_utils import (
     check_ids,
     check_labels,
     params_to_state_dict,
+    reading_schema,
     state_dict_to_params,
 )
 
@@ -508,6 +509,10 @@ class FlaxEncoderDecoderModel(FlaxPreTrainedModel):
 
     # --- loading -----------------------------------------------------------------------------
     @classmethod
+    def _reading_schema(cls, config):
+        return schema_for(config)
+
+    @classmethod
     def _align_prefix(cls):
         return None
 
@@ -569,7 +574,7 @@ class FlaxEncoderDecoderModel(FlaxPreTrainedModel):
         for role, head in (("encoder", "base"), ("decoder", "causal_lm")):
             path, side_config, hub_kwargs, prefer = sides[role]
             side_schema = schema_for(side_config, head=head)
-            ckpt = load_checkpoint(path, schema=side_schema, prefer=prefer, **hub_kwargs)
+            ckpt = load_checkpoint(path, schema=reading_schema(side_config), prefer=prefer, **hub_kwargs)
             aligned = align_to_schema(ckpt.state, side_schema, source=ckpt.source,
                                       base_model_prefix=architecture(side_config).base_model_prefix)
             aligned.raise_for_errors(allow_missing=lambda name: True, allow_unexpected=True)

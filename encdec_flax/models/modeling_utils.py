@@ -128,6 +128,11 @@ def check_labels(labels: Any, vocab_size: int) -> None:
     check_token_ids(np.where(labels == -100, 0, labels), vocab_size, "labels")
 
 
+def reading_schema(config: PretrainedConfig) -> Schema:
+    """Base model (with pooler) and causal-LM names of ``config``'s architecture, merged."""
+    return schema_for(config, head="base", add_pooling_layer=True).merge(schema_for(config, head="causal_lm"))
+
+
 def _split_hub_kwargs(kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     hub = {k: kwargs.pop(k) for k in list(kwargs) if k in HUB_KWARGS}
     return hub, kwargs
@@ -389,7 +394,7 @@ class FlaxPreTrainedModel:
         model = cls(config, input_shape=input_shape, seed=seed, dtype=dtype, _do_init=False,
                     gradient_checkpointing=gradient_checkpointing, **module_kwargs)
         schema = model.schema()
-        ckpt = load_checkpoint(pretrained_model_name_or_path, schema=schema,
+        ckpt = load_checkpoint(pretrained_model_name_or_path, schema=cls._reading_schema(config),
                                prefer=_prefer(from_pt, from_flax, from_tf), **hub_kwargs)
         aligned = align_to_schema(ckpt.state, schema, source=ckpt.source, base_model_prefix=cls._align_prefix())
         params = model._params_from_aligned(aligned)
@@ -401,6 +406,13 @@ class FlaxPreTrainedModel:
             return model, params
         model.params = params
         return model
+
+    @classmethod
+    def _reading_schema(cls, config: PretrainedConfig) -> Schema:
+        """The names a checkpoint for this architecture may hold: base model (with pooler) and
+        causal LM, so that TF/Flax files of either head can be read; ``align_to_schema`` then
+        keeps what this model has and reports the rest."""
+        return reading_schema(config)
 
     @classmethod
     def _align_prefix(cls) -> Optional[str]:

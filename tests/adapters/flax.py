@@ -64,7 +64,8 @@ class Adapter:
 
     def grads(self, model, inputs):
         batch = {k: jnp.asarray(v) for k, v in inputs.items() if v is not None}
-        grads = jax.grad(lambda p: model(**batch, params=p).loss)(model.params)
+        model.check_inputs(**batch)
+        grads = jax.jit(jax.grad(lambda p, b: model(**b, params=p).loss))(model.params, batch)
         # Kernels map to PyTorch weights by the same transpose as the params (W = K.T => dL/dW = (dL/dK).T).
         return model.state_dict(grads)
 

@@ -147,3 +147,21 @@ def test_encode_equals_reference_call_encoder_output(built, hf_flax, tmp_path):
     i = built("bert2bert").inputs
     encoded = model.encode(i["input_ids"], attention_mask=i["attention_mask"], params=params)
     assert max_diff(encoded.last_hidden_state, ref.encoder_last_hidden_state) < TOL
+
+
+@pytest.mark.oracle
+def test_reference_bert_msgpack_as_encoder_and_decoder(tmp_path):
+    """A base-model Flax file (no ``bert`` level, with pooler) read for both sides: the pooler is
+    dropped from the decoder with a report, the encoder equals the reference model."""
+    transformers = pytest.importorskip("transformers")
+    from encdec.testing import tiny_bert_config
+    from encdec_flax import FlaxEncoderDecoderModel
+
+    ref = transformers.FlaxBertModel(transformers.BertConfig(**tiny_bert_config().to_dict()), seed=2)
+    ref.save_pretrained(str(tmp_path))
+    model = FlaxEncoderDecoderModel.from_encoder_decoder_pretrained(str(tmp_path), str(tmp_path))
+    assert model.loading_info["report"][0].startswith("cross-attention: 20 tensors newly initialised")
+    assert sorted(model.loading_info["unexpected_keys"]) == ["decoder.bert.pooler.dense.bias",
+                                                             "decoder.bert.pooler.dense.weight"]
+    ids = np.array([[5, 6, 7, 8, 9]])
+    assert max_diff(model.encode(ids).last_hidden_state, ref(ids).last_hidden_state) < TOL
