@@ -163,7 +163,7 @@ class GenerationMixin:
         if seed is not None:
             if generator is not None:
                 raise ValueError("pass either generator or seed, not both")
-            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+            generator = torch.Generator(device=next(self.parameters()).device).manual_seed(int(seed))
 
         # === Encode once ===
         if encoder_outputs is None:

@@ -85,3 +85,9 @@ class Adapter:
 
     def load(self, path):
         return EncoderDecoderModel.from_pretrained(str(path))
+
+    def generate(self, model, inputs, **kwargs):
+        """``model.generate`` on numpy inputs (input_ids, attention_mask, ...) -> sequences as int64 numpy."""
+        out = model.generate(**_to_torch(inputs), **kwargs)
+        sequences = out.sequences if hasattr(out, "sequences") else out
+        return sequences.detach().cpu().numpy().astype(np.int64)
