@@ -6,7 +6,7 @@ checkpoint layout of the Hugging Face Flax port (``embeddings/word_embeddings/em
 ``encoder/layer/0/attention/self/query/kernel``) and maps to canonical names with the generic
 walk in ``modeling_utils`` plus ``encdec.naming.layout``.
 
-Shape letters: b batch, q query length, k key length, h heads, d head dim.
+Shape letters: B batch, Q query length, K key length, H heads, D head dim.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class FlaxBertEmbeddings(nn.Module):
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
 
     def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool = True):
-        # (b, q, hidden) each
+        # (B, Q, hidden) each
         inputs_embeds = self.word_embeddings(input_ids.astype("i4"))
         position_embeds = self.position_embeddings(position_ids.astype("i4"))
         token_type_embeds = self.token_type_embeddings(token_type_ids.astype("i4"))
@@ -84,30 +84,30 @@ class FlaxBertSelfAttention(nn.Module):
         self.value = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=_normal(cfg))
         self.dropout = nn.Dropout(rate=cfg.attention_probs_dropout_prob)
 
-    def _split_heads(self, x):
-        # (b, q, h*d) -> (b, q, h, d)
+    def _heads(self, x):
+        # (B, Q, H*D) -> (B, Q, H, D)
         return x.reshape(x.shape[:2] + (self.num_heads, self.head_dim))
 
     @nn.compact
-    def _cached_key_value(self, key_states, value_states, query_length: int):
+    def _cached_key_value(self, key, value, query_length: int):
         """Returns (keys, values, cache_index of this call's first query or None)."""
         is_initialized = self.has_variable("cache", "cached_key")
-        cached_key = self.variable("cache", "cached_key", jnp.zeros, key_states.shape, key_states.dtype)
-        cached_value = self.variable("cache", "cached_value", jnp.zeros, value_states.shape, value_states.dtype)
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
         if self.is_cross_attention:
             if not is_initialized:  # creating the cache: keep the encoder projection
-                cached_key.value, cached_value.value = key_states, value_states
+                cached_key.value, cached_value.value = key, value
             return cached_key.value, cached_value.value, None
         cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
         if not is_initialized:
-            return key_states, value_states, None
+            return key, value, None
         cur_index = cache_index.value
-        # (b, max_length, h, d) with this call's q rows written at cur_index
-        key_states = lax.dynamic_update_slice(cached_key.value, key_states, (0, cur_index, 0, 0))
-        value_states = lax.dynamic_update_slice(cached_value.value, value_states, (0, cur_index, 0, 0))
-        cached_key.value, cached_value.value = key_states, value_states
+        # (B, max_length, H, D) with this call's Q rows written at cur_index
+        key = lax.dynamic_update_slice(cached_key.value, key, (0, cur_index, 0, 0))
+        value = lax.dynamic_update_slice(cached_value.value, value, (0, cur_index, 0, 0))
+        cached_key.value, cached_value.value = key, value
         cache_index.value = cur_index + query_length
-        return key_states, value_states, cur_index
+        return key, value, cur_index
 
     def __call__(
         self,
@@ -119,42 +119,42 @@ class FlaxBertSelfAttention(nn.Module):
         output_attentions: bool = False,
     ):
         batch_size, query_length = hidden_states.shape[:2]
-        # (b, q, h, d)
-        query_states = self._split_heads(self.query(hidden_states))
+        # (B, Q, H, D)
+        query = self._heads(self.query(hidden_states))
         has_cache = self.has_variable("cache", "cached_key")
         cache_index = None
         if self.is_cross_attention and has_cache and not init_cache:
-            # (b, k, h, d): encoder keys/values projected once, when the cache was made
-            key_states = self.variables["cache"]["cached_key"]
-            value_states = self.variables["cache"]["cached_value"]
+            # (B, K, H, D): encoder keys/values projected once, when the cache was made
+            key = self.variables["cache"]["cached_key"]
+            value = self.variables["cache"]["cached_value"]
         else:
             source = key_value_states if self.is_cross_attention else hidden_states
-            # (b, k, h, d)
-            key_states = self._split_heads(self.key(source))
-            value_states = self._split_heads(self.value(source))
+            # (B, K, H, D)
+            key = self._heads(self.key(source))
+            value = self._heads(self.value(source))
             if (self.is_cross_attention and init_cache) or (self.causal and (has_cache or init_cache)):
-                key_states, value_states, cache_index = self._cached_key_value(key_states, value_states, query_length)
+                key, value, cache_index = self._cached_key_value(key, value, query_length)
 
-        # (b or 1, 1, q, k) boolean: True = attend
+        # (B or 1, 1, Q, K) boolean: True = attend
         mask = None
         if self.causal:
-            mask = causal_mask(query_length, key_states.shape[1], cache_index)
+            mask = causal_mask(query_length, key.shape[1], cache_index)
         if attention_mask is not None:
             pad = attention_mask[:, None, None, :].astype(bool)
             mask = pad if mask is None else mask & pad
 
-        # (b, q, h, d) x (b, k, h, d) -> (b, h, q, k)
-        attn_scores = jnp.einsum("bqhd,bkhd->bhqk", query_states, key_states).astype(jnp.float32)
-        attn_scores = attn_scores / math.sqrt(self.head_dim)
+        # (B, Q, H, D) x (B, K, H, D) -> (B, H, Q, K)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
+        scores = scores / math.sqrt(self.head_dim)
         if mask is not None:
-            attn_scores = attn_scores + attention_bias(mask, attn_scores.dtype)
-        attn_weights = jax.nn.softmax(attn_scores, axis=-1).astype(self.dtype)
-        attn_probs = self.dropout(attn_weights, deterministic=deterministic)
-        # (b, h, q, k) x (b, k, h, d) -> (b, q, h, d)
-        attn_output = jnp.einsum("bhqk,bkhd->bqhd", attn_probs, value_states)
-        # (b, q, h*d)
-        attn_output = attn_output.reshape(batch_size, query_length, -1)
-        return attn_output, (attn_weights if output_attentions else None)
+            scores = scores + attention_bias(mask, scores.dtype)
+        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        probs = self.dropout(probs, deterministic=deterministic)
+        # (B, H, Q, K) x (B, K, H, D) -> (B, Q, H, D)
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+        # (B, Q, H*D)
+        context = context.reshape(batch_size, query_length, -1)
+        return context, (probs if output_attentions else None)
 
 
 class FlaxBertSelfOutput(nn.Module):
@@ -343,7 +343,7 @@ class FlaxBertPooler(nn.Module):
         self.dense = nn.Dense(self.config.hidden_size, dtype=self.dtype, kernel_init=_normal(self.config))
 
     def __call__(self, hidden_states):
-        # (b, hidden): the first token's state
+        # (B, hidden): the first token's state
         first_token = hidden_states[:, 0]
         return jnp.tanh(self.dense(first_token))
 
@@ -383,7 +383,7 @@ class FlaxBertModule(nn.Module):
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
         if encoder_hidden_states is not None and encoder_attention_mask is None:
             encoder_attention_mask = jnp.ones(encoder_hidden_states.shape[:2], dtype="i4")
-        # (b, q, hidden)
+        # (B, Q, hidden)
         hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, deterministic=deterministic)
         hidden_states, all_hidden_states, all_attentions, all_cross_attentions = self.encoder(
             hidden_states,
@@ -436,7 +436,7 @@ class FlaxBertLMPredictionHead(nn.Module):
     def __call__(self, hidden_states, shared_embedding=None):
         hidden_states = self.transform(hidden_states)
         if shared_embedding is not None:
-            # (b, q, hidden) x (vocab, hidden) -> (b, q, vocab)
+            # (B, Q, hidden) x (vocab, hidden) -> (B, Q, vocab)
             logits = hidden_states @ shared_embedding.T.astype(self.dtype)
         else:
             logits = self.decoder(hidden_states)
@@ -495,7 +495,7 @@ class FlaxBertForCausalLMModule(nn.Module):
         shared_embedding = None
         if self.config.tie_word_embeddings:
             shared_embedding = self.bert.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
-        # (b, q, vocab)
+        # (B, Q, vocab)
         logits = self.cls(outputs.last_hidden_state, shared_embedding=shared_embedding)
         return FlaxCausalLMOutputWithCrossAttentions(
             logits=logits,

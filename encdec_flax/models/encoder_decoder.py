@@ -88,7 +88,7 @@ def causal_lm_loss(logits, labels):
     """Mean cross-entropy over the positions whose label is not -100 (float32, shape ())."""
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     valid = labels != -100
-    # (b, t): -log p(label); ignored positions read class 0 and are masked out
+    # (B, T): -log p(label); ignored positions read class 0 and are masked out
     nll = -jnp.take_along_axis(log_probs, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
     return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.sum(valid)
 
@@ -149,7 +149,7 @@ class FlaxEncoderDecoderModule(nn.Module):
         deterministic: bool = True,
     ):
         if self.enc_to_dec_proj is not None:
-            # (b, s, encoder hidden) -> (b, s, decoder hidden)
+            # (B, S, encoder hidden) -> (B, S, decoder hidden)
             encoder_hidden_states = self.enc_to_dec_proj(encoder_hidden_states)
         return self.decoder(
             input_ids=decoder_input_ids,

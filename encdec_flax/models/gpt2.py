@@ -4,7 +4,7 @@
 ``FlaxConv1D`` stores its kernel as ``(out, in)`` like the Hugging Face Flax port (the PyTorch
 ``Conv1D`` weight transposed), so its files load unchanged; the layout table says so once.
 
-Shape letters: b batch, q query length, k key length, h heads, d head dim.
+Shape letters: B batch, Q query length, K key length, H heads, D head dim.
 """
 
 from __future__ import annotations
@@ -72,30 +72,30 @@ class FlaxGPT2Attention(nn.Module):
         self.attn_dropout = nn.Dropout(rate=cfg.attn_pdrop)
         self.resid_dropout = nn.Dropout(rate=cfg.resid_pdrop)
 
-    def _split_heads(self, x):
-        # (b, q, h*d) -> (b, q, h, d)
+    def _heads(self, x):
+        # (B, Q, H*D) -> (B, Q, H, D)
         return x.reshape(x.shape[:2] + (self.num_heads, self.head_dim))
 
     @nn.compact
-    def _cached_key_value(self, key_states, value_states, query_length: int):
+    def _cached_key_value(self, key, value, query_length: int):
         """Returns (keys, values, cache_index of this call's first query or None)."""
         is_initialized = self.has_variable("cache", "cached_key")
-        cached_key = self.variable("cache", "cached_key", jnp.zeros, key_states.shape, key_states.dtype)
-        cached_value = self.variable("cache", "cached_value", jnp.zeros, value_states.shape, value_states.dtype)
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
         if self.is_cross_attention:
             if not is_initialized:  # creating the cache: keep the encoder projection
-                cached_key.value, cached_value.value = key_states, value_states
+                cached_key.value, cached_value.value = key, value
             return cached_key.value, cached_value.value, None
         cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
         if not is_initialized:
-            return key_states, value_states, None
+            return key, value, None
         cur_index = cache_index.value
-        # (b, max_length, h, d) with this call's q rows written at cur_index
-        key_states = lax.dynamic_update_slice(cached_key.value, key_states, (0, cur_index, 0, 0))
-        value_states = lax.dynamic_update_slice(cached_value.value, value_states, (0, cur_index, 0, 0))
-        cached_key.value, cached_value.value = key_states, value_states
+        # (B, max_length, H, D) with this call's Q rows written at cur_index
+        key = lax.dynamic_update_slice(cached_key.value, key, (0, cur_index, 0, 0))
+        value = lax.dynamic_update_slice(cached_value.value, value, (0, cur_index, 0, 0))
+        cached_key.value, cached_value.value = key, value
         cache_index.value = cur_index + query_length
-        return key_states, value_states, cur_index
+        return key, value, cur_index
 
     def __call__(
         self,
@@ -110,51 +110,51 @@ class FlaxGPT2Attention(nn.Module):
         has_cache = self.has_variable("cache", "cached_key")
         cache_index = None
         if self.is_cross_attention:
-            # (b, q, h, d)
-            query_states = self._split_heads(self.q_attn(hidden_states))
+            # (B, Q, H, D)
+            query = self._heads(self.q_attn(hidden_states))
             if has_cache and not init_cache:
-                # (b, k, h, d): encoder keys/values projected once, when the cache was made
-                key_states = self.variables["cache"]["cached_key"]
-                value_states = self.variables["cache"]["cached_value"]
+                # (B, K, H, D): encoder keys/values projected once, when the cache was made
+                key = self.variables["cache"]["cached_key"]
+                value = self.variables["cache"]["cached_value"]
             else:
-                key_states, value_states = jnp.split(self.c_attn(key_value_states), 2, axis=-1)
-                key_states, value_states = self._split_heads(key_states), self._split_heads(value_states)
+                key, value = jnp.split(self.c_attn(key_value_states), 2, axis=-1)
+                key, value = self._heads(key), self._heads(value)
                 if init_cache:
-                    key_states, value_states, _ = self._cached_key_value(key_states, value_states, query_length)
+                    key, value, _ = self._cached_key_value(key, value, query_length)
         else:
-            query_states, key_states, value_states = jnp.split(self.c_attn(hidden_states), 3, axis=-1)
-            # (b, q, h, d) each
-            query_states = self._split_heads(query_states)
-            key_states = self._split_heads(key_states)
-            value_states = self._split_heads(value_states)
+            query, key, value = jnp.split(self.c_attn(hidden_states), 3, axis=-1)
+            # (B, Q, H, D) each
+            query = self._heads(query)
+            key = self._heads(key)
+            value = self._heads(value)
             if has_cache or init_cache:
-                key_states, value_states, cache_index = self._cached_key_value(key_states, value_states, query_length)
+                key, value, cache_index = self._cached_key_value(key, value, query_length)
 
-        # (b or 1, 1, q, k) boolean: True = attend
+        # (B or 1, 1, Q, K) boolean: True = attend
         mask = None
         if not self.is_cross_attention:
-            mask = causal_mask(query_length, key_states.shape[1], cache_index)
+            mask = causal_mask(query_length, key.shape[1], cache_index)
         if attention_mask is not None:
             pad = attention_mask[:, None, None, :].astype(bool)
             mask = pad if mask is None else mask & pad
 
-        # (b, q, h, d) x (b, k, h, d) -> (b, h, q, k)
-        attn_scores = jnp.einsum("bqhd,bkhd->bhqk", query_states, key_states).astype(jnp.float32)
+        # (B, Q, H, D) x (B, K, H, D) -> (B, H, Q, K)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
         if self.config.scale_attn_weights:
-            attn_scores = attn_scores / math.sqrt(self.head_dim)
+            scores = scores / math.sqrt(self.head_dim)
         if self.config.scale_attn_by_inverse_layer_idx:
-            attn_scores = attn_scores / float(self.layer_idx + 1)
+            scores = scores / float(self.layer_idx + 1)
         if mask is not None:
-            attn_scores = attn_scores + attention_bias(mask, attn_scores.dtype)
-        attn_weights = jax.nn.softmax(attn_scores, axis=-1).astype(self.dtype)
-        attn_probs = self.attn_dropout(attn_weights, deterministic=deterministic)
-        # (b, h, q, k) x (b, k, h, d) -> (b, q, h, d)
-        attn_output = jnp.einsum("bhqk,bkhd->bqhd", attn_probs, value_states)
-        # (b, q, h*d)
-        attn_output = attn_output.reshape(batch_size, query_length, -1)
-        attn_output = self.c_proj(attn_output)
+            scores = scores + attention_bias(mask, scores.dtype)
+        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        probs = self.attn_dropout(probs, deterministic=deterministic)
+        # (B, H, Q, K) x (B, K, H, D) -> (B, Q, H, D)
+        context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+        # (B, Q, H*D)
+        context = context.reshape(batch_size, query_length, -1)
+        attn_output = self.c_proj(context)
         attn_output = self.resid_dropout(attn_output, deterministic=deterministic)
-        return attn_output, (attn_weights if output_attentions else None)
+        return attn_output, (probs if output_attentions else None)
 
 
 class FlaxGPT2MLP(nn.Module):
@@ -307,7 +307,7 @@ class FlaxGPT2Module(nn.Module):
     ):
         if position_ids is None:
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
-        # (b, q, hidden)
+        # (B, Q, hidden)
         inputs_embeds = self.wte(input_ids.astype("i4"))
         position_embeds = self.wpe(position_ids.astype("i4"))
         hidden_states = inputs_embeds + position_embeds
@@ -375,7 +375,7 @@ class FlaxGPT2LMHeadModule(nn.Module):
         hidden_states = outputs.last_hidden_state
         if self.config.tie_word_embeddings:
             shared_embedding = self.transformer.variables["params"]["wte"]["embedding"]
-            # (b, q, hidden) x (vocab, hidden) -> (b, q, vocab)
+            # (B, Q, hidden) x (vocab, hidden) -> (B, Q, vocab)
             logits = hidden_states @ shared_embedding.T.astype(self.dtype)
         else:
             logits = self.lm_head(hidden_states)
