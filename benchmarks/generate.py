@@ -1,0 +1,186 @@
+"""Generation speed: ours next to the reference (transformers), in the same run.
+
+Seconds for greedy search and 4-beam search, batch 1 and 8, 32 new tokens (exactly: min_new_tokens=32
+keeps random weights from stopping early) from a 64-token source, on a base-size random bert2gpt2
+(BERT-base encoder, GPT-2-small decoder with cross-attention). Each number is the minimum of
+``--runs`` runs after one warm-up call (the warm-up / first-call time is printed too).
+
+    .venv/bin/python benchmarks/generate.py                      # pt + ref-pt
+    .venv/bin/python benchmarks/generate.py --frameworks pt,pt-static,ref-pt --batch 1
+
+Each entry of ``RUNNERS`` builds a ``generate(input_ids, attention_mask, num_beams) -> ids`` callable
+from the saved folder; TF and Flax entries (``tf``, ``ref-tf``, ``flax``, ``ref-flax``) are added next to
+the PyTorch ones. Ratios are reference / ours for the same framework (> 1: ours is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from typing import Callable, Dict
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+NEW_TOKENS = 32
+SRC_LEN = 64
+START, PAD, EOS = 50256, 0, 50256
+
+
+def build_folder(path: str) -> str:
+    """Save a random base-size bert2gpt2 (PyTorch init, seed 0) to ``path``."""
+    import torch
+
+    from encdec.configuration import BertConfig, EncoderDecoderConfig, GPT2Config
+    from encdec_pt import EncoderDecoderModel
+
+    torch.manual_seed(0)
+    config = EncoderDecoderConfig.from_encoder_decoder_configs(
+        BertConfig(), GPT2Config(is_decoder=True, add_cross_attention=True),
+        decoder_start_token_id=START, pad_token_id=PAD, eos_token_id=EOS,
+    )
+    EncoderDecoderModel(config).eval().save_pretrained(path)
+    return path
+
+
+def make_inputs(batch: int):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1000, 30000, size=(batch, SRC_LEN)).astype(np.int64)
+    mask = np.ones_like(ids)
+    return ids, mask
+
+
+GEN_KW = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+
+
+# === runners: name -> (folder) -> generate(ids_np, mask_np, num_beams) -> np.ndarray ===========
+def _pt(folder: str, **extra) -> Callable:
+    import torch
+
+    from encdec_pt import EncoderDecoderModel
+
+    model = EncoderDecoderModel.from_pretrained(folder).eval()
+
+    def run(ids, mask, num_beams):
+        out = model.generate(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), num_beams=num_beams,
+                             **GEN_KW, **extra)
+        return out.numpy()
+
+    return run
+
+
+def _pt_static(folder: str) -> Callable:
+    return _pt(folder, cache_implementation="static")
+
+
+def _pt_static_compiled(folder: str) -> Callable:
+    return _pt(folder, cache_implementation="static", compile_backend="inductor")
+
+
+def _ref_pt(folder: str) -> Callable:
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    model = transformers.EncoderDecoderModel.from_pretrained(folder).eval()
+
+    def run(ids, mask, num_beams):
+        with torch.no_grad():
+            out = model.generate(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), num_beams=num_beams,
+                                 use_cache=True, **GEN_KW)
+        return out.numpy()
+
+    return run
+
+
+RUNNERS: Dict[str, Callable] = {
+    "pt": _pt,
+    "pt-static": _pt_static,
+    "pt-static-compiled": _pt_static_compiled,
+    "ref-pt": _ref_pt,
+}
+# ours -> the reference it is compared with
+REFERENCE_OF = {"pt": "ref-pt", "pt-static": "ref-pt", "pt-static-compiled": "ref-pt"}
+
+
+def versions() -> str:
+    parts = [f"python {platform.python_version()}", f"numpy {np.__version__}"]
+    from importlib import metadata
+
+    for dist in ("torch", "transformers", "tensorflow", "jax", "flax"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(parts)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frameworks", default="pt,ref-pt", help=f"comma list from {sorted(RUNNERS)}")
+    parser.add_argument("--batch", default="1,8")
+    parser.add_argument("--beams", default="1,4", help="1 = greedy")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--folder", default=None, help="reuse a saved model folder")
+    args = parser.parse_args(argv)
+
+    names = [n for n in args.frameworks.split(",") if n]
+    unknown = [n for n in names if n not in RUNNERS]
+    if unknown:
+        parser.error(f"unknown frameworks {unknown}; choose from {sorted(RUNNERS)}")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folder = args.folder or build_folder(tempfile.mkdtemp(prefix="bench-bert2gpt2-"))
+    print(f"# {platform.platform()} | {os.cpu_count()} cpus | torch threads {torch.get_num_threads()}")
+    print(f"# {versions()}")
+    print(f"# base bert2gpt2, source {SRC_LEN} tokens, {NEW_TOKENS} new tokens, min of {args.runs} runs after a warm-up")
+
+    runners = {n: RUNNERS[n](folder) for n in names}
+    results = {}  # (name, batch, beams) -> (first, best, ids)
+    for batch in [int(b) for b in args.batch.split(",")]:
+        ids, mask = make_inputs(batch)
+        for beams in [int(b) for b in args.beams.split(",")]:
+            # Warm-up of every runner, then the timed runs interleaved (ours, reference, ours, ...) so
+            # that load drifting on a shared machine hits both alike.
+            first, best, outs = {}, {}, {}
+            for name, run in runners.items():
+                start = time.perf_counter()
+                outs[name] = run(ids, mask, beams)
+                first[name] = time.perf_counter() - start
+                best[name] = float("inf")
+            for _ in range(args.runs):
+                for name, run in runners.items():
+                    start = time.perf_counter()
+                    run(ids, mask, beams)
+                    best[name] = min(best[name], time.perf_counter() - start)
+            for name in runners:
+                results[(name, batch, beams)] = (first[name], best[name], outs[name])
+                print(f"# {name} batch {batch} beams {beams}: first {first[name]:.3f} s, best {best[name]:.3f} s",
+                      flush=True)
+
+    print()
+    print("| framework | search | batch | first call (s) | seconds | reference (s) | ref / ours | same tokens |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (name, batch, beams), (first, best, out) in results.items():
+        ref_name = REFERENCE_OF.get(name)
+        ref = results.get((ref_name, batch, beams)) if ref_name else None
+        search = "greedy" if beams == 1 else f"beam {beams}"
+        if ref is None:
+            cells = ["", "", ""]
+        else:
+            same = ref[2].shape == out.shape and bool((ref[2] == out).all())
+            cells = [f"{ref[1]:.3f}", f"{ref[1] / best:.2f}x", "yes" if same else "NO"]
+        print(f"| {name} | {search} | {batch} | {first:.3f} | {best:.3f} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
