@@ -62,6 +62,7 @@ from encdec_flax.models.modeling_utils import (
     _split_hub_kwargs,
     check_ids,
     check_labels,
+    check_positions,
     params_to_state_dict,
     reading_schema,
     state_dict_to_params,
@@ -328,7 +329,9 @@ class FlaxEncoderDecoderModel(FlaxPreTrainedModel):
         output_attentions, output_hidden_states, return_dict = self._flags(
             output_attentions, output_hidden_states, return_dict
         )
-        self.check_inputs(input_ids=input_ids, decoder_input_ids=decoder_input_ids, labels=labels)
+        self.check_inputs(input_ids=input_ids, decoder_input_ids=decoder_input_ids, labels=labels,
+                          position_ids=position_ids, decoder_position_ids=decoder_position_ids,
+                          token_type_ids=token_type_ids)
         if labels is not None:
             labels = jnp.asarray(labels)
             if decoder_input_ids is None:
@@ -382,11 +385,17 @@ class FlaxEncoderDecoderModel(FlaxPreTrainedModel):
             encoder_attentions=encoder_outputs.attentions,
         )
 
-    def check_inputs(self, input_ids=None, decoder_input_ids=None, labels=None, **_: Any) -> None:
-        """Raise ``ValueError`` naming any token id outside its vocabulary (host-side, numpy)."""
-        check_ids(self.config.encoder.vocab_size, input_ids=input_ids)
-        check_ids(self.config.decoder.vocab_size, decoder_input_ids=decoder_input_ids)
-        check_labels(labels, self.config.decoder.vocab_size)
+    def check_inputs(self, input_ids=None, decoder_input_ids=None, labels=None, position_ids=None,
+                     decoder_position_ids=None, token_type_ids=None, **_: Any) -> None:
+        """Raise ``ValueError`` naming any id JAX would clamp silently (host-side, numpy): token ids
+        outside the vocabulary, positions past ``max_position_embeddings``, unknown token types."""
+        cfg = self.config
+        check_ids(cfg.encoder.vocab_size, input_ids=input_ids)
+        check_ids(cfg.decoder.vocab_size, decoder_input_ids=decoder_input_ids)
+        check_labels(labels, cfg.decoder.vocab_size)
+        check_positions(cfg.encoder, input_ids, position_ids, token_type_ids)
+        check_positions(cfg.decoder, decoder_input_ids if decoder_input_ids is not None else labels,
+                        decoder_position_ids, prefix="decoder_")
 
     def _shift_tokens(self) -> Tuple[int, int]:
         cfg = self.config
@@ -419,7 +428,7 @@ class FlaxEncoderDecoderModel(FlaxPreTrainedModel):
         output_attentions, output_hidden_states, return_dict = self._flags(
             output_attentions, output_hidden_states, return_dict
         )
-        check_ids(self.config.encoder.vocab_size, input_ids=input_ids)
+        self.check_inputs(input_ids=input_ids, position_ids=position_ids, token_type_ids=token_type_ids)
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
@@ -459,6 +468,8 @@ class FlaxEncoderDecoderModel(FlaxPreTrainedModel):
             output_attentions, output_hidden_states, return_dict
         )
         check_ids(self.config.decoder.vocab_size, decoder_input_ids=decoder_input_ids)
+        check_positions(self.config.decoder, None if past_key_values is not None else decoder_input_ids,
+                        decoder_position_ids, prefix="decoder_")
         decoder_input_ids = jnp.asarray(decoder_input_ids)
         encoder_hidden_states = _EncoderOutputs.normalise(encoder_outputs).last_hidden_state
         if encoder_attention_mask is None:
@@ -495,6 +506,11 @@ class FlaxEncoderDecoderModel(FlaxPreTrainedModel):
         """The decoder cache for up to ``max_length`` tokens: per self-attention layer
         ``cached_key`` / ``cached_value`` ``(batch, max_length, heads, head_dim)`` and ``cache_index``;
         per cross-attention layer the projected encoder keys/values, computed here once."""
+        if max_length > self.config.decoder.max_position_embeddings:
+            raise ValueError(
+                f"max_length={max_length} is longer than the decoder's max_position_embeddings="
+                f"{self.config.decoder.max_position_embeddings}"
+            )
         encoder_hidden_states = _EncoderOutputs.normalise(encoder_outputs).last_hidden_state
         decoder_input_ids = jnp.ones((batch_size, max_length), dtype="i4")
         _, cache = self.module.apply(

@@ -133,6 +133,31 @@ def reading_schema(config: PretrainedConfig) -> Schema:
     return schema_for(config, head="base", add_pooling_layer=True).merge(schema_for(config, head="causal_lm"))
 
 
+def check_positions(config: PretrainedConfig, ids: Any = None, position_ids: Any = None,
+                    token_type_ids: Any = None, prefix: str = "") -> None:
+    """Host-side checks of what JAX would clamp silently: sequence length and position ids against
+    ``max_position_embeddings``, token types against ``type_vocab_size``."""
+    limit = config.max_position_embeddings
+    if position_ids is None and ids is not None and not isinstance(ids, jax.core.Tracer):
+        length = np.shape(ids)[-1]
+        if length > limit:
+            raise ValueError(
+                f"{prefix}input_ids has length {length}, longer than {prefix.rstrip('_') or 'the model'}'s "
+                f"max_position_embeddings={limit}"
+            )
+    for name, values, bound in (
+        (f"{prefix}position_ids", position_ids, limit),
+        (f"{prefix}token_type_ids", token_type_ids, getattr(config, "type_vocab_size", None)),
+    ):
+        if values is None or bound is None or isinstance(values, jax.core.Tracer):
+            continue
+        arr = np.asarray(values)
+        bad = (arr < 0) | (arr >= bound)
+        if bad.any():
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{name} holds {int(arr[pos])} at position {pos}, outside [0, {bound})")
+
+
 def _split_hub_kwargs(kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     hub = {k: kwargs.pop(k) for k in list(kwargs) if k in HUB_KWARGS}
     return hub, kwargs
@@ -305,6 +330,7 @@ class FlaxPreTrainedModel:
         output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = cfg.return_dict if return_dict is None else return_dict
         check_ids(cfg.vocab_size, input_ids=input_ids)
+        check_positions(cfg, input_ids, position_ids, token_type_ids if self.base_model_prefix == "bert" else None)
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)

@@ -219,6 +219,22 @@ def test_out_of_vocab_ids_raise(built):
         b.model.encode(ids)
 
 
+def test_positions_and_token_types_jax_would_clamp_raise(built):
+    b = built("bert2gpt2")
+    long_ids = np.full((1, 65), 5)
+    with pytest.raises(ValueError, match="input_ids has length 65.*max_position_embeddings=64"):
+        b.model.encode(long_ids)
+    with pytest.raises(ValueError, match="decoder_input_ids has length 65"):
+        b.model(b.inputs["input_ids"][:1], decoder_input_ids=long_ids)
+    with pytest.raises(ValueError, match=r"token_type_ids holds 2 .*\[0, 2\)"):
+        b.model.encode(b.inputs["input_ids"], token_type_ids=np.full_like(b.inputs["input_ids"], 2))
+    with pytest.raises(ValueError, match="decoder_position_ids holds 64"):
+        b.model.decode(np.ones((2, 1), np.int32), b.model.encode(b.inputs["input_ids"]),
+                       decoder_position_ids=np.full((2, 1), 64))
+    with pytest.raises(ValueError, match="max_length=65"):
+        b.model.init_cache(2, 65, b.model.encode(b.inputs["input_ids"]))
+
+
 def test_missing_special_tokens_and_inputs_raise(built):
     b = built("bert2bert")
     config = b.config.copy()
