@@ -18,6 +18,7 @@ from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedCon
 from encdec.hub import HUB_KWARGS
 from encdec.modeling_utils import split_prefixed_kwargs
 from encdec.naming.schema import architecture, needs_enc_to_dec_proj
+from encdec_tf.generation import TFGenerationMixin
 from encdec_tf.modeling_outputs import ModelOutput, TFBaseModelOutputWithPoolingAndCrossAttentions, TFSeq2SeqLMOutput
 from encdec_tf.modeling_utils import (
     TFPreTrainedModel,
@@ -53,7 +54,7 @@ def decoder_mask_from_labels(labels: tf.Tensor) -> tf.Tensor:
     return tf.concat([first, tf.cast(labels[:, :-1] != -100, tf.int32)], axis=1)  # (b, q)
 
 
-class TFEncoderDecoderModel(TFPreTrainedModel):
+class TFEncoderDecoderModel(TFGenerationMixin, TFPreTrainedModel):
     """An encoder (``TFAutoModel``) and a decoder (``TFAutoModelForCausalLM`` with
     cross-attention), plus ``enc_to_dec_proj`` when their hidden sizes differ.
 

@@ -109,7 +109,10 @@ class TFBertSelfAttention(keras.layers.Layer):
             source = encoder_hidden_states if self.is_cross_attention else hidden_states
             key_layer = self.split_heads(self.key(source))  # (b, k, h, d)
             value_layer = self.split_heads(self.value(source))  # (b, k, h, d)
-            if past_key_value is not None:
+            if hasattr(past_key_value, "update"):
+                # A preallocated (static) cache: written at a position, returned at full length (b, L, h, d).
+                key_layer, value_layer = past_key_value.update(key_layer, value_layer)
+            elif past_key_value is not None:
                 key_layer = tf.concat([tf.transpose(past_key_value[0], (0, 2, 1, 3)), key_layer], axis=1)
                 value_layer = tf.concat([tf.transpose(past_key_value[1], (0, 2, 1, 3)), value_layer], axis=1)
         # The cache holds (b, h, k, d), the layout of every framework in this library.

@@ -95,7 +95,10 @@ class TFGPT2Attention(keras.layers.Layer):
         else:
             query, key, value = tf.split(self.c_attn(hidden_states), 3, axis=2)
             query, key, value = self.split_heads(query), self.split_heads(key), self.split_heads(value)
-            if past_key_value is not None:
+            if hasattr(past_key_value, "update"):
+                # A preallocated (static) cache: written at a position, returned at full length (b, L, h, d).
+                key, value = past_key_value.update(key, value)
+            elif past_key_value is not None:
                 key = tf.concat([tf.transpose(past_key_value[0], (0, 2, 1, 3)), key], axis=1)  # (b, k, h, d)
                 value = tf.concat([tf.transpose(past_key_value[1], (0, 2, 1, 3)), value], axis=1)
         # The cache holds (b, h, k, d), the layout of every framework in this library.

@@ -1,0 +1,115 @@
+"""A preallocated ("static") self-attention cache and the fixed-shape decoder step that uses it.
+
+The TensorFlow port of ``encdec_pt/generation/static_cache.py``. Buffers are (N, H, max_length, Dh)
+per layer; a step writes its keys/values at ``position`` with ``dynamic_update_slice`` and returns
+the new buffers (TensorFlow tensors are immutable), so one decoding step has the same shapes at
+every position and a ``tf.while_loop`` over it compiles with XLA. The attention layers see a
+``StaticLayerCache`` where they would see the per-layer tuple ``(self_k, self_v, cross_k, cross_v)``:
+slicing ``[:2]`` gives the self-attention part (it has an ``update`` method), ``[2:4]`` the
+(constant) cross-attention keys/values.
+
+Positions are explicit: the decoder's position id is ``position`` and its self-attention mask keeps
+keys ``0 .. position`` of the buffer (the reference derives both from the padded cache length,
+which is why its XLA output differs from its eager output).
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import tensorflow as tf
+from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
+
+from encdec_tf.modeling_utils import additive_mask
+
+
+class StaticSelfKV:
+    """Self-attention keys/values (N, H, L, Dh), written at ``position`` (scalar int32) by ``update``."""
+
+    def __init__(self, key: tf.Tensor, value: tf.Tensor, position: tf.Tensor):
+        self.key, self.value, self.position = key, value, position
+
+    def update(self, key: tf.Tensor, value: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+        """New (B, Q, H, Dh) keys/values in; the full buffers out as (B, L, H, Dh)."""
+        start = [0, 0, self.position, 0]
+        self.key = dynamic_update_slice(self.key, tf.transpose(key, (0, 2, 1, 3)), start)  # (B, H, L, Dh)
+        self.value = dynamic_update_slice(self.value, tf.transpose(value, (0, 2, 1, 3)), start)
+        return tf.transpose(self.key, (0, 2, 1, 3)), tf.transpose(self.value, (0, 2, 1, 3))
+
+    def __getitem__(self, i: int) -> tf.Tensor:
+        return (self.key, self.value)[i]
+
+    def __len__(self) -> int:
+        return 2
+
+
+class StaticLayerCache:
+    """Looks like the 4-tuple layer cache to the model's layers."""
+
+    def __init__(self, self_kv: StaticSelfKV, cross_key: tf.Tensor, cross_value: tf.Tensor):
+        self.self_kv, self.cross = self_kv, (cross_key, cross_value)
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            if (index.start or 0) == 0 and index.stop == 2:
+                return self.self_kv
+            if index.start == 2 and index.stop in (4, None):
+                return self.cross
+            raise IndexError(f"unsupported slice {index} of a static layer cache")
+        return (self.self_kv.key, self.self_kv.value, self.cross[0], self.cross[1])[index]
+
+
+def static_decoder_step(decoder, input_ids: tf.Tensor, position: tf.Tensor, encoder_hidden_states: tf.Tensor,
+                        cross_bias: tf.Tensor, buffers: Sequence[tf.Tensor]) -> Tuple[tf.Tensor, List[tf.Tensor]]:
+    """One decoding step with fixed shapes: next-token logits (N, V) for ``input_ids`` (N, 1) at
+    ``position`` (scalar int32), and the updated buffers.
+
+    ``buffers`` is the flat list ``[self_k, self_v, cross_k, cross_v] * num_layers``. Keys at
+    positions > ``position`` are masked (finfo.min).
+    """
+    max_length = buffers[0].shape[2]
+    keep = (tf.range(max_length) <= position)[None, None, None, :]  # (1, 1, 1, L)
+    position_ids = tf.reshape(position, (1, 1))  # (1, 1)
+    if hasattr(decoder, "bert"):
+        layers = decoder.bert.encoder.layer
+        hidden = decoder.bert.embeddings(input_ids=input_ids, position_ids=position_ids)  # (N, 1, E)
+    elif hasattr(decoder, "transformer"):
+        gpt2 = decoder.transformer
+        layers = gpt2.h
+        hidden = gpt2.drop(gpt2.wte(input_ids) + gpt2.wpe(position_ids))  # (N, 1, E)
+    else:
+        raise ValueError(f"generate supports BERT and GPT-2 decoders, not {type(decoder).__name__}")
+    self_bias = additive_mask(keep, hidden.dtype)
+    new_buffers: List[tf.Tensor] = []
+    for i, layer in enumerate(layers):
+        k, v, ck, cv = buffers[4 * i: 4 * i + 4]
+        cache = StaticLayerCache(StaticSelfKV(k, v, position), ck, cv)
+        hidden = layer(hidden, attention_mask=self_bias, encoder_hidden_states=encoder_hidden_states,
+                       encoder_attention_mask=cross_bias, past_key_value=cache)[0]
+        new_buffers += [cache.self_kv.key, cache.self_kv.value, ck, cv]
+    return lm_logits(decoder, hidden)[:, -1, :], new_buffers
+
+
+def lm_logits(decoder, hidden: tf.Tensor) -> tf.Tensor:
+    """The decoder's language-model head on its last hidden states (N, Q, E) -> (N, Q, V)."""
+    if hasattr(decoder, "bert"):
+        tied = decoder.bert.embeddings.word_embeddings.embeddings if decoder.config.tie_word_embeddings else None
+        return decoder.cls(hidden, word_embeddings=tied)
+    hidden = decoder.transformer.ln_f(hidden)
+    if decoder.lm_head is None:
+        return tf.einsum("bqe,ve->bqv", hidden, decoder.transformer.wte.embeddings)
+    return decoder.lm_head(hidden)
+
+
+def allocate_static_cache(first_past, max_length: int) -> List[tf.Tensor]:
+    """Flat buffers from the cache of the first (dynamic) step: self k/v at positions 0.. of
+    (N, H, max_length, Dh) zeros; cross k/v kept as they are."""
+    buffers: List[tf.Tensor] = []
+    for self_k, self_v, cross_k, cross_v in first_past:
+        t = self_k.shape[2]
+        pad = [[0, 0], [0, 0], [0, max_length - t], [0, 0]]
+        buffers += [tf.pad(self_k, pad), tf.pad(self_v, pad), cross_k, cross_v]
+    return buffers

@@ -1,0 +1,400 @@
+"""``generate`` for ``TFEncoderDecoderModel``: greedy search, multinomial sampling and beam search,
+compiled whole with XLA.
+
+The TensorFlow port of ``encdec_pt/generation/utils.py`` (semantics in docs/generation.md;
+settings resolved by ``encdec.generation_utils.resolve_generation_settings``); the tokens equal
+the reference's PyTorch ``generate``. Everything has fixed shapes so that one call is ONE
+``tf.function(jit_compile=True)``: the encoder, ``enc_to_dec_proj``, a first decoder step that
+fills the cross-attention cache, then a ``tf.while_loop`` of fixed-shape steps on a static
+self-attention cache (N, H, max_length, Dh) with explicit position ids and decoder mask
+(``static_cache.py``). Token buffers are (N, max_length); the loop state carries ``cur_len``.
+
+    encode once -> project (enc_to_dec_proj) -> repeat rows (beams / returned samples)
+    -> ids = [[start]] -> first step (cache) -> loop: scores = process_scores(ids, logits | log_softmax(logits))
+       -> pick -> write at cur_len -> stop? -> logits = static step on the new token
+
+One compiled function is kept per shape signature (batch, source length, the settings, which
+include max_length and num_beams, and the input kind) and reused: a second call with the same
+shapes does not trace again. ``use_xla=False`` runs the same Python function eagerly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from encdec.generation_utils import GenerationSettings, resolve_generation_settings
+from encdec_tf.generation.logits_process import process_scores
+from encdec_tf.generation.static_cache import allocate_static_cache, static_decoder_step
+from encdec_tf.modeling_outputs import ModelOutput
+from encdec_tf.modeling_utils import additive_mask, check_ids
+
+# Encoder keyword arguments generate() passes through (everything else must be a generation setting).
+_ENCODER_KWARGS = ("token_type_ids", "position_ids")
+
+
+@dataclasses.dataclass
+class TFGenerateEncoderDecoderOutput(ModelOutput):
+    """``sequences`` (N, T) int32, N = batch * num_return_sequences; ``scores``: one (N_run, V)
+    float32 tensor of processed scores per generated step (with ``output_scores``; N_run = batch *
+    num_beams for beam search); ``sequences_scores`` (N,) and ``beam_indices`` for beam search."""
+
+    sequences: tf.Tensor = None
+    scores: Optional[Tuple[tf.Tensor, ...]] = None
+    sequences_scores: Optional[tf.Tensor] = None
+    beam_indices: Optional[tf.Tensor] = None
+
+
+class _StaticDecoder:
+    """First step through the decoder's own call (fills the cross-attention cache), then
+    fixed-shape steps on (N, H, max_length, Dh) buffers (``static_decoder_step``)."""
+
+    def __init__(self, decoder, hidden: tf.Tensor, mask: tf.Tensor, max_length: int):
+        self.decoder, self.hidden, self.mask, self.max_length = decoder, hidden, mask, max_length
+        self.cross_bias = additive_mask(tf.cast(mask, tf.int32)[:, None, None, :], hidden.dtype)  # (N, 1, 1, S)
+
+    def first_step(self, input_ids: tf.Tensor) -> Tuple[tf.Tensor, List[tf.Tensor]]:
+        """Logits (N, V) for the start tokens (N, 1) and the flat buffers."""
+        out = self.decoder(input_ids=input_ids, encoder_hidden_states=self.hidden,
+                           encoder_attention_mask=self.mask, use_cache=True, return_dict=True, training=False)
+        return tf.cast(out.logits[:, -1, :], tf.float32), allocate_static_cache(out.past_key_values, self.max_length)
+
+    def step(self, input_ids: tf.Tensor, position: tf.Tensor, buffers: List[tf.Tensor]):
+        """Logits (N, V) for ``input_ids`` (N, 1) at ``position`` and the updated buffers."""
+        logits, buffers = static_decoder_step(self.decoder, input_ids, position, self.hidden, self.cross_bias, buffers)
+        return tf.cast(logits, tf.float32), buffers
+
+    @staticmethod
+    def reorder(buffers: List[tf.Tensor], beam_idx: tf.Tensor) -> List[tf.Tensor]:
+        """Rows of the self-attention cache follow their beams. Cross keys/values are equal for every
+        beam of an input (rows were repeated), and beams never move across inputs: left as they are."""
+        return [tf.gather(b, beam_idx, axis=0) if i % 4 < 2 else b for i, b in enumerate(buffers)]
+
+
+def _infer_attention_mask(input_ids: np.ndarray, settings: GenerationSettings) -> Optional[np.ndarray]:
+    """The reference's rule when no mask is given: ``input_ids != pad`` if pad occurs in the inputs
+    and pad is not an eos id; otherwise no mask (all positions attended)."""
+    pad = settings.pad_token_id
+    if bool((input_ids == pad).any()) and pad not in settings.eos_token_ids:
+        return (input_ids != pad).astype(np.int32)
+    return None
+
+
+def _last_hidden(encoder_outputs: Any) -> tf.Tensor:
+    if isinstance(encoder_outputs, (tuple, list)):
+        return tf.convert_to_tensor(encoder_outputs[0])
+    if isinstance(encoder_outputs, ModelOutput):
+        return tf.convert_to_tensor(encoder_outputs.last_hidden_state)
+    return tf.convert_to_tensor(encoder_outputs)
+
+
+class TFGenerationMixin:
+    """Adds ``generate`` to ``TFEncoderDecoderModel``."""
+
+    def generate(
+        self,
+        inputs: Optional[Any] = None,
+        attention_mask: Optional[Any] = None,
+        encoder_outputs: Any = None,
+        seed: Optional[int] = None,
+        use_xla: bool = True,
+        **kwargs: Any,
+    ):
+        """Generate decoder token ids.
+
+        Args:
+            inputs: encoder ``input_ids`` (B, S) (also accepted as ``input_ids=``).
+            attention_mask: encoder mask (B, S); when absent it is inferred from pad tokens as the reference does.
+            encoder_outputs: reuse an encoder output (object, tuple or tensor whose first item is the
+                last hidden state (B, S, E)); the encoder is not run.
+            seed: the seed of the stateless random ops of sampling (default 0): the same seed gives
+                the same samples, with or without XLA.
+            use_xla: run the whole generation as one ``tf.function(jit_compile=True)`` (default),
+                compiled once per shape signature; False runs the same function eagerly.
+            **kwargs: generation settings (``max_new_tokens``, ``num_beams``, ``generation_config`` ...),
+                resolved by ``encdec.generation_utils.resolve_generation_settings``.
+
+        Returns ``sequences`` (B * num_return_sequences, T) int32, or with ``return_dict_in_generate``
+        a ``TFGenerateEncoderDecoderOutput``.
+        """
+        if inputs is None:
+            inputs = kwargs.pop("input_ids", None)
+        elif "input_ids" in kwargs:
+            raise ValueError("pass the encoder input ids once: as `inputs` or as `input_ids`, not both")
+        generation_config = getattr(self, "generation_config", None)
+        settings, model_kwargs = resolve_generation_settings(
+            self.config, generation_config, vocab_size=self.config.decoder.vocab_size, **kwargs
+        )
+        encoder_kwargs = {k: tf.convert_to_tensor(model_kwargs.pop(k)) for k in _ENCODER_KWARGS if k in model_kwargs}
+        model_kwargs.pop("use_cache", None)  # the loop always uses its static cache
+        if model_kwargs:
+            raise ValueError(f"generate got arguments that are neither generation settings nor encoder inputs: "
+                             f"{sorted(model_kwargs)}")
+
+        # === Encoder input or output; a mask always (ones when none is given or inferred) ===
+        if encoder_outputs is None:
+            if inputs is None:
+                raise ValueError("generate needs encoder input ids (inputs=...) or encoder_outputs=...")
+            source = tf.cast(tf.convert_to_tensor(inputs), tf.int32)
+            if source.shape.rank != 2:
+                raise ValueError(f"inputs must be (batch, length) token ids, got shape {tuple(source.shape)}")
+            check_ids(source, self.config.encoder.vocab_size, "input_ids")  # the compiled gather would not
+            if attention_mask is None:
+                attention_mask = _infer_attention_mask(source.numpy(), settings)
+            batch_size, source_length = source.shape
+        else:
+            source = _last_hidden(encoder_outputs)
+            if source.shape.rank != 3:
+                raise ValueError(f"encoder_outputs[0] must be (batch, length, hidden), got shape {tuple(source.shape)}")
+            batch_size, source_length = source.shape[0], source.shape[1]
+        if attention_mask is None:
+            attention_mask = tf.ones((batch_size, source_length), tf.int32)
+        attention_mask = tf.cast(tf.convert_to_tensor(attention_mask), tf.int32)
+        if tuple(attention_mask.shape) != (batch_size, source_length):
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but the encoder input has "
+                             f"(batch, length) = {(batch_size, source_length)}")
+        seed_pair = tf.constant([0 if seed is None else int(seed), 0], dtype=tf.int32)
+
+        # === One function per shape signature, traced once ===
+        kind = "ids" if encoder_outputs is None else "hidden"
+        signature = (kind, tuple(source.shape), source.dtype.name,
+                     tuple(sorted((k, tuple(v.shape)) for k, v in encoder_kwargs.items())), settings)
+        fn = self._generate_function(signature, use_xla)
+        out = fn(source, attention_mask, encoder_kwargs, seed_pair)
+        return _finish(out, settings, batch_size)
+
+    def _generate_function(self, signature: Tuple, use_xla: bool) -> Callable:
+        """The (compiled) generation function for this signature, built once."""
+        kind, settings = signature[0], signature[-1]
+
+        def run(source, attention_mask, encoder_kwargs, seed_pair):
+            self.__dict__["_generate_traces"] = self.__dict__.get("_generate_traces", 0) + 1
+            return self._generate_graph(kind, settings, source, attention_mask, encoder_kwargs, seed_pair)
+
+        if not use_xla:
+            return run
+        functions = self.__dict__.setdefault("_generate_functions", {})
+        if signature not in functions:
+            functions[signature] = tf.function(run, jit_compile=True, reduce_retracing=False)
+        return functions[signature]
+
+    def _generate_graph(self, kind: str, s: GenerationSettings, source, attention_mask, encoder_kwargs, seed_pair):
+        """Everything after the settings: encoder, projection, expansion, the decoding loop."""
+        # === Encode once ===
+        if kind == "ids":
+            encoder_outputs = self.encoder(input_ids=source, attention_mask=attention_mask, return_dict=True,
+                                           training=False, **encoder_kwargs)
+            hidden = encoder_outputs.last_hidden_state  # (B, S, E_enc)
+        else:
+            hidden = source
+        if self.enc_to_dec_proj is not None:
+            hidden = self.enc_to_dec_proj(hidden)  # (B, S, E_dec)
+        batch_size = hidden.shape[0]
+
+        # === One row per beam / returned sample ===
+        expand = s.num_beams if s.is_beam else s.num_return_sequences
+        if expand > 1:
+            hidden = tf.repeat(hidden, expand, axis=0)
+            attention_mask = tf.repeat(attention_mask, expand, axis=0)
+        decoder = _StaticDecoder(self.decoder, hidden, attention_mask, s.max_length)
+        input_ids = tf.fill((batch_size * expand, 1), s.decoder_start_token_id)
+        if s.is_beam:
+            return _beam_search(decoder, input_ids, s, batch_size, self.config.decoder.vocab_size)
+        return _greedy_or_sample(decoder, input_ids, s, seed_pair)
+
+
+def _write_column(buffer: tf.Tensor, values: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """buffer (..., L) with position ``index`` of its last axis replaced by values (...)."""
+    at = tf.range(buffer.shape[-1]) == index  # (L,)
+    return tf.where(at, values[..., None], buffer)
+
+
+def _greedy_or_sample(decoder: _StaticDecoder, input_ids: tf.Tensor, s: GenerationSettings, seed_pair: tf.Tensor):
+    """Greedy search / multinomial sampling (the reference's ``_sample``)."""
+    n, max_length = input_ids.shape[0], s.max_length
+    has_eos = len(s.eos_token_ids) > 0
+    eos = tf.constant(s.eos_token_ids or (0,), dtype=tf.int32)
+    sequences = tf.concat([input_ids, tf.fill((n, max_length - 1), s.pad_token_id)], axis=1)  # (N, L)
+    logits, buffers = decoder.first_step(input_ids)
+    vocab_size = logits.shape[-1]
+    all_scores = tf.zeros((max_length - 1 if s.output_scores else 0, n, vocab_size), tf.float32)
+
+    def cond(cur_len, sequences, logits, buffers, unfinished, all_scores):
+        return (cur_len < max_length) & tf.reduce_any(unfinished)
+
+    def body(cur_len, sequences, logits, buffers, unfinished, all_scores):
+        scores = process_scores(s, sequences, cur_len, logits)
+        if s.output_scores:
+            all_scores = tf.tensor_scatter_nd_update(all_scores, tf.reshape(cur_len - 1, (1, 1)), scores[None])
+        if s.do_sample:
+            step_seed = tf.stack([seed_pair[0], seed_pair[1] + cur_len])
+            next_tokens = tf.random.stateless_categorical(scores, 1, seed=step_seed, dtype=tf.int32)[:, 0]
+        else:
+            next_tokens = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        if has_eos:  # finished rows get pad
+            next_tokens = tf.where(unfinished, next_tokens, s.pad_token_id)
+        sequences = _write_column(sequences, next_tokens, cur_len)
+        if has_eos:
+            unfinished = unfinished & ~tf.reduce_any(next_tokens[:, None] == eos[None, :], axis=1)
+        logits, buffers = decoder.step(next_tokens[:, None], cur_len, buffers)
+        return cur_len + 1, sequences, logits, buffers, unfinished, all_scores
+
+    state = (tf.constant(1), sequences, logits, buffers, tf.ones((n,), tf.bool), all_scores)
+    cur_len, sequences, _, _, _, all_scores = tf.while_loop(cond, body, state, maximum_iterations=max_length - 1)
+    return {"sequences": sequences, "cur_len": cur_len, "scores": all_scores}
+
+
+def _gather_beams(tensor: tf.Tensor, beam_indices: tf.Tensor) -> tf.Tensor:
+    """tensor (B, K, ...) , beam_indices (B, K') -> (B, K', ...)."""
+    return tf.gather(tensor, beam_indices, batch_dims=1)
+
+
+def _beam_search(decoder: _StaticDecoder, input_ids: tf.Tensor, s: GenerationSettings, batch_size: int,
+                 vocab_size: int):
+    """The reference's vectorised beam search (transformers 4.57 ``_beam_search``), without sampling.
+
+    Keeps, per input, ``num_beams`` running beams and ``num_beams`` finished hypotheses; each step
+    takes the top ``beams_to_keep = max(2, 1 + n_eos) * num_beams`` continuations of all running
+    beams, moves the ones that stop (eos or max length) among the first ``num_beams`` into the
+    finished set (score / generated_length ** length_penalty) and continues the best non-stopped ones.
+    """
+    nb, max_length = s.num_beams, s.max_length
+    length_penalty, early_stopping = s.length_penalty, s.early_stopping
+    eos = tf.constant(s.eos_token_ids or (0,), dtype=tf.int32)
+    n_eos = len(s.eos_token_ids)
+    beams_to_keep = max(2, 1 + n_eos) * nb
+    top_num_beam_mask = tf.constant([True] * nb + [False] * (beams_to_keep - nb))
+    # The reference fills unused positions with `pad or eos[0]` (so eos when pad == 0), -1 without eos.
+    if n_eos:
+        fill_value = s.pad_token_id if s.pad_token_id else s.eos_token_ids[0]
+    else:
+        fill_value = -1
+    prompt_len = 1  # the start token
+
+    running_sequences = tf.concat([tf.reshape(input_ids, (batch_size, nb, 1)),
+                                   tf.fill((batch_size, nb, max_length - 1), fill_value)], axis=2)  # (B, nb, L)
+    sequences = running_sequences
+    running_beam_scores = tf.concat([tf.zeros((batch_size, 1)), tf.fill((batch_size, nb - 1), -1e9)], axis=1)
+    beam_scores = tf.fill((batch_size, nb), -1e9)
+    is_sent_finished = tf.zeros((batch_size, nb), tf.bool)
+    improvement_possible = tf.ones((batch_size, 1), tf.bool)
+    running_beam_indices = tf.fill((batch_size, nb, max_length - 1), -1)
+    beam_indices = running_beam_indices
+    batch_offset = tf.range(batch_size)[:, None] * nb  # (B, 1)
+    logits, buffers = decoder.first_step(input_ids)
+    all_scores = tf.zeros((max_length - 1 if s.output_scores else 0, batch_size * nb, vocab_size), tf.float32)
+
+    def cond(cur_len, keep_going, *_):
+        return keep_going & (cur_len < max_length)
+
+    def body(cur_len, keep_going, logits, buffers, running_sequences, running_beam_scores, running_beam_indices,
+             sequences, beam_scores, beam_indices, is_sent_finished, improvement_possible, all_scores):
+        flat_running = tf.reshape(running_sequences, (batch_size * nb, max_length))
+        log_probs = tf.nn.log_softmax(logits, axis=-1)
+        log_probs = process_scores(s, flat_running, cur_len, log_probs)
+        if s.output_scores:
+            all_scores = tf.tensor_scatter_nd_update(all_scores, tf.reshape(cur_len - 1, (1, 1)), log_probs[None])
+        acc = tf.reshape(tf.reshape(log_probs, (batch_size, nb, vocab_size)) + running_beam_scores[:, :, None],
+                         (batch_size, nb * vocab_size))
+
+        # --- top-k continuations over all beams of an input ---
+        topk_log_probs, topk_indices = tf.math.top_k(acc, k=beams_to_keep)  # (B, K)
+        topk_beam = topk_indices // vocab_size
+        topk_running_beam_indices = _gather_beams(running_beam_indices, topk_beam)
+        topk_running_sequences = _gather_beams(running_sequences, topk_beam)
+        topk_ids = topk_indices % vocab_size
+        topk_running_sequences = _write_column(topk_running_sequences, topk_ids, cur_len)
+        topk_running_beam_indices = _write_column(topk_running_beam_indices, topk_beam + batch_offset,
+                                                  cur_len - prompt_len)
+
+        # --- which continuations stop (max length reached or eos) ---
+        hits = tf.fill(tf.shape(topk_ids), cur_len + 1 >= max_length)
+        if n_eos:
+            hits = hits | tf.reduce_any(topk_ids[:, :, None] == eos, axis=-1)
+
+        # --- running beams for the next step: best non-stopping continuations ---
+        topk_running_log_probs = topk_log_probs + tf.cast(hits, tf.float32) * -1.0e9
+        next_topk = tf.math.top_k(topk_running_log_probs, k=nb).indices
+        running_sequences = _gather_beams(topk_running_sequences, next_topk)
+        running_beam_scores = _gather_beams(topk_running_log_probs, next_topk)
+        running_beam_indices = _gather_beams(topk_running_beam_indices, next_topk)
+
+        # --- finished hypotheses: merge the stopping ones among the first nb, keep the best nb ---
+        just_finished = hits & top_num_beam_mask[None, :]
+        finished_scores = topk_log_probs / (tf.cast(cur_len + 1 - prompt_len, tf.float32) ** length_penalty)
+        beams_in_batch_are_full = tf.reduce_all(is_sent_finished, axis=-1, keepdims=True) & (early_stopping is True)
+        finished_scores = finished_scores + tf.cast(beams_in_batch_are_full, tf.float32) * -1.0e9
+        finished_scores = finished_scores + tf.cast(~improvement_possible, tf.float32) * -1.0e9
+        finished_scores = finished_scores + tf.cast(~just_finished, tf.float32) * -1.0e9
+        merged_sequences = tf.concat([sequences, topk_running_sequences], axis=1)
+        merged_scores = tf.concat([beam_scores, finished_scores], axis=1)
+        merged_beam_indices = tf.concat([beam_indices, topk_running_beam_indices], axis=1)
+        merged_finished = tf.concat([is_sent_finished, just_finished], axis=1)
+        keep = tf.math.top_k(merged_scores, k=nb).indices
+        sequences = _gather_beams(merged_sequences, keep)
+        beam_scores = _gather_beams(merged_scores, keep)
+        beam_indices = _gather_beams(merged_beam_indices, keep)
+        is_sent_finished = _gather_beams(merged_finished, keep)
+
+        # --- the cache follows the running beams ---
+        beam_idx = tf.reshape(tf.gather(running_beam_indices, cur_len - prompt_len, axis=2), (-1,))
+        buffers = decoder.reorder(buffers, beam_idx)
+        cur_len = cur_len + 1
+
+        # --- can a running beam still beat the worst finished one? ---
+        if early_stopping == "never" and length_penalty > 0.0:
+            best_length = tf.constant(float(max_length - prompt_len))
+        else:
+            best_length = tf.cast(cur_len - prompt_len, tf.float32)
+        best_running = running_beam_scores[:, :1] / (best_length ** length_penalty)
+        worst_finished = tf.where(is_sent_finished, tf.reduce_min(beam_scores, axis=1, keepdims=True), -1.0e9)
+        improvement_possible = improvement_possible & tf.reduce_any(best_running > worst_finished, axis=-1,
+                                                                    keepdims=True)
+
+        exists_open_beam = ~(tf.reduce_all(is_sent_finished) & (early_stopping is True))
+        valid_continuations = ~tf.reduce_all(hits)
+        keep_going = tf.reduce_any(improvement_possible) & exists_open_beam & valid_continuations
+
+        # --- logits of the running beams' new tokens (skipped by the loop's end) ---
+        new_tokens = tf.reshape(tf.gather(running_sequences, cur_len - 1, axis=2), (batch_size * nb, 1))
+        logits, buffers = decoder.step(new_tokens, cur_len - 1, buffers)
+        return (cur_len, keep_going, logits, buffers, running_sequences, running_beam_scores, running_beam_indices,
+                sequences, beam_scores, beam_indices, is_sent_finished, improvement_possible, all_scores)
+
+    state = (tf.constant(prompt_len), tf.constant(True), logits, buffers, running_sequences, running_beam_scores,
+             running_beam_indices, sequences, beam_scores, beam_indices, is_sent_finished, improvement_possible,
+             all_scores)
+    final = tf.while_loop(cond, body, state, maximum_iterations=max_length - 1)
+    cur_len, sequences, beam_scores, beam_indices = final[0], final[7], final[8], final[9]
+    nrs = s.num_return_sequences
+    return {
+        "sequences": tf.reshape(sequences[:, :nrs], (batch_size * nrs, max_length)),
+        "sequences_scores": tf.reshape(beam_scores[:, :nrs], (batch_size * nrs,)),
+        "beam_indices": tf.reshape(beam_indices[:, :nrs], (batch_size * nrs, max_length - 1)),
+        "cur_len": cur_len,
+        "scores": final[12],
+    }
+
+
+def _finish(out: Dict[str, tf.Tensor], s: GenerationSettings, batch_size: int):
+    """Trim the fixed-shape buffers to the generated length (eagerly, outside the compiled function)."""
+    steps = int(out["cur_len"]) - 1  # generated tokens
+    scores = None
+    if s.output_scores:
+        scores = tuple(out["scores"][i] for i in range(steps))
+    if s.is_beam:
+        beam_indices = out["beam_indices"]
+        generated = int(tf.reduce_max(tf.reduce_sum(tf.cast(beam_indices >= 0, tf.int32), axis=1)))
+        sequences = out["sequences"][:, :1 + generated]
+        if not s.return_dict_in_generate:
+            return sequences
+        return TFGenerateEncoderDecoderOutput(sequences=sequences, scores=scores,
+                                              sequences_scores=out["sequences_scores"],
+                                              beam_indices=beam_indices[:, :generated])
+    sequences = out["sequences"][:, :1 + steps]
+    if not s.return_dict_in_generate:
+        return sequences
+    return TFGenerateEncoderDecoderOutput(sequences=sequences, scores=scores)
