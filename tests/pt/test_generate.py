@@ -223,9 +223,9 @@ def test_static_step_is_captured_whole(ours):
 
 def test_lengths_count_the_start_token(ours):
     ids, mask = _inputs(ours.config)
-    out = ours.generate(ids, attention_mask=mask, max_new_tokens=5, eos_token_id=None)
+    out = ours.generate(ids, attention_mask=mask, max_new_tokens=5, min_new_tokens=5)
     assert out.shape == (2, 6)
-    assert torch.equal(ours.generate(ids, attention_mask=mask, max_length=6, eos_token_id=None), out)
+    assert torch.equal(ours.generate(ids, attention_mask=mask, max_length=6, min_length=6), out)
     assert bool((out[:, 0] == ours.config.decoder_start_token_id).all())
 
 
