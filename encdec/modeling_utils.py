@@ -81,7 +81,7 @@ def newly_initialised_report(names: Iterable[str], model_name: str = "") -> List
     ]
     if unexpected:
         shown = ", ".join(unexpected[:8]) + (f" and {len(unexpected) - 8} more" if len(unexpected) > 8 else "")
-        lines.append(f"WARNING: {len(unexpected)} weights{where} were not in the checkpoint and are random: {shown}")
+        lines.append(f"{len(unexpected)} weights{where} were not in the checkpoint and are random: {shown}")
     return lines
 
 

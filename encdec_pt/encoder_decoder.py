@@ -1,6 +1,6 @@
 """``EncoderDecoderModel``: a pretrained encoder (BERT-like) and a causal decoder with cross-attention.
 
-Semantics shared with the TF and Flax classes (docs and ``/work/notes/contract.md``):
+Semantics shared with the TF and Flax classes (``docs/semantics.md``):
 - ``labels`` -> ``decoder_input_ids`` by ``shift_tokens_right`` (start token first, -100 -> pad);
 - loss = mean cross-entropy over labels != -100, a scalar;
 - with ``labels`` and no ``decoder_attention_mask``, the mask is derived from the labels: position 0

@@ -81,7 +81,8 @@ def masked_lm_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     safe_labels = tf.where(active, labels, tf.zeros_like(labels))
     per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=tf.cast(logits, tf.float32))
     active_f = tf.cast(active, per_token.dtype)
-    return tf.reduce_sum(per_token * active_f) / tf.reduce_sum(active_f)
+    # max(count, 1): a batch whose labels are all -100 has loss 0, not NaN (as in every framework).
+    return tf.reduce_sum(per_token * active_f) / tf.maximum(tf.reduce_sum(active_f), 1.0)
 
 
 # --------------------------------------------------------------------------------------------

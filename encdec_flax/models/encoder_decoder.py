@@ -91,7 +91,8 @@ def causal_lm_loss(logits, labels):
     valid = labels != -100
     # (B, T): -log p(label); ignored positions read class 0 and are masked out
     nll = -jnp.take_along_axis(log_probs, jnp.where(valid, labels, 0)[..., None], axis=-1)[..., 0]
-    return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.sum(valid)
+    # max(count, 1): a batch whose labels are all -100 has loss 0, not NaN (as in every framework).
+    return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
 
 
 class FlaxEncoderDecoderModule(nn.Module):

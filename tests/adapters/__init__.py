@@ -1,0 +1,15 @@
+"""Thin per-framework adapters used by the shared cross-framework tests.
+
+Each module (``pt``, ``tf``, ``flax``) defines ``Adapter`` with:
+
+- ``name``: ``"pt"`` | ``"tf"`` | ``"flax"``
+- ``build(config, state)``: a model with the canonical numpy weights ``state`` loaded, in eval mode
+- ``forward(model, inputs, **kw)``: dict of numpy outputs among ``loss``, ``logits``,
+  ``encoder_last_hidden_state``, ``encoder_hidden_states``, ``encoder_attentions``,
+  ``decoder_hidden_states``, ``decoder_attentions``, ``cross_attentions`` (lists for tuples)
+- ``step_logits(model, inputs)``: decoder inputs fed one token at a time through the cache, (B, T, V)
+- ``grads(model, inputs)``: d loss / d parameter for every owned canonical name, canonical layout
+- ``state_dict(model)``: the owned canonical tensors
+- ``save(model, path)`` / ``load(path)``
+- ``generate(model, inputs, **kwargs)``: sequences as a numpy array
+"""

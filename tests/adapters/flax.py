@@ -1,4 +1,4 @@
-"""Flax adapter for the shared parity tests (interface in /work/notes/contract.md)."""
+"""Flax adapter for the shared parity tests (interface in tests/adapters/__init__.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PyTorch adapter for the shared parity tests (interface in /work/notes/contract.md)."""
+"""PyTorch adapter for the shared parity tests (interface in tests/adapters/__init__.py)."""
 
 from __future__ import annotations
 

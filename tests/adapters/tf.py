@@ -1,4 +1,4 @@
-"""TensorFlow adapter for the shared parity tests (interface in /work/notes/contract.md)."""
+"""TensorFlow adapter for the shared parity tests (interface in tests/adapters/__init__.py)."""
 
 from __future__ import annotations
 
