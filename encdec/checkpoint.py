@@ -292,7 +292,14 @@ def read_torch_bin(file: str) -> Dict[str, np.ndarray]:
 def load_checkpoint(
     path_or_id: str, schema: Optional[Schema] = None, prefer: Optional[str] = None, **hub_kwargs: Any
 ) -> Checkpoint:
-    """Read the weights of a folder or hub repo. ``schema`` is needed for TF/Flax files."""
+    """Read the weights of a folder or hub repo. ``schema`` is needed for TF/Flax files.
+
+    ``tf_model.h5``, ``flax_model.msgpack`` and the ``model.safetensors`` that the reference's TF
+    and Flax classes write (metadata ``format: tf`` / ``format: flax``, TF or Flax names and
+    layout) come back canonical, with ``format`` ``tf`` / ``flax``. Names that are not what the
+    file's format promises raise a ``CheckpointError`` naming the file and keys (the reference
+    loads such files as silently random weights).
+    """
     fmt, files = find_weight_files(path_or_id, prefer=prefer, **hub_kwargs)
     if fmt in ("tf", "flax"):
         if schema is None:
@@ -305,25 +312,68 @@ def load_checkpoint(
 
     state: Dict[str, np.ndarray] = {}
     metadata: Dict[str, str] = {}
-    for file in files:
+    per_file: List[Tuple[str, List[str]]] = []
+    written_by = "pt"
+    for i, file in enumerate(files):
         if fmt == "safetensors":
             part, metadata = read_safetensors(file)
-            written_by = metadata.get("format", "pt")
-            if written_by not in ("pt", "np", "numpy"):
-                raise CheckpointError(
-                    f"{file} was written by Hugging Face's {written_by!r} classes (safetensors metadata "
-                    f"format={written_by!r}); its names are not PyTorch names, e.g. {sorted(part)[:3]}. "
-                    "Load it with the framework that wrote it, or convert it with encdec-convert"
-                )
+            this = metadata.get("format", "pt")
+            this = "pt" if this in ("np", "numpy") else this
+            if this not in ("pt", "tf", "flax"):
+                raise CheckpointError(f"{file}: unknown safetensors metadata format={this!r} (expected pt, tf or flax)")
+            if i and this != written_by:
+                raise CheckpointError(f"{file}: safetensors metadata format={this!r}, but {files[0]} has {written_by!r}")
+            written_by = this
         else:
             part = read_torch_bin(file)
         dup = set(part) & set(state)
         if dup:
             raise CheckpointError(f"{file} repeats keys already read from another shard: {sorted(dup)[:5]}")
         state.update(part)
+        per_file.append((file, list(part)))
     if len(files) > 1:
         _check_index_covers(path_or_id, fmt, state, hub_kwargs)
-    return Checkpoint(state, files, fmt, metadata)
+    if written_by == "pt":
+        for file, keys in per_file:
+            _check_pytorch_names(file, keys, "safetensors metadata format='pt'" if fmt == "safetensors" else "a PyTorch pickle")
+        return Checkpoint(state, files, fmt, metadata)
+
+    # Safetensors written by the reference's TF or Flax classes: convert with the same rules as h5 / msgpack.
+    if schema is None:
+        raise CheckpointError(
+            f"{files[0]} was written by Hugging Face's {written_by!r} classes (safetensors metadata "
+            f"format={written_by!r}); its names are {written_by} names, e.g. {sorted(state)[:3]}, and reading them "
+            "needs the model's schema (load it with from_pretrained, or convert it with encdec-convert)"
+        )
+    if written_by == "tf":
+        from encdec.formats.hf_tf_h5 import _strip_suffix, tf_entries_to_canonical
+
+        entries = ((file, _strip_suffix(k), state[k]) for file, keys in per_file for k in keys)
+        canonical = tf_entries_to_canonical(entries, schema)
+    else:
+        from encdec.formats.hf_flax_msgpack import flax_entries_to_canonical
+
+        entries = ((file, tuple(k.split(".")), state[k]) for file, keys in per_file for k in keys)
+        canonical = flax_entries_to_canonical(entries, schema)
+    return Checkpoint(canonical, files, written_by, metadata)
+
+
+# Leaves and separators that PyTorch state dicts never use: TF variable names
+# (`encoder/bert/embeddings/LayerNorm/beta:0`) and Flax tree leaves (`...LayerNorm.scale`).
+_FOREIGN_NAMES = [
+    ("TensorFlow", re.compile(r"/|:\d+$")),
+    ("Flax", re.compile(r"\.(kernel|scale|embedding)$")),
+]
+
+
+def _check_pytorch_names(file: str, keys: List[str], promise: str) -> None:
+    for framework, pattern in _FOREIGN_NAMES:
+        foreign = [k for k in keys if pattern.search(k)]
+        if foreign:
+            raise CheckpointError(
+                f"{file} promises PyTorch names ({promise}) but holds {framework} names: {_few(sorted(foreign), 5)}. "
+                "It was probably re-saved without its format metadata; convert it from the framework that wrote it"
+            )
 
 
 def _check_index_covers(path_or_id: str, fmt: str, state: Dict[str, np.ndarray], hub_kwargs: Dict[str, Any]) -> None:

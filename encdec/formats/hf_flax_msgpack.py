@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import msgpack
 import numpy as np
 
+from encdec.checkpoint import CheckpointError
 from encdec.naming.layout import framework_path, from_framework, to_framework
 from encdec.naming.schema import ParamSpec, Schema
 
@@ -36,7 +37,7 @@ FLAX_WEIGHTS_NAME = "flax_model.msgpack"
 FLAX_WEIGHTS_INDEX_NAME = "flax_model.msgpack.index.json"
 
 
-class FlaxMsgpackError(ValueError):
+class FlaxMsgpackError(CheckpointError):
     """A flax msgpack file that cannot be read, or a key with no place in the model."""
 
 
@@ -179,24 +180,56 @@ def read_flax_msgpack(files: Sequence[str], schema: Schema) -> Dict[str, np.ndar
     ``flax_model.msgpack``. Total: a key the schema has no kind for raises naming file and key."""
     if isinstance(files, (str, os.PathLike)):
         files = [files]
+    return flax_entries_to_canonical(
+        ((str(file), path, value) for file in files for path, value in _read_file(str(file)).items()), schema)
+
+
+def read_flax_safetensors(files: Sequence[str], schema: Schema) -> Dict[str, np.ndarray]:
+    """The ``model.safetensors`` written by the reference's Flax classes (``safe_serialization=True``,
+    metadata ``format: flax``): keys are the "."-joined Flax tree paths
+    (``decoder.bert.embeddings.LayerNorm.scale``), kernels in Flax orientation. Same rules as msgpack."""
+    from encdec.checkpoint import read_safetensors
+
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+
+    def entries():
+        for file in files:
+            state, metadata = read_safetensors(str(file))
+            written_by = metadata.get("format")
+            if written_by != "flax":
+                raise FlaxMsgpackError(f"{file}: safetensors metadata format={written_by!r}, expected 'flax'; "
+                                       f"keys {sorted(state)[:3]}")
+            for key, value in state.items():
+                yield str(file), tuple(key.split(".")), value
+
+    return flax_entries_to_canonical(entries(), schema)
+
+
+def flax_state_to_canonical(state: Dict[str, np.ndarray], schema: Schema, source: str = "") -> Dict[str, np.ndarray]:
+    """Flax-named arrays already in memory ("."-joined paths) -> canonical arrays."""
+    return flax_entries_to_canonical(((source, tuple(k.split(".")), v) for k, v in state.items()), schema)
+
+
+def flax_entries_to_canonical(entries, schema: Schema) -> Dict[str, np.ndarray]:
+    """(file, tree path, array) -> canonical name and array; a path with no place raises naming file and key."""
     index = _kind_index(schema)
     out: Dict[str, np.ndarray] = {}
-    for file in files:
-        for path, value in _read_file(str(file)).items():
-            key = "/".join(path)
-            if not isinstance(value, np.ndarray):
-                raise FlaxMsgpackError(f"{file}: {key} is a {type(value).__name__}, not an array")
-            spec = _spec_for(path, index)
-            if spec is None:
-                raise FlaxMsgpackError(f"{file}: key {key!r} matches no parameter of the model (shape {value.shape})")
-            try:
-                pt_leaf, array = from_framework(spec.kind, path[-1], value, "flax")
-            except ValueError as e:
-                raise FlaxMsgpackError(f"{file}: key {key!r}: {e}") from None
-            name = ".".join(path[:-1] + (pt_leaf,))
-            if name in out:
-                raise FlaxMsgpackError(f"{file}: key {key!r} was already read from another shard")
-            out[name] = array
+    for file, path, value in entries:
+        key = "/".join(path)
+        if not isinstance(value, np.ndarray):
+            raise FlaxMsgpackError(f"{file}: {key} is a {type(value).__name__}, not an array")
+        spec = _spec_for(path, index)
+        if spec is None:
+            raise FlaxMsgpackError(f"{file}: key {key!r} matches no parameter of the model (shape {value.shape})")
+        try:
+            pt_leaf, array = from_framework(spec.kind, path[-1], value, "flax")
+        except ValueError as e:
+            raise FlaxMsgpackError(f"{file}: key {key!r}: {e}") from None
+        name = ".".join(path[:-1] + (pt_leaf,))
+        if name in out:
+            raise FlaxMsgpackError(f"{file}: key {key!r} was already read from another shard")
+        out[name] = array
     return out
 
 
@@ -204,13 +237,17 @@ def read_flax_msgpack(files: Sequence[str], schema: Schema) -> Dict[str, np.ndar
 # Writing
 
 
-def _flax_tree(state: Dict[str, np.ndarray], schema: Schema) -> Dict[Tuple[str, ...], np.ndarray]:
+def _flax_tree(state: Dict[str, np.ndarray], schema: Schema, progress=None) -> Dict[Tuple[str, ...], np.ndarray]:
+    weights = flax_weights(state, schema)
+    return dict(progress(weights) if progress else weights)
+
+
+def flax_weights(state: Dict[str, np.ndarray], schema: Schema):
     """Owned tensors, plus encoder tensors tied to the decoder (``tie_encoder_decoder``): the Hugging
     Face Flax classes have no such tie and expect the encoder's own copy. Head ties (LM head to word
     embeddings, ``decoder.bias`` to ``predictions.bias``) are not written: those modules own no
     params in Flax."""
     ties = schema.ties()
-    flat: Dict[Tuple[str, ...], np.ndarray] = {}
     for spec in schema:
         source = spec.name
         if spec.tied_to is not None:
@@ -220,12 +257,11 @@ def _flax_tree(state: Dict[str, np.ndarray], schema: Schema) -> Dict[Tuple[str, 
         if source not in state:
             raise FlaxMsgpackError(f"cannot write flax msgpack: state has no tensor for {source!r}")
         leaf, array = to_framework(spec, np.asarray(state[source]), "flax")
-        flat[tuple(spec.name.split(".")[:-1]) + (leaf,)] = np.ascontiguousarray(array)
-    return flat
+        yield tuple(spec.name.split(".")[:-1]) + (leaf,), np.ascontiguousarray(array)
 
 
 def write_flax_msgpack(
-    state: Dict[str, np.ndarray], schema: Schema, path: str, max_shard_size: Optional[int] = None
+    state: Dict[str, np.ndarray], schema: Schema, path: str, max_shard_size: Optional[int] = None, progress=None
 ) -> List[str]:
     """Write canonical ``state`` as a Hugging Face ``flax_model.msgpack`` (``path`` is the file, or
     a folder to write it in). With ``max_shard_size`` (bytes) and a larger tree: shards plus
@@ -237,7 +273,7 @@ def write_flax_msgpack(
     else:
         directory, file = os.path.dirname(path) or ".", path
     os.makedirs(directory, exist_ok=True)
-    flat = _flax_tree(state, schema)
+    flat = _flax_tree(state, schema, progress)
     limit = None if max_shard_size is None else parse_size(max_shard_size)
     total = sum(a.nbytes for a in flat.values())
     if limit is None or total <= limit:
@@ -265,3 +301,13 @@ def write_flax_msgpack(
     index_file = os.path.join(directory, FLAX_WEIGHTS_INDEX_NAME)
     atomic_write_text(index_file, json.dumps(index, indent=2, sort_keys=True) + "\n")
     return written + [index_file]
+
+
+def write_flax_safetensors(state: Dict[str, np.ndarray], schema: Schema, directory: str, progress=None) -> List[str]:
+    """Write what the reference's Flax ``save_pretrained(safe_serialization=True)`` writes:
+    ``model.safetensors`` with metadata ``format: flax`` and the "."-joined tree paths as keys.
+    Never sharded: the reference's Flax classes cannot read sharded safetensors (hf_behaviour.md 3.1)."""
+    from encdec.checkpoint import save_state_dict
+
+    tensors = {".".join(path): array for path, array in _flax_tree(state, schema, progress).items()}
+    return save_state_dict(tensors, directory, max_shard_size=2**62, metadata={"format": "flax"})

@@ -18,20 +18,22 @@ a dataset no rule places raises, naming file and key; duplicates must agree; sha
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import tempfile
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from encdec.checkpoint import CheckpointError
 from encdec.naming.layout import LEAF_RULES, from_framework, to_framework
 from encdec.naming.schema import CONV1D, EMBEDDING, ARCHITECTURES, ParamSpec, Schema
 
 TF_WEIGHTS_NAME = "tf_model.h5"
 
 
-class TFH5Error(ValueError):
+class TFH5Error(CheckpointError):
     """A ``tf_model.h5`` that cannot be mapped; the message names file and key."""
 
 
@@ -119,17 +121,48 @@ def _iter_h5(file: str) -> Iterator[Tuple[str, np.ndarray]]:
     except OSError as e:
         raise TFH5Error(f"{file} is not a readable HDF5 file (truncated or corrupt?): {e}") from None
     with h5:
-        if "layer_names" not in h5.attrs:
+        layer_names = _load_attr(h5, "layer_names")
+        if layer_names is None:
             raise TFH5Error(f"{file} has no `layer_names` attribute: not a Keras/HF tf_model.h5")
-        for layer in _strings(h5.attrs["layer_names"]):
+        for layer in layer_names:
             obj = h5[layer]
             if hasattr(obj, "shape"):  # sharded file: the name is already stripped
                 yield _strip_suffix(layer), np.asarray(obj)
                 continue
-            for weight_name in _strings(obj.attrs.get("weight_names", [])):
+            for weight_name in _load_attr(obj, "weight_names") or []:
                 # The first level is the Keras model's instance name (`tf_encoder_decoder_model_1`).
                 stripped = weight_name.split("/", 1)[1] if "/" in weight_name else weight_name
                 yield _strip_suffix(stripped), np.asarray(obj[weight_name])
+
+
+# HDF5 object headers hold at most 64 KiB: Keras splits a long name list into `name0`, `name1`, ...
+HDF5_OBJECT_HEADER_LIMIT = 64512
+
+
+def _load_attr(group, name: str) -> Optional[List[str]]:
+    """``load_attributes_from_hdf5_group``: a name list, whole or in numbered chunks."""
+    if name in group.attrs:
+        return _strings(group.attrs[name])
+    if f"{name}0" not in group.attrs:
+        return None
+    values, i = [], 0
+    while f"{name}{i}" in group.attrs:
+        values += _strings(group.attrs[f"{name}{i}"])
+        i += 1
+    return values
+
+
+def _save_attr(group, name: str, values: List[str]) -> None:
+    """``save_attributes_to_hdf5_group``: chunked when the encoded list passes the header limit."""
+    data = np.asarray([v.encode("utf8") for v in values])
+    chunks = 1
+    while data.nbytes / chunks > HDF5_OBJECT_HEADER_LIMIT:
+        chunks += 1
+    if chunks == 1:
+        group.attrs[name] = data
+        return
+    for i, part in enumerate(np.array_split(data, chunks)):
+        group.attrs[f"{name}{i}"] = part
 
 
 def _strings(values: Iterable) -> List[str]:
@@ -154,35 +187,63 @@ def tf_name_to_canonical(name: str, schema: Schema, situation: Optional[str] = N
 
 def read_tf_h5(files: Sequence[str], schema: Schema) -> Dict[str, np.ndarray]:
     """Canonical name -> canonical array for every weight in the given h5 file(s)."""
+    return tf_entries_to_canonical(((file, name, array) for file in files for name, array in _iter_h5(file)), schema)
+
+
+def read_tf_safetensors(files: Sequence[str], schema: Schema) -> Dict[str, np.ndarray]:
+    """The ``model.safetensors`` written by the reference's TF classes (``safe_serialization=True``,
+    metadata ``format: tf``): keys are the stripped h5 names with ``:0``
+    (``decoder/bert/embeddings/LayerNorm/beta:0``), arrays in Keras layout. Same rules as h5."""
+    from encdec.checkpoint import read_safetensors
+
+    def entries():
+        for file in files:
+            state, metadata = read_safetensors(file)
+            written_by = metadata.get("format")
+            if written_by != "tf":
+                raise TFH5Error(f"{file}: safetensors metadata format={written_by!r}, expected 'tf'; keys {sorted(state)[:3]}")
+            for key, array in state.items():
+                yield file, _strip_suffix(key), array
+
+    return tf_entries_to_canonical(entries(), schema)
+
+
+def tf_state_to_canonical(state: Dict[str, np.ndarray], schema: Schema, source: str = "") -> Dict[str, np.ndarray]:
+    """TF-named arrays (stripped names, ``:0`` optional) already in memory -> canonical arrays."""
+    return tf_entries_to_canonical(((source, _strip_suffix(k), v) for k, v in state.items()), schema)
+
+
+def tf_entries_to_canonical(entries: Iterable[Tuple[str, str, np.ndarray]], schema: Schema) -> Dict[str, np.ndarray]:
+    """(file, stripped TF name, Keras array) -> canonical name and array. Total: a name no rule
+    places raises naming file and key; duplicates must agree; shapes are asserted."""
     situation = _situation(schema)
     kinds = _module_kinds(schema)
     out: Dict[str, np.ndarray] = {}
-    for file in files:
-        for tf_name, array in _iter_h5(file):
-            module, leaf = tf_name_to_canonical(tf_name, schema, situation)
-            kind = kinds.get(module)
-            if kind is None:
-                raise TFH5Error(f"{file}: key {tf_name!r} (-> {module}.{leaf}) matches no weight of the model")
-            pt_leaf = _pt_leaf(kind, leaf)
-            name = f"{module}.{pt_leaf}"
-            if pt_leaf is None or name not in schema:
-                raise TFH5Error(f"{file}: key {tf_name!r} maps to {module}.{pt_leaf or leaf}, which the model does not have")
-            shape_rule = SHAPE_RULES.get((kind, pt_leaf))
-            if shape_rule is not None and tuple(array.shape) == shape_rule[0](schema[name].shape):
-                array = np.reshape(array, schema[name].shape)
-            try:
-                _, canonical = from_framework(kind, leaf, array, "tf")
-            except ValueError as e:
-                raise TFH5Error(f"{file}: key {tf_name!r}: {e}") from None
-            expected = schema[name].shape
-            if tuple(canonical.shape) != tuple(expected):
-                raise TFH5Error(f"{file}: key {tf_name!r} has shape {array.shape}; {name} needs {expected}")
-            if name in out:
-                # TFBertLMHeadModel's head group repeats the tied embeddings: the copies must agree.
-                if not np.array_equal(out[name], canonical):
-                    raise TFH5Error(f"{file}: key {tf_name!r} appears twice with different values ({name})")
-                continue
-            out[name] = canonical
+    for file, tf_name, array in entries:
+        module, leaf = tf_name_to_canonical(tf_name, schema, situation)
+        kind = kinds.get(module)
+        if kind is None:
+            raise TFH5Error(f"{file}: key {tf_name!r} (-> {module}.{leaf}) matches no weight of the model")
+        pt_leaf = _pt_leaf(kind, leaf)
+        name = f"{module}.{pt_leaf}"
+        if pt_leaf is None or name not in schema:
+            raise TFH5Error(f"{file}: key {tf_name!r} maps to {module}.{pt_leaf or leaf}, which the model does not have")
+        shape_rule = SHAPE_RULES.get((kind, pt_leaf))
+        if shape_rule is not None and tuple(array.shape) == shape_rule[0](schema[name].shape):
+            array = np.reshape(array, schema[name].shape)
+        try:
+            _, canonical = from_framework(kind, leaf, array, "tf")
+        except ValueError as e:
+            raise TFH5Error(f"{file}: key {tf_name!r}: {e}") from None
+        expected = schema[name].shape
+        if tuple(canonical.shape) != tuple(expected):
+            raise TFH5Error(f"{file}: key {tf_name!r} has shape {array.shape}; {name} needs {expected}")
+        if name in out:
+            # TFBertLMHeadModel's head group repeats the tied embeddings: the copies must agree.
+            if not np.array_equal(out[name], canonical):
+                raise TFH5Error(f"{file}: key {tf_name!r} appears twice with different values ({name})")
+            continue
+        out[name] = canonical
     return out
 
 
@@ -208,55 +269,146 @@ def canonical_to_tf_name(spec: ParamSpec, schema: Schema, main: str, situation: 
     return name
 
 
-def write_tf_h5(state: Dict[str, np.ndarray], schema: Schema, path: str, main_layer: Optional[str] = None,
-                model_name: Optional[str] = None) -> List[str]:
-    """Write ``path`` (a ``tf_model.h5``) that the reference's TF classes load.
-
-    ``state`` holds canonical tensors (owned ones suffice: tied names are filled from their
-    owners). ``main_layer`` is the reference's MainLayer of the (encoder) base model, ``bert`` or
-    ``transformer``; guessed from the names when omitted. Returns the dropped canonical names.
-    """
-    import h5py
-
+def tf_weights(state: Dict[str, np.ndarray], schema: Schema, main_layer: Optional[str] = None,
+               dropped: Optional[List[str]] = None) -> Iterator[Tuple[str, str, np.ndarray]]:
+    """(canonical name, stripped TF name without ``:0``, Keras-layout array) for every variable
+    the reference's TF class has, in schema order. ``state`` holds canonical tensors (owned ones
+    suffice: tied names are filled from their owners). Tied names TF has no variable for are
+    appended to ``dropped``. ``main_layer``: the reference's MainLayer of the (encoder) base
+    model, ``bert`` or ``transformer``; guessed from the names when omitted."""
     situation = _situation(schema)
     main = main_layer or _guess_main(schema, situation)
-    model_name = model_name or ("tf_encoder_decoder_model" if situation == "composite" else "tf_model")
-    groups: Dict[str, List[Tuple[str, np.ndarray]]] = {}
-    dropped = []
     for spec in schema:
         if spec.tied_to is not None and any(p.search(spec.name) for p, _ in WRITE_IGNORED):
-            dropped.append(spec.name)
+            if dropped is not None:
+                dropped.append(spec.name)
             continue
         source = spec.tied_to if spec.name not in state and spec.tied_to else spec.name
         if source not in state:
-            raise TFH5Error(f"cannot write {path}: state has no tensor for {spec.name!r}")
-        leaf, array = to_framework(spec, np.asarray(state[source]), "tf")
+            raise TFH5Error(f"cannot write TF weights: state has no tensor for {spec.name!r}")
+        _, array = to_framework(spec, np.asarray(state[source]), "tf")
         shape_rule = SHAPE_RULES.get((spec.kind, spec.leaf))
         if shape_rule is not None:
             array = np.reshape(array, shape_rule[0](array.shape))
-        tf_name = canonical_to_tf_name(spec, schema, main, situation)
-        groups.setdefault(tf_name.split("/", 1)[0], []).append((f"{model_name}/{tf_name}:0", array))
+        yield spec.name, canonical_to_tf_name(spec, schema, main, situation), np.ascontiguousarray(array)
 
+
+def write_tf_h5(state: Dict[str, np.ndarray], schema: Schema, path: str, main_layer: Optional[str] = None,
+                model_name: Optional[str] = None, max_shard_size=None,
+                progress: Optional[Callable[[Iterable], Iterable]] = None) -> List[str]:
+    """Write a ``tf_model.h5`` that the reference's TF classes load; return the dropped canonical names.
+
+    ``path`` is the file (or a folder to write ``tf_model.h5`` in). With ``max_shard_size`` and a
+    larger checkpoint, write what the reference's ``save_pretrained(max_shard_size=...)`` writes:
+    ``tf_model-0000k-of-0000N.h5`` shards whose datasets are the stripped names (root attr
+    ``layer_names`` lists them, sorted) and ``tf_model.h5.index.json`` (``metadata.total_size``,
+    ``weight_map`` keyed by the full variable names, model name included). ``progress`` wraps the
+    per-tensor iterator (a tqdm bar). Every file is written to a temporary name and renamed.
+    """
+    from encdec.checkpoint import atomic_write_text, parse_size
+
+    if os.path.isdir(path) or path.endswith(os.sep):
+        path = os.path.join(path, TF_WEIGHTS_NAME)
+    situation = _situation(schema)
+    model_name = model_name or ("tf_encoder_decoder_model" if situation == "composite" else "tf_model")
+    dropped: List[str] = []
+    weights = tf_weights(state, schema, main_layer, dropped)
+    entries = [(tf_name + ":0", array) for _, tf_name, array in (progress(weights) if progress else weights)]
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=directory)
+
+    limit = None if max_shard_size is None else parse_size(max_shard_size)
+    total = sum(a.nbytes for _, a in entries)
+    if limit is None or total <= limit:
+        groups: Dict[str, List[Tuple[str, np.ndarray]]] = {}
+        for name, array in entries:
+            groups.setdefault(name.split("/", 1)[0], []).append((f"{model_name}/{name}", array))
+
+        def fill(h5):
+            h5.attrs["backend"] = "tensorflow"
+            h5.attrs["keras_version"] = "2.21.0"
+            _save_attr(h5, "layer_names", list(groups))
+            for layer, weights in groups.items():
+                group = h5.create_group(layer)
+                _save_attr(group, "weight_names", [n for n, _ in weights])
+                for full_name, array in weights:
+                    group.create_dataset(full_name, data=array)
+
+        _atomic_h5(path, fill)
+        _remove_stale_tf_files(directory, keep={os.path.basename(path)})
+        return dropped
+
+    shards: List[List[Tuple[str, np.ndarray]]] = [[]]
+    current = 0
+    for name, array in entries:  # greedy, in variable order, like `tf_shard_checkpoint`
+        if shards[-1] and current + array.nbytes > limit:
+            shards.append([])
+            current = 0
+        shards[-1].append((name, array))
+        current += array.nbytes
+    n = len(shards)
+    stem = os.path.basename(path)[: -len(".h5")]
+    names = [f"{stem}-{i + 1:05d}-of-{n:05d}.h5" for i in range(n)]
+    index_file = os.path.join(directory, os.path.basename(path) + ".index.json")
+    if os.path.exists(index_file):  # no index may point at shards being replaced
+        os.unlink(index_file)
+    for shard_name, shard in zip(names, shards):
+        def fill(h5, shard=shard):
+            layers = []
+            for name, array in sorted(shard, key=lambda item: item[0]):
+                h5.create_dataset(name, data=array)
+                layers.append(name)
+            _save_attr(h5, "layer_names", layers)
+
+        _atomic_h5(os.path.join(directory, shard_name), fill)
+    index = {
+        "metadata": {"total_size": int(total)},
+        "weight_map": {f"{model_name}/{name}": shard_name for shard_name, shard in zip(names, shards) for name, _ in shard},
+    }
+    atomic_write_text(index_file, json.dumps(index, indent=2, sort_keys=True) + "\n")
+    _remove_stale_tf_files(directory, keep=set(names) | {os.path.basename(index_file)})
+    return dropped
+
+
+def write_tf_safetensors(state: Dict[str, np.ndarray], schema: Schema, directory: str, max_shard_size="5GB",
+                         main_layer: Optional[str] = None,
+                         progress: Optional[Callable[[Iterable], Iterable]] = None) -> List[str]:
+    """Write what the reference's TF ``save_pretrained(safe_serialization=True)`` writes:
+    ``model.safetensors`` with metadata ``format: tf`` and keys ``<stripped name>:0`` in Keras
+    layout (sharded with ``model.safetensors.index.json`` past ``max_shard_size``). Returns the
+    dropped canonical names."""
+    from encdec.checkpoint import save_state_dict
+
+    dropped: List[str] = []
+    weights = tf_weights(state, schema, main_layer, dropped)
+    tensors = {tf_name + ":0": array for _, tf_name, array in (progress(weights) if progress else weights)}
+    save_state_dict(tensors, directory, max_shard_size=max_shard_size, metadata={"format": "tf"})
+    return dropped
+
+
+def _atomic_h5(path: str, fill: Callable) -> None:
+    import h5py
+
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=os.path.dirname(os.path.abspath(path)))
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as h5:
-            h5.attrs["backend"] = "tensorflow"
-            h5.attrs["keras_version"] = "2.21.0"
-            h5.attrs["layer_names"] = [n.encode("utf8") for n in groups]
-            for layer, weights in groups.items():
-                group = h5.create_group(layer)
-                group.attrs["weight_names"] = [n.encode("utf8") for n, _ in weights]
-                for full_name, array in weights:
-                    group.create_dataset(full_name, data=array)
+            fill(h5)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    return dropped
+
+
+def _remove_stale_tf_files(directory: str, keep: set) -> None:
+    """Drop the files of an earlier TF save (single file replaced by shards, or the reverse)."""
+    if not keep & {TF_WEIGHTS_NAME, TF_WEIGHTS_NAME + ".index.json"} and not any(k.startswith("tf_model-") for k in keep):
+        return  # a file of another name: leave the folder alone
+    for entry in os.listdir(directory):
+        stale = entry in (TF_WEIGHTS_NAME, TF_WEIGHTS_NAME + ".index.json") or re.fullmatch(r"tf_model-\d{5}-of-\d{5}\.h5", entry)
+        if stale and entry not in keep:
+            os.unlink(os.path.join(directory, entry))
 
 
 def _guess_main(schema: Schema, situation: str) -> str:
