@@ -22,9 +22,36 @@ def _quiet_frameworks() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _import_tf_quietly():
+    """Import TensorFlow with its C++ start-up chatter (absl lines that no environment variable
+    silences in TF 2.21) kept off the terminal; shown after all if the import fails."""
+    import tempfile
+
+    if "tensorflow" in sys.modules:
+        import tensorflow
+        return tensorflow
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    return tensorflow
+
+
 def model_class(framework: str):
     """The encoder-decoder class of ``framework`` ("pt", "tf" or "flax")."""
     _quiet_frameworks()
+    if framework == "tf":
+        _import_tf_quietly()
     if framework == "pt":
         from encdec_pt import EncoderDecoderModel
 
