@@ -54,6 +54,7 @@ from encdec.generation_config import GenerationConfig
 from encdec.modeling_utils import newly_initialised_report, split_prefixed_kwargs
 from encdec.naming.layout import framework_path
 from encdec.naming.schema import architecture, needs_enc_to_dec_proj, schema_for
+from encdec_flax.generation.utils import FlaxGenerationMixin
 from encdec_flax.models.auto import FLAX_MODEL_FOR_CAUSAL_LM_MAPPING, FLAX_MODEL_MAPPING, _lookup
 from encdec_flax.models.modeling_outputs import FlaxCausalLMOutputWithCrossAttentions, FlaxSeq2SeqLMOutput
 from encdec_flax.models.modeling_utils import (
@@ -216,7 +217,7 @@ class _EncoderOutputs:
         return FlaxBaseModelOutput(last_hidden_state=jnp.asarray(encoder_outputs))
 
 
-class FlaxEncoderDecoderModel(FlaxPreTrainedModel):
+class FlaxEncoderDecoderModel(FlaxGenerationMixin, FlaxPreTrainedModel):
     """An encoder and a decoder with cross-attention, behind the functional Flax API.
 
     Args:

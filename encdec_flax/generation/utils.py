@@ -1,0 +1,438 @@
+"""``generate`` for ``FlaxEncoderDecoderModel``: greedy search, multinomial sampling and beam search,
+each as ONE ``jax.jit``-compiled function (encoder, cache set-up and a ``lax.while_loop`` over the
+decoder steps).
+
+The semantics are documented once in docs/generation.md; settings are resolved by
+``encdec.generation_utils.resolve_generation_settings`` (shared by the three frameworks) and the
+loops are the fixed-shape twins of ``encdec_pt/generation/utils.py`` (same function names, same
+steps), so the tokens equal the reference's PyTorch ``generate``:
+
+    encode once -> project (enc_to_dec_proj, inside ``decode``) -> repeat rows (beams / returned samples)
+    -> init_cache (self K/V preallocated to max_length, cross K/V projected once)
+    -> ids = [[start, pad, ...]] (N, max_length) -> while_loop: logits = decoder step on ids[:, cur_len - 1]
+       at position cur_len - 1 -> scores = process_scores(ids, cur_len, logits | log_softmax(logits))
+       -> pick -> write at cur_len -> stop?
+
+Fixed shapes: the token buffer, the cache and the per-step score buffer are preallocated; the host
+trims the result to the length the loop reached. One compiled callable per shape signature
+(batch, source length, settings, ...) is kept on the model (``model._generate_fns``) and reused:
+the second call with the same shapes does not trace again (``trace_count``).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from encdec.generation_utils import GenerationSettings, resolve_generation_settings
+from encdec_flax.generation.logits_process import process_scores
+
+# Encoder keyword arguments generate() passes through (everything else must be a generation setting).
+_ENCODER_KWARGS = ("token_type_ids", "position_ids")
+
+# How many times each signature's Python function was traced (jit re-traces only on a new signature).
+TRACE_COUNTS: Dict[Any, int] = collections.Counter()
+
+
+def trace_count() -> int:
+    """Total traces of all generate functions so far (a test asserts a repeated call adds none)."""
+    return sum(TRACE_COUNTS.values())
+
+
+@dataclasses.dataclass
+class FlaxGenerateEncoderDecoderOutput:
+    """``sequences`` (N, T) int32, N = batch * num_return_sequences; ``scores``: one (N_run, V)
+    float32 array of processed scores per generated step (with ``output_scores``; N_run = batch *
+    num_beams for beam search); ``sequences_scores`` (N,) and ``beam_indices`` for beam search.
+    numpy arrays."""
+
+    sequences: Any = None
+    scores: Optional[Tuple[Any, ...]] = None
+    sequences_scores: Any = None
+    beam_indices: Any = None
+
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+
+def _infer_attention_mask(input_ids: np.ndarray, settings: GenerationSettings) -> np.ndarray:
+    """The reference's rule when no mask is given: ``input_ids != pad`` if pad occurs in the inputs
+    and pad is not an eos id; otherwise all positions attended."""
+    pad = settings.pad_token_id
+    if bool((input_ids == pad).any()) and pad not in settings.eos_token_ids:
+        return (input_ids != pad).astype(np.int32)
+    return np.ones_like(input_ids, dtype=np.int32)
+
+
+def _length_penalties(max_length: int, length_penalty: float) -> np.ndarray:
+    """``x ** length_penalty`` for x = 0 .. max_length as the reference computes it (Python double,
+    used against float32 scores), indexed by the traced length."""
+    return np.asarray([float(x) ** length_penalty if x > 0 else 1.0 for x in range(max_length + 1)],
+                      dtype=np.float32)
+
+
+class _Decoder:
+    """Fixed-shape decoder steps on the cache from ``init_cache`` (traced inside the loop)."""
+
+    def __init__(self, module, params, hidden, mask, max_length: int):
+        from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModule
+
+        self.module, self.params, self.hidden, self.mask = module, params, hidden, mask
+        self.decode = FlaxEncoderDecoderModule.decode
+        n_rows = hidden.shape[0]
+        self.decoder_mask = jnp.ones((n_rows, max_length), dtype="i4")  # the causal mask hides unwritten slots
+        # Self K/V preallocated (N, max_length, H, D) as zeros, cross K/V of the (projected) encoder states.
+        _, cache = module.apply(
+            {"params": params}, jnp.ones((n_rows, max_length), dtype="i4"), hidden,
+            encoder_attention_mask=mask, init_cache=True, mutable=["cache"], method=self.decode,
+        )
+        self.initial_cache = cache["cache"]
+
+    def step(self, cache, tokens, cur_len):
+        """Next-token logits (N, V) float32 for the tokens (N,) at position cur_len - 1, and the new cache."""
+        positions = jnp.full((tokens.shape[0], 1), cur_len - 1, dtype="i4")
+        out, mutated = self.module.apply(
+            {"params": self.params, "cache": cache}, tokens[:, None].astype("i4"), self.hidden,
+            encoder_attention_mask=self.mask, decoder_attention_mask=self.decoder_mask,
+            decoder_position_ids=positions, mutable=["cache"], method=self.decode,
+        )
+        return out.logits[:, -1, :].astype(jnp.float32), mutated["cache"]
+
+    @staticmethod
+    def reorder(cache, beam_idx):
+        """Rows of the self-attention cache follow their beams. Cross keys/values are equal for every
+        beam of an input (rows were repeated), and beams never move across inputs: left as they are."""
+        def gather(path, leaf):
+            names = [getattr(p, "key", str(p)) for p in path]
+            if leaf.ndim == 0 or "crossattention" in names:
+                return leaf
+            return jnp.take(leaf, beam_idx, axis=0)
+
+        return jax.tree_util.tree_map_with_path(gather, cache)
+
+
+class FlaxGenerationMixin:
+    """Adds ``generate`` to ``FlaxEncoderDecoderModel``."""
+
+    def generate(
+        self,
+        inputs=None,
+        attention_mask=None,
+        encoder_outputs: Any = None,
+        prng_key=None,
+        params: Any = None,
+        **kwargs: Any,
+    ):
+        """Generate decoder token ids with one compiled function per shape signature.
+
+        Args:
+            inputs: encoder ``input_ids`` (B, S) (also accepted as ``input_ids=``).
+            attention_mask: encoder mask (B, S); when absent it is inferred from pad tokens as the reference does.
+            encoder_outputs: reuse an encoder output (object, tuple or array whose first item is the
+                last hidden state (B, S, E)); the encoder is not run.
+            prng_key: ``jax.random.PRNGKey`` for sampling (default ``PRNGKey(0)``); the same key gives the same tokens.
+            params: the params tree (default ``model.params``).
+            **kwargs: generation settings (``max_new_tokens``, ``num_beams``, ``generation_config`` ...),
+                resolved by ``encdec.generation_utils.resolve_generation_settings``; ``token_type_ids`` /
+                ``position_ids`` for the encoder.
+
+        Returns ``sequences`` (B * num_return_sequences, T) int32 numpy, or with
+        ``return_dict_in_generate`` a ``FlaxGenerateEncoderDecoderOutput``.
+        """
+        if inputs is None:
+            inputs = kwargs.pop("input_ids", None)
+        elif "input_ids" in kwargs:
+            raise ValueError("pass the encoder input ids once: as `inputs` or as `input_ids`, not both")
+        generation_config = getattr(self, "generation_config", None)
+        vocab_size = self.config.decoder.vocab_size
+        settings, model_kwargs = resolve_generation_settings(
+            self.config, generation_config, vocab_size=vocab_size, **kwargs
+        )
+        encoder_kwargs = {k: model_kwargs.pop(k) for k in _ENCODER_KWARGS if k in model_kwargs}
+        encoder_kwargs = {k: np.asarray(v, dtype=np.int32) for k, v in encoder_kwargs.items() if v is not None}
+        model_kwargs.pop("use_cache", None)
+        if model_kwargs:
+            raise ValueError(f"generate got arguments that are neither generation settings nor encoder inputs: "
+                             f"{sorted(model_kwargs)}")
+        if settings.max_length > self.config.decoder.max_position_embeddings:
+            raise ValueError(f"max_length={settings.max_length} is longer than the decoder's "
+                             f"max_position_embeddings={self.config.decoder.max_position_embeddings}")
+        params = self._expand(self._params_or_raise(params))
+
+        # === The source: input ids (encoded inside the compiled function) or given encoder outputs ===
+        if encoder_outputs is None:
+            if inputs is None:
+                raise ValueError("generate needs encoder input ids (inputs=...) or encoder_outputs=...")
+            inputs = np.asarray(inputs)
+            if inputs.ndim != 2:
+                raise ValueError(f"inputs must be (batch, length) token ids, got shape {inputs.shape}")
+            self.check_inputs(input_ids=inputs, **encoder_kwargs)
+            source = inputs.astype(np.int32)
+            if attention_mask is None:
+                attention_mask = _infer_attention_mask(source, settings)
+        else:
+            if encoder_kwargs:
+                raise ValueError(f"{sorted(encoder_kwargs)} are encoder inputs: not used with encoder_outputs")
+            if isinstance(encoder_outputs, (tuple, list)):
+                source = encoder_outputs[0]
+            else:
+                source = getattr(encoder_outputs, "last_hidden_state", encoder_outputs)
+            source = jnp.asarray(source)
+            if source.ndim != 3:
+                raise ValueError(f"encoder_outputs[0] must be (batch, length, hidden), got shape {source.shape}")
+            if attention_mask is None:
+                attention_mask = np.ones(source.shape[:2], dtype=np.int32)
+        attention_mask = np.asarray(attention_mask, dtype=np.int32)
+        if attention_mask.shape != tuple(source.shape[:2]):
+            raise ValueError(f"attention_mask has shape {attention_mask.shape} but the source has "
+                             f"(batch, length) = {tuple(source.shape[:2])}")
+        if prng_key is None:
+            prng_key = jax.random.PRNGKey(0)
+
+        signature = (id(self.module), encoder_outputs is None, tuple(source.shape), str(source.dtype),
+                     tuple(sorted(encoder_kwargs)), settings)
+        fns = self.__dict__.setdefault("_generate_fns", {})
+        if signature not in fns:
+            fns[signature] = jax.jit(_make_generate_fn(self.module, settings, vocab_size, signature,
+                                                       encode=encoder_outputs is None,
+                                                       encoder_kwarg_names=tuple(sorted(encoder_kwargs))))
+        out = fns[signature](params, source, attention_mask, encoder_kwargs, prng_key)
+        out = jax.device_get(out)
+        batch_size = source.shape[0]
+        if settings.is_beam:
+            return _finish_beam_search(out, settings, batch_size)
+        return _finish_greedy_or_sample(out, settings)
+
+
+def _make_generate_fn(module, s: GenerationSettings, vocab_size: int, signature, encode: bool,
+                      encoder_kwarg_names: Tuple[str, ...]):
+    """The function ``jax.jit`` compiles: (params, source, mask, encoder kwargs, key) -> loop outputs."""
+    from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModule
+
+    def generate_fn(params, source, attention_mask, encoder_kwargs, prng_key):
+        TRACE_COUNTS[signature] += 1  # Python side effect: runs only while tracing
+        # === Encode once ===
+        if encode:
+            encoder_outputs = module.apply(
+                {"params": params}, source, attention_mask=attention_mask, deterministic=True,
+                method=FlaxEncoderDecoderModule.encode, **encoder_kwargs,
+            )
+            hidden = encoder_outputs.last_hidden_state
+        else:
+            hidden = source
+        batch_size = hidden.shape[0]
+        # === One row per beam / returned sample ===
+        expand = s.num_beams if s.is_beam else s.num_return_sequences
+        if expand > 1:
+            hidden = jnp.repeat(hidden, expand, axis=0)
+            attention_mask = jnp.repeat(attention_mask, expand, axis=0)
+        decoder = _Decoder(module, params, hidden, attention_mask, s.max_length)
+        input_ids = jnp.full((batch_size * expand, s.max_length), s.pad_token_id, dtype=jnp.int32)
+        input_ids = input_ids.at[:, 0].set(s.decoder_start_token_id)
+        if s.is_beam:
+            return _beam_search(decoder, input_ids, s, batch_size, vocab_size)
+        return _greedy_or_sample(decoder, input_ids, s, prng_key, vocab_size)
+
+    return generate_fn
+
+
+def _greedy_or_sample(decoder: _Decoder, input_ids, s: GenerationSettings, prng_key, vocab_size: int):
+    """Greedy search / multinomial sampling (the reference's ``_sample``) in a ``lax.while_loop``."""
+    n_rows = input_ids.shape[0]
+    eos = jnp.asarray(s.eos_token_ids or (-1,), dtype=jnp.int32)
+    has_eos = len(s.eos_token_ids) > 0
+    all_scores = jnp.zeros((s.max_length - 1, n_rows, vocab_size) if s.output_scores else (0,), jnp.float32)
+    state = dict(cur_len=jnp.array(1, jnp.int32), input_ids=input_ids, unfinished=jnp.ones((n_rows,), bool),
+                 cache=decoder.initial_cache, all_scores=all_scores, done=jnp.array(False))
+
+    def body(st):
+        cur_len, input_ids, unfinished = st["cur_len"], st["input_ids"], st["unfinished"]
+        tokens = lax.dynamic_slice_in_dim(input_ids, cur_len - 1, 1, axis=1)[:, 0]
+        logits, cache = decoder.step(st["cache"], tokens, cur_len)  # (N, V)
+        scores = process_scores(s, input_ids, cur_len, logits)
+        all_scores = st["all_scores"]
+        if s.output_scores:
+            all_scores = lax.dynamic_update_index_in_dim(all_scores, scores, cur_len - 1, axis=0)
+        if s.do_sample:
+            next_tokens = jax.random.categorical(jax.random.fold_in(prng_key, cur_len), scores, axis=-1)
+        else:
+            next_tokens = jnp.argmax(scores, axis=-1)
+        next_tokens = next_tokens.astype(jnp.int32)
+        if has_eos:  # finished rows get pad
+            next_tokens = jnp.where(unfinished, next_tokens, s.pad_token_id)
+        input_ids = lax.dynamic_update_slice_in_dim(input_ids, next_tokens[:, None], cur_len, axis=1)
+        if has_eos:
+            unfinished = unfinished & ~jnp.isin(next_tokens, eos)
+        cur_len = cur_len + 1
+        done = (cur_len >= s.max_length) | ~jnp.any(unfinished)
+        return dict(cur_len=cur_len, input_ids=input_ids, unfinished=unfinished, cache=cache,
+                    all_scores=all_scores, done=done)
+
+    state = lax.while_loop(lambda st: ~st["done"], body, state)
+    return {"sequences": state["input_ids"], "cur_len": state["cur_len"], "scores": state["all_scores"]}
+
+
+def _finish_greedy_or_sample(out: Dict[str, np.ndarray], s: GenerationSettings):
+    cur_len = int(out["cur_len"])
+    sequences = np.asarray(out["sequences"])[:, :cur_len]
+    if s.return_dict_in_generate:
+        scores = tuple(np.asarray(out["scores"][i]) for i in range(cur_len - 1)) if s.output_scores else None
+        return FlaxGenerateEncoderDecoderOutput(sequences=sequences, scores=scores)
+    return sequences
+
+
+def _gather_beams(tensor, beam_indices):
+    """tensor (B, K, ...) , beam_indices (B, K') -> (B, K', ...)."""
+    while beam_indices.ndim < tensor.ndim:
+        beam_indices = beam_indices[..., None]
+    return jnp.take_along_axis(tensor, beam_indices, axis=1)
+
+
+def _beam_search(decoder: _Decoder, input_ids, s: GenerationSettings, batch_size: int, vocab_size: int):
+    """The reference's vectorised beam search (transformers 4.57 ``_beam_search``), without sampling,
+    in a ``lax.while_loop`` (``encdec_pt/generation/utils.py::_beam_search`` step for step).
+
+    Keeps, per input, ``num_beams`` running beams and ``num_beams`` finished hypotheses; each step
+    takes the top ``beams_to_keep = max(2, 1 + n_eos) * num_beams`` continuations of all running
+    beams, moves the ones that stop (eos or max length) among the first ``num_beams`` into the
+    finished set (score / generated_length ** length_penalty) and continues the best non-stopped ones.
+    """
+    nb, max_length = s.num_beams, s.max_length
+    length_penalty, early_stopping = s.length_penalty, s.early_stopping
+    eos = jnp.asarray(s.eos_token_ids or (-1,), dtype=jnp.int32)
+    n_eos = len(s.eos_token_ids)
+    beams_to_keep = max(2, 1 + n_eos) * nb
+    top_num_beam_mask = jnp.asarray([True] * nb + [False] * (beams_to_keep - nb))
+    # The reference fills unused positions with `pad or eos[0]` (so eos when pad == 0), -1 without eos.
+    if n_eos:
+        fill_value = s.pad_token_id if s.pad_token_id else s.eos_token_ids[0]
+    else:
+        fill_value = -1
+    prompt_len = 1  # the start token
+    penalties = jnp.asarray(_length_penalties(max_length, length_penalty))  # penalties[x] = x ** length_penalty
+
+    running_sequences = jnp.full((batch_size, nb, max_length), fill_value, dtype=jnp.int32)
+    running_sequences = running_sequences.at[:, :, :prompt_len].set(
+        input_ids[:, :prompt_len].reshape(batch_size, nb, prompt_len))
+    running_beam_scores = jnp.zeros((batch_size, nb), jnp.float32).at[:, 1:].set(-1e9)  # only beam 0 is live
+    running_beam_indices = jnp.full((batch_size, nb, max_length - prompt_len), -1, dtype=jnp.int32)
+    all_scores = jnp.zeros((max_length - 1, batch_size * nb, vocab_size) if s.output_scores else (0,), jnp.float32)
+    state = dict(
+        cur_len=jnp.array(prompt_len, jnp.int32),
+        running_sequences=running_sequences, sequences=running_sequences,
+        running_beam_scores=running_beam_scores,
+        beam_scores=jnp.full((batch_size, nb), -1e9, jnp.float32),
+        is_sent_finished=jnp.zeros((batch_size, nb), bool),
+        improvement_possible=jnp.ones((batch_size, 1), bool),
+        running_beam_indices=running_beam_indices, beam_indices=running_beam_indices,
+        cache=decoder.initial_cache, all_scores=all_scores, done=jnp.array(False),
+    )
+    batch_offset = jnp.arange(batch_size, dtype=jnp.int32)[:, None] * nb
+
+    def body(st):
+        cur_len = st["cur_len"]
+        flat_running = st["running_sequences"].reshape(batch_size * nb, max_length)
+        tokens = lax.dynamic_slice_in_dim(flat_running, cur_len - 1, 1, axis=1)[:, 0]
+        logits, cache = decoder.step(st["cache"], tokens, cur_len)  # (B * nb, V)
+        log_probs = jax.nn.log_softmax(logits, axis=-1)
+        log_probs = process_scores(s, flat_running, cur_len, log_probs)
+        all_scores = st["all_scores"]
+        if s.output_scores:
+            all_scores = lax.dynamic_update_index_in_dim(all_scores, log_probs, cur_len - 1, axis=0)
+        acc = (log_probs.reshape(batch_size, nb, vocab_size) + st["running_beam_scores"][:, :, None]).reshape(
+            batch_size, nb * vocab_size)
+
+        # --- top-k continuations over all beams of an input ---
+        topk_log_probs, topk_indices = lax.top_k(acc, beams_to_keep)  # (B, K)
+        topk_beam = topk_indices // vocab_size
+        topk_running_beam_indices = _gather_beams(st["running_beam_indices"], topk_beam)
+        topk_running_sequences = _gather_beams(st["running_sequences"], topk_beam)
+        topk_ids = (topk_indices % vocab_size).astype(jnp.int32)
+        topk_running_sequences = lax.dynamic_update_slice_in_dim(
+            topk_running_sequences, topk_ids[:, :, None], cur_len, axis=2)
+        topk_running_beam_indices = lax.dynamic_update_slice_in_dim(
+            topk_running_beam_indices, (topk_beam + batch_offset).astype(jnp.int32)[:, :, None],
+            cur_len - prompt_len, axis=2)
+
+        # --- which continuations stop (max length reached or eos) ---
+        hits = jnp.broadcast_to(cur_len + 1 >= max_length, topk_ids.shape)
+        if n_eos:
+            hits = hits | jnp.isin(topk_ids, eos)
+
+        # --- running beams for the next step: best non-stopping continuations ---
+        topk_running_log_probs = topk_log_probs + hits.astype(jnp.float32) * -1.0e9
+        next_topk = lax.top_k(topk_running_log_probs, nb)[1]
+        running_sequences = _gather_beams(topk_running_sequences, next_topk)
+        running_beam_scores = _gather_beams(topk_running_log_probs, next_topk)
+        running_beam_indices = _gather_beams(topk_running_beam_indices, next_topk)
+
+        # --- finished hypotheses: merge the stopping ones among the first nb, keep the best nb ---
+        is_sent_finished, improvement_possible = st["is_sent_finished"], st["improvement_possible"]
+        just_finished = hits & top_num_beam_mask[None, :]
+        finished_scores = topk_log_probs / penalties[cur_len + 1 - prompt_len]
+        beams_in_batch_are_full = jnp.all(is_sent_finished, axis=-1, keepdims=True) & (early_stopping is True)
+        finished_scores = finished_scores + beams_in_batch_are_full.astype(jnp.float32) * -1.0e9
+        finished_scores = finished_scores + (~improvement_possible).astype(jnp.float32) * -1.0e9
+        finished_scores = finished_scores + (~just_finished).astype(jnp.float32) * -1.0e9
+        merged_sequences = jnp.concatenate((st["sequences"], topk_running_sequences), axis=1)
+        merged_scores = jnp.concatenate((st["beam_scores"], finished_scores), axis=1)
+        merged_beam_indices = jnp.concatenate((st["beam_indices"], topk_running_beam_indices), axis=1)
+        merged_finished = jnp.concatenate((is_sent_finished, just_finished), axis=1)
+        keep = lax.top_k(merged_scores, nb)[1]
+        sequences = _gather_beams(merged_sequences, keep)
+        beam_scores = _gather_beams(merged_scores, keep)
+        beam_indices = _gather_beams(merged_beam_indices, keep)
+        is_sent_finished = _gather_beams(merged_finished, keep)
+
+        # --- the cache follows the running beams ---
+        beam_idx = lax.dynamic_slice_in_dim(running_beam_indices, cur_len - prompt_len, 1, axis=2).reshape(-1)
+        cache = decoder.reorder(cache, beam_idx)
+        cur_len = cur_len + 1
+
+        # --- can a running beam still beat the worst finished one? ---
+        if early_stopping == "never" and length_penalty > 0.0:
+            best_length = max_length - prompt_len
+        else:
+            best_length = cur_len - prompt_len
+        best_running = running_beam_scores[:, :1] / penalties[best_length]
+        worst_finished = jnp.where(is_sent_finished, jnp.min(beam_scores, axis=1, keepdims=True), -1.0e9)
+        improvement_possible = improvement_possible & jnp.any(best_running > worst_finished, axis=-1, keepdims=True)
+
+        exists_open_beam = ~(jnp.all(is_sent_finished) & (early_stopping is True))
+        valid_continuations = ~jnp.all(hits)
+        done = ~(jnp.any(improvement_possible) & exists_open_beam & valid_continuations)
+        return dict(
+            cur_len=cur_len, running_sequences=running_sequences, sequences=sequences,
+            running_beam_scores=running_beam_scores, beam_scores=beam_scores, is_sent_finished=is_sent_finished,
+            improvement_possible=improvement_possible, running_beam_indices=running_beam_indices,
+            beam_indices=beam_indices, cache=cache, all_scores=all_scores, done=done,
+        )
+
+    state = lax.while_loop(lambda st: ~st["done"], body, state)
+    nrs = s.num_return_sequences
+    return {
+        "sequences": state["sequences"][:, :nrs], "sequences_scores": state["beam_scores"][:, :nrs],
+        "beam_indices": state["beam_indices"][:, :nrs], "cur_len": state["cur_len"], "scores": state["all_scores"],
+    }
+
+
+def _finish_beam_search(out: Dict[str, np.ndarray], s: GenerationSettings, batch_size: int):
+    nrs, max_length, prompt_len = s.num_return_sequences, s.max_length, 1
+    sequences = np.asarray(out["sequences"]).reshape(batch_size * nrs, max_length)
+    beam_scores = np.asarray(out["sequences_scores"]).reshape(batch_size * nrs)
+    beam_indices = np.asarray(out["beam_indices"]).reshape(batch_size * nrs, -1)
+    generated = int((beam_indices + 1).astype(bool).sum(axis=1).max())
+    sequences = sequences[:, :prompt_len + generated]
+    beam_indices = beam_indices[:, :generated]
+    if s.return_dict_in_generate:
+        steps = int(out["cur_len"]) - prompt_len
+        scores = tuple(np.asarray(out["scores"][i]) for i in range(steps)) if s.output_scores else None
+        return FlaxGenerateEncoderDecoderOutput(sequences=sequences, scores=scores,
+                                                sequences_scores=beam_scores, beam_indices=beam_indices)
+    return sequences
