@@ -6,7 +6,7 @@ the new buffers (TensorFlow tensors are immutable), so one decoding step has the
 every position and a ``tf.while_loop`` over it compiles with XLA. The attention layers see a
 ``StaticLayerCache`` where they would see the per-layer tuple ``(self_k, self_v, cross_k, cross_v)``:
 slicing ``[:2]`` gives the self-attention part (it has an ``update`` method), ``[2:4]`` the
-(constant) cross-attention keys/values.
+cross-attention keys/values, computed once before the loop (``allocate_static_cache``).
 
 Positions are explicit: the decoder's position id is ``position`` and its self-attention mask keeps
 keys ``0 .. position`` of the buffer (the reference derives both from the padded cache length,
@@ -104,12 +104,29 @@ def lm_logits(decoder, hidden: tf.Tensor) -> tf.Tensor:
     return decoder.lm_head(hidden)
 
 
-def allocate_static_cache(first_past, max_length: int) -> List[tf.Tensor]:
-    """Flat buffers from the cache of the first (dynamic) step: self k/v at positions 0.. of
-    (N, H, max_length, Dh) zeros; cross k/v kept as they are."""
+def allocate_static_cache(decoder, encoder_hidden_states: tf.Tensor, max_length: int) -> List[tf.Tensor]:
+    """Flat buffers ``[self_k, self_v, cross_k, cross_v] * num_layers``: self k/v zeros
+    (N, H, max_length, Dh), cross k/v (N, H, S, Dh) computed once from the encoder states by each
+    layer's own cross-attention key/value projections (the first step then runs like the others)."""
+    config = decoder.config
+    n, s = encoder_hidden_states.shape[0], encoder_hidden_states.shape[1]
+    heads = config.num_attention_heads
+    head_dim = config.hidden_size // heads
+
+    def heads_first(x: tf.Tensor) -> tf.Tensor:
+        return tf.transpose(tf.reshape(x, (n, s, heads, head_dim)), (0, 2, 1, 3))  # (N, H, S, Dh)
+
     buffers: List[tf.Tensor] = []
-    for self_k, self_v, cross_k, cross_v in first_past:
-        t = self_k.shape[2]
-        pad = [[0, 0], [0, 0], [0, max_length - t], [0, 0]]
-        buffers += [tf.pad(self_k, pad), tf.pad(self_v, pad), cross_k, cross_v]
-    return buffers
+    if hasattr(decoder, "bert"):
+        for layer in decoder.bert.encoder.layer:
+            cross = layer.crossattention.self_attention
+            buffers += [heads_first(cross.key(encoder_hidden_states)), heads_first(cross.value(encoder_hidden_states))]
+    else:
+        for block in decoder.transformer.h:
+            key, value = tf.split(block.crossattention.c_attn(encoder_hidden_states), 2, axis=2)
+            buffers += [heads_first(key), heads_first(value)]
+    zeros = tf.zeros((n, heads, max_length, head_dim), encoder_hidden_states.dtype)
+    flat: List[tf.Tensor] = []
+    for i in range(0, len(buffers), 2):
+        flat += [zeros, zeros, buffers[i], buffers[i + 1]]
+    return flat

@@ -4,14 +4,14 @@ compiled whole with XLA.
 The TensorFlow port of ``encdec_pt/generation/utils.py`` (semantics in docs/generation.md;
 settings resolved by ``encdec.generation_utils.resolve_generation_settings``); the tokens equal
 the reference's PyTorch ``generate``. Everything has fixed shapes so that one call is ONE
-``tf.function(jit_compile=True)``: the encoder, ``enc_to_dec_proj``, a first decoder step that
-fills the cross-attention cache, then a ``tf.while_loop`` of fixed-shape steps on a static
+``tf.function(jit_compile=True)``: the encoder, ``enc_to_dec_proj``, the cross-attention keys/values,
+then a ``tf.while_loop`` of fixed-shape steps on a static
 self-attention cache (N, H, max_length, Dh) with explicit position ids and decoder mask
 (``static_cache.py``). Token buffers are (N, max_length); the loop state carries ``cur_len``.
 
     encode once -> project (enc_to_dec_proj) -> repeat rows (beams / returned samples)
-    -> ids = [[start]] -> first step (cache) -> loop: scores = process_scores(ids, logits | log_softmax(logits))
-       -> pick -> write at cur_len -> stop? -> logits = static step on the new token
+    -> ids = [[start]] -> cross K/V once -> loop: logits = static step on the last token
+       -> scores = process_scores(ids, logits | log_softmax(logits)) -> pick -> write at cur_len -> stop?
 
 One compiled function is kept per shape signature (batch, source length, the settings, which
 include max_length and num_beams, and the input kind) and reused: a second call with the same
@@ -49,18 +49,15 @@ class TFGenerateEncoderDecoderOutput(ModelOutput):
 
 
 class _StaticDecoder:
-    """First step through the decoder's own call (fills the cross-attention cache), then
-    fixed-shape steps on (N, H, max_length, Dh) buffers (``static_decoder_step``)."""
+    """Fixed-shape steps on (N, H, max_length, Dh) buffers (``static_decoder_step``), the start
+    token's included; the cross-attention keys/values are computed once (``allocate_static_cache``)."""
 
     def __init__(self, decoder, hidden: tf.Tensor, mask: tf.Tensor, max_length: int):
         self.decoder, self.hidden, self.mask, self.max_length = decoder, hidden, mask, max_length
         self.cross_bias = additive_mask(tf.cast(mask, tf.int32)[:, None, None, :], hidden.dtype)  # (N, 1, 1, S)
 
-    def first_step(self, input_ids: tf.Tensor) -> Tuple[tf.Tensor, List[tf.Tensor]]:
-        """Logits (N, V) for the start tokens (N, 1) and the flat buffers."""
-        out = self.decoder(input_ids=input_ids, encoder_hidden_states=self.hidden,
-                           encoder_attention_mask=self.mask, use_cache=True, return_dict=True, training=False)
-        return tf.cast(out.logits[:, -1, :], tf.float32), allocate_static_cache(out.past_key_values, self.max_length)
+    def allocate(self) -> List[tf.Tensor]:
+        return allocate_static_cache(self.decoder, self.hidden, self.max_length)
 
     def step(self, input_ids: tf.Tensor, position: tf.Tensor, buffers: List[tf.Tensor]):
         """Logits (N, V) for ``input_ids`` (N, 1) at ``position`` and the updated buffers."""
@@ -178,7 +175,7 @@ class TFGenerationMixin:
             return run
         functions = self.__dict__.setdefault("_generate_functions", {})
         if signature not in functions:
-            functions[signature] = tf.function(run, jit_compile=True, reduce_retracing=False)
+            functions[signature] = tf.function(run, jit_compile=True, autograph=False)
         return functions[signature]
 
     def _generate_graph(self, kind: str, s: GenerationSettings, source, attention_mask, encoder_kwargs, seed_pair):
@@ -218,14 +215,16 @@ def _greedy_or_sample(decoder: _StaticDecoder, input_ids: tf.Tensor, s: Generati
     has_eos = len(s.eos_token_ids) > 0
     eos = tf.constant(s.eos_token_ids or (0,), dtype=tf.int32)
     sequences = tf.concat([input_ids, tf.fill((n, max_length - 1), s.pad_token_id)], axis=1)  # (N, L)
-    logits, buffers = decoder.first_step(input_ids)
-    vocab_size = logits.shape[-1]
+    buffers = decoder.allocate()
+    vocab_size = decoder.decoder.config.vocab_size
     all_scores = tf.zeros((max_length - 1 if s.output_scores else 0, n, vocab_size), tf.float32)
 
-    def cond(cur_len, sequences, logits, buffers, unfinished, all_scores):
+    def cond(cur_len, sequences, buffers, unfinished, all_scores):
         return (cur_len < max_length) & tf.reduce_any(unfinished)
 
-    def body(cur_len, sequences, logits, buffers, unfinished, all_scores):
+    def body(cur_len, sequences, buffers, unfinished, all_scores):
+        last_tokens = tf.gather(sequences, cur_len - 1, axis=1)[:, None]  # (N, 1)
+        logits, buffers = decoder.step(last_tokens, cur_len - 1, buffers)  # (N, V)
         scores = process_scores(s, sequences, cur_len, logits)
         if s.output_scores:
             all_scores = tf.tensor_scatter_nd_update(all_scores, tf.reshape(cur_len - 1, (1, 1)), scores[None])
@@ -239,11 +238,10 @@ def _greedy_or_sample(decoder: _StaticDecoder, input_ids: tf.Tensor, s: Generati
         sequences = _write_column(sequences, next_tokens, cur_len)
         if has_eos:
             unfinished = unfinished & ~tf.reduce_any(next_tokens[:, None] == eos[None, :], axis=1)
-        logits, buffers = decoder.step(next_tokens[:, None], cur_len, buffers)
-        return cur_len + 1, sequences, logits, buffers, unfinished, all_scores
+        return cur_len + 1, sequences, buffers, unfinished, all_scores
 
-    state = (tf.constant(1), sequences, logits, buffers, tf.ones((n,), tf.bool), all_scores)
-    cur_len, sequences, _, _, _, all_scores = tf.while_loop(cond, body, state, maximum_iterations=max_length - 1)
+    state = (tf.constant(1), sequences, buffers, tf.ones((n,), tf.bool), all_scores)
+    cur_len, sequences, _, _, all_scores = tf.while_loop(cond, body, state, maximum_iterations=max_length - 1)
     return {"sequences": sequences, "cur_len": cur_len, "scores": all_scores}
 
 
@@ -284,15 +282,17 @@ def _beam_search(decoder: _StaticDecoder, input_ids: tf.Tensor, s: GenerationSet
     running_beam_indices = tf.fill((batch_size, nb, max_length - 1), -1)
     beam_indices = running_beam_indices
     batch_offset = tf.range(batch_size)[:, None] * nb  # (B, 1)
-    logits, buffers = decoder.first_step(input_ids)
+    buffers = decoder.allocate()
     all_scores = tf.zeros((max_length - 1 if s.output_scores else 0, batch_size * nb, vocab_size), tf.float32)
 
     def cond(cur_len, keep_going, *_):
         return keep_going & (cur_len < max_length)
 
-    def body(cur_len, keep_going, logits, buffers, running_sequences, running_beam_scores, running_beam_indices,
+    def body(cur_len, keep_going, buffers, running_sequences, running_beam_scores, running_beam_indices,
              sequences, beam_scores, beam_indices, is_sent_finished, improvement_possible, all_scores):
         flat_running = tf.reshape(running_sequences, (batch_size * nb, max_length))
+        last_tokens = tf.gather(flat_running, cur_len - 1, axis=1)[:, None]  # (B * nb, 1)
+        logits, buffers = decoder.step(last_tokens, cur_len - 1, buffers)  # (B * nb, V)
         log_probs = tf.nn.log_softmax(logits, axis=-1)
         log_probs = process_scores(s, flat_running, cur_len, log_probs)
         if s.output_scores:
@@ -357,25 +357,21 @@ def _beam_search(decoder: _StaticDecoder, input_ids: tf.Tensor, s: GenerationSet
         exists_open_beam = ~(tf.reduce_all(is_sent_finished) & (early_stopping is True))
         valid_continuations = ~tf.reduce_all(hits)
         keep_going = tf.reduce_any(improvement_possible) & exists_open_beam & valid_continuations
-
-        # --- logits of the running beams' new tokens (skipped by the loop's end) ---
-        new_tokens = tf.reshape(tf.gather(running_sequences, cur_len - 1, axis=2), (batch_size * nb, 1))
-        logits, buffers = decoder.step(new_tokens, cur_len - 1, buffers)
-        return (cur_len, keep_going, logits, buffers, running_sequences, running_beam_scores, running_beam_indices,
+        return (cur_len, keep_going, buffers, running_sequences, running_beam_scores, running_beam_indices,
                 sequences, beam_scores, beam_indices, is_sent_finished, improvement_possible, all_scores)
 
-    state = (tf.constant(prompt_len), tf.constant(True), logits, buffers, running_sequences, running_beam_scores,
+    state = (tf.constant(prompt_len), tf.constant(True), buffers, running_sequences, running_beam_scores,
              running_beam_indices, sequences, beam_scores, beam_indices, is_sent_finished, improvement_possible,
              all_scores)
     final = tf.while_loop(cond, body, state, maximum_iterations=max_length - 1)
-    cur_len, sequences, beam_scores, beam_indices = final[0], final[7], final[8], final[9]
+    cur_len, sequences, beam_scores, beam_indices = final[0], final[6], final[7], final[8]
     nrs = s.num_return_sequences
     return {
         "sequences": tf.reshape(sequences[:, :nrs], (batch_size * nrs, max_length)),
         "sequences_scores": tf.reshape(beam_scores[:, :nrs], (batch_size * nrs,)),
         "beam_indices": tf.reshape(beam_indices[:, :nrs], (batch_size * nrs, max_length - 1)),
         "cur_len": cur_len,
-        "scores": final[12],
+        "scores": final[11],
     }
 
 
