@@ -169,21 +169,22 @@ def _write_tf_h5(state, schema, dst, max_shard_size, progress):
     from encdec.formats.hf_tf_h5 import write_tf_h5
 
     dropped = write_tf_h5(state, schema, os.path.join(dst, "tf_model.h5"), max_shard_size=max_shard_size,
-                          progress=_wrap(progress, len(schema)))
+                          progress=_wrap(progress, _tf_count(schema)))
     return _listed(dst, "tf_model"), {n: "TF reuses the owner's variable (tied)" for n in dropped}
 
 
 def _write_tf_safetensors(state, schema, dst, max_shard_size, progress):
     from encdec.formats.hf_tf_h5 import write_tf_safetensors
 
-    dropped = write_tf_safetensors(state, schema, dst, max_shard_size=max_shard_size, progress=_wrap(progress, len(schema)))
+    dropped = write_tf_safetensors(state, schema, dst, max_shard_size=max_shard_size,
+                                   progress=_wrap(progress, _tf_count(schema)))
     return _listed(dst, "model"), {n: "TF reuses the owner's variable (tied)" for n in dropped}
 
 
 def _write_flax_msgpack(state, schema, dst, max_shard_size, progress):
     from encdec.formats.hf_flax_msgpack import write_flax_msgpack
 
-    files = write_flax_msgpack(state, schema, dst, max_shard_size=max_shard_size, progress=_wrap(progress, len(schema)))
+    files = write_flax_msgpack(state, schema, dst, max_shard_size=max_shard_size, progress=_wrap(progress, _flax_count(schema)))
     return files, _flax_dropped(schema)
 
 
@@ -197,8 +198,18 @@ def _write_flax_safetensors(state, schema, dst, max_shard_size, progress):
             "safetensors cannot be sharded (the reference's Flax classes cannot read sharded safetensors); "
             "write flax_model.msgpack instead (--format msgpack), which shards"
         )
-    names = write_flax_safetensors(state, schema, dst, progress=_wrap(progress, len(schema)))
+    names = write_flax_safetensors(state, schema, dst, progress=_wrap(progress, _flax_count(schema)))
     return [os.path.join(dst, n) for n in names], _flax_dropped(schema)
+
+
+def _tf_count(schema: Schema) -> int:
+    from encdec.formats.hf_tf_h5 import WRITE_IGNORED
+
+    return sum(1 for s in schema if not (s.tied_to and any(p.search(s.name) for p, _ in WRITE_IGNORED)))
+
+
+def _flax_count(schema: Schema) -> int:
+    return sum(1 for s in schema if s.tied_to is None or s.name.startswith("encoder."))
 
 
 def _flax_dropped(schema: Schema) -> Dict[str, str]:

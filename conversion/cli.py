@@ -98,8 +98,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"read {result.source} ({result.source_format}, {result.source_framework}): {result.num_tensors} tensors")
-    print(f"wrote {len(result.files)} file(s) to {result.destination} for {result.target_framework} "
-          f"({result.target_format}): {', '.join(os.path.basename(f) for f in result.files)}")
+    names = [os.path.basename(f) for f in result.files]
+    shown = ", ".join(names) if len(names) <= 4 else f"{names[0]} ... {names[-1]}"
+    print(f"wrote {len(names)} file(s) to {result.destination} for {result.target_framework} "
+          f"({result.target_format}): {shown}")
     if result.copied:
         print(f"copied {', '.join(result.copied)}")
     for name, reason in sorted(result.dropped.items()):
