@@ -110,6 +110,26 @@ def test_beam_search_equals_reference(pair, extra):
     assert torch.equal(a.beam_indices, b.beam_indices.to(a.beam_indices.dtype))
 
 
+@pytest.mark.oracle
+def test_several_eos_ids_equal_reference(pair):
+    """A list of eos ids (beam search then keeps (1 + n_eos) * num_beams candidates per step)."""
+    ours, ref = pair
+    ids, mask = _inputs(ours.config)
+    plain = ours.generate(ids, attention_mask=mask, max_new_tokens=10)
+    eos = sorted({3, int(plain[0, 3]), int(plain[1, 2])})
+    for kw in (dict(), dict(num_beams=3, num_return_sequences=2, length_penalty=0.5)):
+        kw = dict(kw, max_new_tokens=10, eos_token_id=eos, return_dict_in_generate=True, output_scores=True)
+        a = ours.generate(ids, attention_mask=mask, **kw)
+        b = _ref_generate(ref, ids, mask, **kw)
+        _assert_same_tokens(a.sequences, b.sequences)
+        if "num_beams" in kw:
+            assert float((a.sequences_scores - b.sequences_scores).abs().max()) <= SCORE_TOL
+        else:
+            # Row 0 now ends at its token 3 and is padded after it.
+            assert bool((a.sequences[0, 4:] == ours.config.pad_token_id).all())
+            assert not bool((plain[0, 4:] == ours.config.pad_token_id).all())
+
+
 # --- every processor: equal to the reference with it on, and it changes the output -------------------
 def _processor_cases(ours, ids, mask):
     """(name, kwargs with the option, kwargs without it); tokens are chosen from the plain output so
