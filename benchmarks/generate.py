@@ -141,7 +141,8 @@ def main(argv=None) -> int:
     folder = args.folder or build_folder(tempfile.mkdtemp(prefix="bench-bert2gpt2-"))
     print(f"# {platform.platform()} | {os.cpu_count()} cpus | torch threads {torch.get_num_threads()}")
     print(f"# {versions()}")
-    print(f"# base bert2gpt2, source {SRC_LEN} tokens, {NEW_TOKENS} new tokens, min of {args.runs} runs after a warm-up")
+    print(f"# base bert2gpt2, source {SRC_LEN} tokens, {NEW_TOKENS} new tokens, "
+          f"min of {args.runs} runs after a warm-up")
 
     runners = {n: RUNNERS[n](folder) for n in names}
     results = {}  # (name, batch, beams) -> (first, best, ids)

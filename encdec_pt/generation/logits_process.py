@@ -155,27 +155,22 @@ def active_processors(settings) -> Tuple[str, ...]:
     return tuple(names)
 
 
+# name -> (settings, input_ids, scores) -> scores; sampling keeps min_tokens_to_keep = 1 (no beam sampling).
+PROCESSORS = {
+    "repetition_penalty": lambda s, ids, x: repetition_penalty(ids, x, s.repetition_penalty),
+    "no_repeat_ngram": lambda s, ids, x: no_repeat_ngram(ids, x, s.no_repeat_ngram_size),
+    "bad_words": lambda s, ids, x: bad_words(ids, x, s.bad_words_ids, s.eos_token_ids),
+    "min_length": lambda s, ids, x: min_length(ids, x, s.min_length, s.eos_token_ids),
+    "forced_bos": lambda s, ids, x: forced_bos(ids, x, s.forced_bos_token_id),
+    "forced_eos": lambda s, ids, x: forced_eos(ids, x, s.forced_eos_token_id, s.max_length),
+    "temperature": lambda s, ids, x: temperature(x, s.temperature),
+    "top_k": lambda s, ids, x: top_k(x, s.top_k, 1),
+    "top_p": lambda s, ids, x: top_p(x, s.top_p, 1),
+}
+
+
 def process_scores(settings, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """All processors (then warpers when sampling) in the reference's order."""
-    s = settings
-    min_tokens_to_keep = 1  # sampling only happens with num_beams == 1
-    for name in active_processors(s):
-        if name == "repetition_penalty":
-            scores = repetition_penalty(input_ids, scores, s.repetition_penalty)
-        elif name == "no_repeat_ngram":
-            scores = no_repeat_ngram(input_ids, scores, s.no_repeat_ngram_size)
-        elif name == "bad_words":
-            scores = bad_words(input_ids, scores, s.bad_words_ids, s.eos_token_ids)
-        elif name == "min_length":
-            scores = min_length(input_ids, scores, s.min_length, s.eos_token_ids)
-        elif name == "forced_bos":
-            scores = forced_bos(input_ids, scores, s.forced_bos_token_id)
-        elif name == "forced_eos":
-            scores = forced_eos(input_ids, scores, s.forced_eos_token_id, s.max_length)
-        elif name == "temperature":
-            scores = temperature(scores, s.temperature)
-        elif name == "top_k":
-            scores = top_k(scores, s.top_k, min_tokens_to_keep)
-        elif name == "top_p":
-            scores = top_p(scores, s.top_p, min_tokens_to_keep)
+    for name in active_processors(settings):
+        scores = PROCESSORS[name](settings, input_ids, scores)
     return scores

@@ -9,7 +9,7 @@ self-attention part (it has an ``update`` method), ``[2:4]`` the (constant) cros
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -54,34 +54,42 @@ class StaticLayerCache:
         return (self.self_kv.key, self.self_kv.value, self.cross[0], self.cross[1])[index]
 
 
+def _bert_parts(decoder, input_ids, position):
+    hidden = decoder.bert.embeddings(input_ids=input_ids, position_ids=position[None, :])  # (N, 1, E)
+    return hidden, decoder.bert.encoder.layer, decoder.cls
+
+
+def _gpt2_parts(decoder, input_ids, position):
+    gpt2 = decoder.transformer
+    hidden = gpt2.drop(gpt2.wte(input_ids) + gpt2.wpe(position[None, :]))  # (N, 1, E)
+    return hidden, gpt2.h, lambda h: decoder.lm_head(gpt2.ln_f(h))
+
+
+# decoder model_type -> (decoder, input_ids, position) -> (embedded (N, 1, E), layers, head: hidden -> logits)
+STATIC_DECODER_PARTS = {"bert": _bert_parts, "gpt2": _gpt2_parts}
+
+
 def static_decoder_step(decoder: torch.nn.Module, input_ids: torch.Tensor, position: torch.Tensor,
-                        encoder_hidden_states: torch.Tensor, cross_bias, buffers: Sequence[torch.Tensor]) -> torch.Tensor:
+                        encoder_hidden_states: torch.Tensor, cross_bias: Optional[torch.Tensor],
+                        buffers: Sequence[torch.Tensor]) -> torch.Tensor:
     """One decoding step with fixed shapes: next-token logits (N, V) for ``input_ids`` (N, 1) at ``position`` (1,).
 
     ``buffers`` is the flat list ``[self_k, self_v, cross_k, cross_v] * num_layers``; the self
     buffers are updated in place. Keys at positions > ``position`` are masked (finfo.min).
     """
+    parts = STATIC_DECODER_PARTS.get(decoder.config.model_type)
+    if parts is None:
+        raise ValueError(f"cache_implementation='static' supports the decoders {sorted(STATIC_DECODER_PARTS)}, "
+                         f"not {decoder.config.model_type!r}")
+    hidden, layers, head = parts(decoder, input_ids, position)
     max_length = buffers[0].shape[2]
     keep = (torch.arange(max_length, device=position.device) <= position)[None, None, None, :]  # (1, 1, 1, L)
-    if hasattr(decoder, "bert"):
-        layers = decoder.bert.encoder.layer
-        hidden = decoder.bert.embeddings(input_ids=input_ids, position_ids=position[None, :])  # (N, 1, E)
-    elif hasattr(decoder, "transformer"):
-        gpt2 = decoder.transformer
-        layers = gpt2.h
-        hidden = gpt2.drop(gpt2.wte(input_ids) + gpt2.wpe(position[None, :]))  # (N, 1, E)
-    else:
-        raise ValueError(f"cache_implementation='static' supports BERT and GPT-2 decoders, not {type(decoder).__name__}")
     self_bias = attention_bias(keep, hidden.dtype)
     for i, layer in enumerate(layers):
-        k, v, ck, cv = buffers[4 * i: 4 * i + 4]
-        cache = StaticLayerCache(StaticSelfKV(k, v, position), ck, cv)
-        hidden = layer(hidden, self_bias, None, encoder_hidden_states, cross_bias, cache)[0]
-    if hasattr(decoder, "bert"):
-        logits = decoder.cls(hidden)
-    else:
-        logits = decoder.lm_head(decoder.transformer.ln_f(hidden))
-    return logits[:, -1, :]
+        key, value, cross_key, cross_value = buffers[4 * i: 4 * i + 4]
+        cache = StaticLayerCache(StaticSelfKV(key, value, position), cross_key, cross_value)
+        hidden = layer(hidden, self_bias, None, encoder_hidden_states, cross_bias, cache)[0]  # (N, 1, E)
+    return head(hidden)[:, -1, :]  # (N, V)
 
 
 def allocate_static_cache(first_past, max_length: int) -> List[torch.Tensor]:

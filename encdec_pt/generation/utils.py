@@ -180,7 +180,9 @@ class GenerationMixin:
         else:
             last_hidden = encoder_outputs.last_hidden_state
         if last_hidden.dim() != 3:
-            raise ValueError(f"encoder_outputs[0] must be (batch, length, hidden), got shape {tuple(last_hidden.shape)}")
+            raise ValueError(
+                f"encoder_outputs[0] must be (batch, length, hidden), got shape {tuple(last_hidden.shape)}"
+            )
         batch_size = last_hidden.shape[0]
         if attention_mask is not None and tuple(attention_mask.shape) != tuple(last_hidden.shape[:2]):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but the encoder output has "
