@@ -88,7 +88,7 @@ def bad_words(input_ids: tf.Tensor, cur_len: tf.Tensor, scores: tf.Tensor, bad_w
         if len(seq) > input_ids.shape[1]:
             continue
         prefix = tf.constant(seq[:-1], dtype=input_ids.dtype)
-        got = tf.gather(input_ids, tf.maximum(cur_len - len(prefix), 0) + tf.range(len(prefix)), axis=1)
+        got = tf.gather(input_ids, tf.maximum(cur_len - (len(seq) - 1), 0) + tf.range(len(seq) - 1), axis=1)
         rows = tf.reduce_all(got == prefix, axis=1) & (len(seq) <= cur_len)  # (N,)
         bias = tf.where(rows[:, None] & column, NEG_INF, bias)
     return scores + bias

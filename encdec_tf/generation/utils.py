@@ -157,8 +157,9 @@ class TFGenerationMixin:
 
         # === One function per shape signature, traced once ===
         kind = "ids" if encoder_outputs is None else "hidden"
+        traced_settings = dataclasses.replace(settings, return_dict_in_generate=False)  # not part of the graph
         signature = (kind, tuple(source.shape), source.dtype.name,
-                     tuple(sorted((k, tuple(v.shape)) for k, v in encoder_kwargs.items())), settings)
+                     tuple(sorted((k, tuple(v.shape)) for k, v in encoder_kwargs.items())), traced_settings)
         fn = self._generate_function(signature, use_xla)
         out = fn(source, attention_mask, encoder_kwargs, seed_pair)
         return _finish(out, settings, batch_size)
@@ -209,6 +210,19 @@ def _write_column(buffer: tf.Tensor, values: tf.Tensor, index: tf.Tensor) -> tf.
     return tf.where(at, values[..., None], buffer)
 
 
+def _sample(scores: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """One draw per row from softmax(scores) (N, V), by Gumbel-max: argmax(scores + Gumbel noise).
+
+    The random bits are stateless Philox bits, made uniform in (0, 1) here: XLA's and TensorFlow's
+    kernels give the same bits but not the same floats (nor the same ``stateless_categorical``), and
+    eager generation must give the compiled tokens.
+    """
+    bits = tf.random.stateless_uniform(tf.shape(scores), seed=seed, minval=None, maxval=None, dtype=tf.uint32,
+                                       alg="philox")
+    uniform = (tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) + 0.5) * (1.0 / (1 << 24))  # 24 bits, exact in float32
+    return tf.argmax(scores - tf.math.log(-tf.math.log(uniform)), axis=-1, output_type=tf.int32)
+
+
 def _greedy_or_sample(decoder: _StaticDecoder, input_ids: tf.Tensor, s: GenerationSettings, seed_pair: tf.Tensor):
     """Greedy search / multinomial sampling (the reference's ``_sample``)."""
     n, max_length = input_ids.shape[0], s.max_length
@@ -229,8 +243,7 @@ def _greedy_or_sample(decoder: _StaticDecoder, input_ids: tf.Tensor, s: Generati
         if s.output_scores:
             all_scores = tf.tensor_scatter_nd_update(all_scores, tf.reshape(cur_len - 1, (1, 1)), scores[None])
         if s.do_sample:
-            step_seed = tf.stack([seed_pair[0], seed_pair[1] + cur_len])
-            next_tokens = tf.random.stateless_categorical(scores, 1, seed=step_seed, dtype=tf.int32)[:, 0]
+            next_tokens = _sample(scores, tf.stack([seed_pair[0], seed_pair[1] + cur_len]))
         else:
             next_tokens = tf.argmax(scores, axis=-1, output_type=tf.int32)
         if has_eos:  # finished rows get pad

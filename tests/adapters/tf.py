@@ -86,3 +86,9 @@ class Adapter:
 
     def load(self, path):
         return TFEncoderDecoderModel.from_pretrained(str(path))
+
+    def generate(self, model, inputs, **kwargs):
+        """``model.generate`` (XLA-compiled) on numpy inputs (input_ids, attention_mask, ...) -> sequences as int64 numpy."""
+        out = model.generate(**_to_tf(inputs), **kwargs)
+        sequences = out.sequences if hasattr(out, "sequences") else out
+        return np.asarray(sequences).astype(np.int64)
