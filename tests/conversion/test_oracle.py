@@ -197,3 +197,21 @@ def test_what_the_reference_writes_loads_in_ours(case, reference_folders, tmp_pa
     with torch.no_grad():
         logits = model(**{k: torch.from_numpy(v) for k, v in c["inputs"].items()}).logits
     assert _max_diff(logits, c["ref_logits"]) < TOL
+
+
+# The reference loads these as meta tensors (PT, B1) or silently random weights (cross-format, B11);
+# every one of our frameworks reads them directly, with no flag.
+@pytest.mark.parametrize("fw", ["pt", "tf", "flax"])
+@pytest.mark.parametrize("layout", ["tf-safetensors", "flax-safetensors"])
+def test_reference_tf_and_flax_files_load_directly_in_every_framework(case, reference_folders, fw, layout):
+    from conftest import load_adapter
+
+    c = case("bert2bert")
+    folders = reference_folders("bert2bert")
+    if layout not in folders:
+        pytest.skip(f"{layout}: the reference's framework is not installed")
+    adapter = load_adapter(fw)
+    model = adapter.load(folders[layout])
+    got = adapter.state_dict(model)
+    assert not [k for k in c["state"] if not np.array_equal(got[k], c["state"][k])]
+    assert _max_diff(adapter.forward(model, c["inputs"])["logits"], c["ref_logits"]) < TOL
