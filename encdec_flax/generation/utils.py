@@ -77,28 +77,70 @@ def _length_penalties(max_length: int, length_penalty: float) -> np.ndarray:
                       dtype=np.float32)
 
 
+def _is_cross(path) -> bool:
+    """A cache leaf of a cross-attention module (BERT and GPT-2 both name it ``crossattention``)."""
+    return any(getattr(p, "key", None) == "crossattention" for p in path)
+
+
+# GPT-2's Conv1D kernels are stored (out, in). With several rows per step a dot against that layout
+# is slow on XLA CPU (about 1.5x for the whole 4-beam search of GPT-2 small), so the loop then keeps
+# them (in, out) and transposes inside the step, which XLA folds into the dot's contracting dimension.
+# With one row (greedy, batch 1) the stored layout is faster and is kept.
+_OUT_IN_KERNELS = ("c_attn", "c_proj", "c_fc", "q_attn")
+
+
+def _is_out_in(path) -> bool:
+    names = [getattr(p, "key", None) for p in path]
+    return (len(names) >= 3 and names[0] == "decoder" and names[-1] == "kernel"
+            and names[-2] in _OUT_IN_KERNELS)
+
+
+def _flip_out_in(params):
+    return jax.tree_util.tree_map_with_path(lambda p, x: x.T if _is_out_in(p) else x, params)
+
+
 class _Decoder:
     """Fixed-shape decoder steps on the cache from ``init_cache`` (traced inside the loop)."""
 
-    def __init__(self, module, params, hidden, mask, max_length: int):
+    def __init__(self, module, params, hidden, mask, max_length: int, expand: int = 1):
+        """``hidden`` (B, S, E) and ``mask`` (B, S) per input; every row is repeated ``expand`` times
+        (beams / returned samples) for the decoder."""
         from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModule
 
-        self.module, self.params, self.hidden, self.mask = module, params, hidden, mask
+        self.module, self.params = module, params
         self.decode = FlaxEncoderDecoderModule.decode
-        n_rows = hidden.shape[0]
-        self.decoder_mask = jnp.ones((n_rows, max_length), dtype="i4")  # the causal mask hides unwritten slots
-        # Self K/V preallocated (N, max_length, H, D) as zeros, cross K/V of the (projected) encoder states.
+        # Cross K/V: the (projected) encoder states through each layer's key/value projections, once
+        # per input, by a one-token pass that creates the cache; its self K/V buffers (1 slot) are
+        # replaced by zeros (N, max_length, H, D). No decoder pass over max_length dummy tokens.
         _, cache = module.apply(
-            {"params": params}, jnp.ones((n_rows, max_length), dtype="i4"), hidden,
+            {"params": params}, jnp.ones((hidden.shape[0], 1), dtype="i4"), hidden,
             encoder_attention_mask=mask, init_cache=True, mutable=["cache"], method=self.decode,
         )
-        self.initial_cache = cache["cache"]
+        n_rows = hidden.shape[0] * expand
+
+        def preallocate(path, leaf):
+            if leaf.ndim == 0:  # cache_index
+                return leaf
+            if _is_cross(path):
+                return jnp.repeat(leaf, expand, axis=0) if expand > 1 else leaf
+            return jnp.zeros((n_rows, max_length) + leaf.shape[2:], leaf.dtype)
+
+        self.initial_cache = jax.tree_util.tree_map_with_path(preallocate, cache["cache"])
+        # (in, out) copies behind a barrier, made once per call (see _OUT_IN_KERNELS)
+        self.flip = n_rows > 1
+        self.loop_params = lax.optimization_barrier(_flip_out_in(params)) if self.flip else params
+        if expand > 1:
+            hidden = jnp.repeat(hidden, expand, axis=0)
+            mask = jnp.repeat(mask, expand, axis=0)
+        self.hidden, self.mask = hidden, mask
+        self.decoder_mask = jnp.ones((n_rows, max_length), dtype="i4")  # the causal mask hides unwritten slots
 
     def step(self, cache, tokens, cur_len):
         """Next-token logits (N, V) float32 for the tokens (N,) at position cur_len - 1, and the new cache."""
         positions = jnp.full((tokens.shape[0], 1), cur_len - 1, dtype="i4")
+        params = _flip_out_in(self.loop_params) if self.flip else self.loop_params
         out, mutated = self.module.apply(
-            {"params": self.params, "cache": cache}, tokens[:, None].astype("i4"), self.hidden,
+            {"params": params, "cache": cache}, tokens[:, None].astype("i4"), self.hidden,
             encoder_attention_mask=self.mask, decoder_attention_mask=self.decoder_mask,
             decoder_position_ids=positions, mutable=["cache"], method=self.decode,
         )
@@ -109,8 +151,7 @@ class _Decoder:
         """Rows of the self-attention cache follow their beams. Cross keys/values are equal for every
         beam of an input (rows were repeated), and beams never move across inputs: left as they are."""
         def gather(path, leaf):
-            names = [getattr(p, "key", str(p)) for p in path]
-            if leaf.ndim == 0 or "crossattention" in names:
+            if leaf.ndim == 0 or _is_cross(path):
                 return leaf
             return jnp.take(leaf, beam_idx, axis=0)
 
@@ -195,11 +236,13 @@ class FlaxGenerationMixin:
         if prng_key is None:
             prng_key = jax.random.PRNGKey(0)
 
+        # return_dict_in_generate only changes the host-side packing: not part of the signature.
+        traced_settings = dataclasses.replace(settings, return_dict_in_generate=False)
         signature = (id(self.module), encoder_outputs is None, tuple(source.shape), str(source.dtype),
-                     tuple(sorted(encoder_kwargs)), settings)
+                     tuple(sorted(encoder_kwargs)), traced_settings)
         fns = self.__dict__.setdefault("_generate_fns", {})
         if signature not in fns:
-            fns[signature] = jax.jit(_make_generate_fn(self.module, settings, vocab_size, signature,
+            fns[signature] = jax.jit(_make_generate_fn(self.module, traced_settings, vocab_size, signature,
                                                        encode=encoder_outputs is None,
                                                        encoder_kwarg_names=tuple(sorted(encoder_kwargs))))
         out = fns[signature](params, source, attention_mask, encoder_kwargs, prng_key)
@@ -229,10 +272,7 @@ def _make_generate_fn(module, s: GenerationSettings, vocab_size: int, signature,
         batch_size = hidden.shape[0]
         # === One row per beam / returned sample ===
         expand = s.num_beams if s.is_beam else s.num_return_sequences
-        if expand > 1:
-            hidden = jnp.repeat(hidden, expand, axis=0)
-            attention_mask = jnp.repeat(attention_mask, expand, axis=0)
-        decoder = _Decoder(module, params, hidden, attention_mask, s.max_length)
+        decoder = _Decoder(module, params, hidden, attention_mask, s.max_length, expand)
         input_ids = jnp.full((batch_size * expand, s.max_length), s.pad_token_id, dtype=jnp.int32)
         input_ids = input_ids.at[:, 0].set(s.decoder_start_token_id)
         if s.is_beam:

@@ -69,6 +69,12 @@ class Adapter:
         # Kernels map to PyTorch weights by the same transpose as the params (W = K.T => dL/dW = (dL/dK).T).
         return model.state_dict(grads)
 
+    def generate(self, model, inputs, **kwargs):
+        """``model.generate`` on numpy inputs (input_ids, attention_mask, ...) -> sequences as int64 numpy."""
+        out = model.generate(**{k: v for k, v in inputs.items() if v is not None}, **kwargs)
+        sequences = out.sequences if hasattr(out, "sequences") else out
+        return np.asarray(sequences).astype(np.int64)
+
     def state_dict(self, model):
         return model.state_dict()
 
