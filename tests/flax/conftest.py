@@ -22,3 +22,16 @@ def built():
         return cache[arch]
 
     return get
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_generate_compiles():
+    """Tiny models: XLA's backend optimisation level 0 about halves each generate compile (the tokens
+    are the same; the parity tests check them against the reference)."""
+    from encdec_flax.generation import utils
+
+    saved = dict(utils.COMPILER_OPTIONS)
+    utils.COMPILER_OPTIONS.update(xla_backend_optimization_level=0)
+    yield
+    utils.COMPILER_OPTIONS.clear()
+    utils.COMPILER_OPTIONS.update(saved)

@@ -17,6 +17,9 @@ from encdec_flax import FlaxEncoderDecoderModel
 from encdec_flax.generation import trace_count
 
 SCORE_TOL = 1e-5
+# The settings of test_greedy_equals_reference; tests that need a plain greedy run reuse them, so its
+# compiled function (one per settings and shape) is reused too.
+GREEDY = dict(max_new_tokens=12, return_dict_in_generate=True, output_scores=True)
 ARCHS = ("bert2bert", "bert2gpt2")
 
 
@@ -110,9 +113,8 @@ def _assert_scores_close(a, b):
 def test_greedy_equals_reference(pair):
     ours, ref = pair
     ids, mask = _inputs(ours.config)
-    kw = dict(max_new_tokens=12, return_dict_in_generate=True, output_scores=True)
-    a = ours.generate(ids, attention_mask=mask, **kw)
-    b = _ref_generate(ref, ids, mask, **kw)
+    a = ours.generate(ids, attention_mask=mask, **GREEDY)
+    b = _ref_generate(ref, ids, mask, **GREEDY)
     _assert_same_tokens(a.sequences, b.sequences)
     _assert_scores_close(a.scores, b.scores)
 
@@ -257,16 +259,16 @@ def test_top_k_one_samples_the_greedy_tokens(bert2bert):
     import jax
 
     ids, mask = _inputs(bert2bert.config)
-    greedy = bert2bert.generate(ids, attention_mask=mask, max_new_tokens=10)
-    out = bert2bert.generate(ids, attention_mask=mask, prng_key=jax.random.PRNGKey(3), do_sample=True,
-                             max_new_tokens=10, top_k=1, return_dict_in_generate=True, output_scores=True)
+    greedy = bert2bert.generate(ids, attention_mask=mask, **GREEDY).sequences
+    out = bert2bert.generate(ids, attention_mask=mask, prng_key=jax.random.PRNGKey(3), do_sample=True, top_k=1,
+                             **GREEDY)
     assert np.array_equal(out.sequences, greedy)
     for step in out.scores:
         assert (np.isfinite(step).sum(axis=-1) == 1).all()
 
 
 # --- masks, encoder outputs, compilation ----------------------------------------------------------
-@pytest.mark.parametrize("kw", [dict(max_new_tokens=10), BEAM_PROCESSORS], ids=["greedy", "beam"])
+@pytest.mark.parametrize("kw", [dict(GREEDY, return_dict_in_generate=False), BEAM_PROCESSORS], ids=["greedy", "beam"])
 def test_padded_batch_rows_equal_single_rows(bert2bert, kw):
     ids, mask = _inputs(bert2bert.config)
     assert mask[1].min() == 0, "row 1 of tiny_inputs is padded"
@@ -281,16 +283,15 @@ def test_padded_batch_rows_equal_single_rows(bert2bert, kw):
 
 def test_encoder_outputs_are_reused(bert2bert):
     ids, mask = _inputs(bert2bert.config)
+    kw = dict(GREEDY, return_dict_in_generate=False)
     encoder_outputs = bert2bert.encode(ids, attention_mask=mask)
-    a = bert2bert.generate(ids, attention_mask=mask, max_new_tokens=10)
-    b = bert2bert.generate(encoder_outputs=encoder_outputs, attention_mask=mask, max_new_tokens=10)
+    a = bert2bert.generate(ids, attention_mask=mask, **kw)
+    b = bert2bert.generate(encoder_outputs=encoder_outputs, attention_mask=mask, **kw)
     assert np.array_equal(a, b)
-    # The encoder is not run: garbage ids with the same encoder outputs give the same tokens.
-    c = bert2bert.generate(encoder_outputs=(encoder_outputs.last_hidden_state,), attention_mask=mask,
-                           max_new_tokens=10)
+    c = bert2bert.generate(encoder_outputs=(encoder_outputs.last_hidden_state,), attention_mask=mask, **kw)
     assert np.array_equal(a, c)
-    zeroed = bert2bert.generate(encoder_outputs=encoder_outputs.last_hidden_state * 0.0, attention_mask=mask,
-                                max_new_tokens=10)
+    # The encoder is not run: other encoder outputs give other tokens.
+    zeroed = bert2bert.generate(encoder_outputs=encoder_outputs.last_hidden_state * 0.0, attention_mask=mask, **kw)
     assert not np.array_equal(a, zeroed), "the given encoder outputs were ignored"
 
 
@@ -309,10 +310,12 @@ def test_second_call_with_the_same_shapes_does_not_retrace(bert2bert):
 
 
 def test_lengths_count_the_start_token(bert2bert):
+    """max_new_tokens=12: the start token and 12 new ones (this model emits no eos), one score per new token."""
     ids, mask = _inputs(bert2bert.config)
-    out = bert2bert.generate(ids, attention_mask=mask, max_new_tokens=10, min_new_tokens=10)
-    assert out.shape == (2, 11)
-    assert (out[:, 0] == bert2bert.config.decoder_start_token_id).all()
+    out = bert2bert.generate(ids, attention_mask=mask, **GREEDY)
+    assert out.sequences.shape == (2, 13)
+    assert len(out.scores) == 12 and out.scores[0].shape == (2, bert2bert.config.decoder.vocab_size)
+    assert (out.sequences[:, 0] == bert2bert.config.decoder_start_token_id).all()
 
 
 @pytest.mark.parametrize("kw, match", [
@@ -343,6 +346,6 @@ def test_adapter_generate_returns_numpy(bert2bert):
     from tests.adapters.flax import Adapter
 
     ids, mask = _inputs(bert2bert.config)
-    out = Adapter().generate(bert2bert, {"input_ids": ids, "attention_mask": mask}, max_new_tokens=10)
-    assert isinstance(out, np.ndarray)
-    assert np.array_equal(out, bert2bert.generate(ids, attention_mask=mask, max_new_tokens=10))
+    out = Adapter().generate(bert2bert, {"input_ids": ids, "attention_mask": mask}, **GREEDY)
+    assert isinstance(out, np.ndarray) and out.dtype == np.int64
+    assert np.array_equal(out, bert2bert.generate(ids, attention_mask=mask, **GREEDY).sequences)
