@@ -23,8 +23,6 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 import numpy as np
 
 from encdec.checkpoint import (
-    WEIGHT_FILES,
-    CheckpointError,
     align_to_schema,
     atomic_write_text,
     load_checkpoint,
@@ -333,5 +331,4 @@ def _copy_side_files(src: str, dst: str, config, hub_kwargs: Dict[str, Any]) -> 
     return copied
 
 
-__all__ = ["convert", "ConversionError", "ConversionResult", "TARGETS", "WRITERS", "read_canonical", "WEIGHT_FILES",
-           "CheckpointError"]
+__all__ = ["convert", "ConversionError", "ConversionResult", "TARGETS", "WRITERS", "read_canonical"]
