@@ -25,7 +25,7 @@ from encdec.testing import minilm_path
 from encdec.tokenizer import Tokenizer
 
 # The default budget (about 10 minutes on a 2-core CPU, all phases) and the --quick smoke run.
-DEFAULTS = dict(steps=300, batch_size=16, train_size=6000, test_size=100, learning_rate=3e-4)
+DEFAULTS = dict(steps=250, batch_size=16, train_size=6000, test_size=100, learning_rate=3e-4)
 QUICK = dict(steps=3, batch_size=4, train_size=12, test_size=4, learning_rate=3e-4)
 NAMES = {"pt": "PyTorch", "tf": "TensorFlow", "flax": "Flax"}
 
