@@ -261,7 +261,7 @@ class TFEncoderDecoderModel(TFGenerationMixin, TFPreTrainedModel):
             if decoder_attention_mask is None:
                 decoder_attention_mask = decoder_mask_from_labels(labels)
         if decoder_input_ids is not None:
-            check_ids(decoder_input_ids, self.config.decoder.vocab_size, "decoder_input_ids")
+            decoder_input_ids = check_ids(decoder_input_ids, self.config.decoder.vocab_size, "decoder_input_ids")
 
         decoder_outputs = self.decoder(
             input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,

@@ -47,18 +47,21 @@ def causal_keep(q_len: tf.Tensor, k_len: tf.Tensor) -> tf.Tensor:
     return tf.cast(k_pos <= q_pos, tf.int32)
 
 
-def check_ids(ids: Optional[tf.Tensor], vocab_size: int, name: str) -> None:
+def check_ids(ids: Optional[tf.Tensor], vocab_size: int, name: str) -> Optional[tf.Tensor]:
     """Out-of-vocabulary ids raise ``ValueError`` naming the id (eager) or fail a
     ``tf.debugging`` assert with the same wording (inside ``tf.function``): a gather on GPU
-    would silently return zeros."""
+    would silently return zeros. Returns ``ids``; in a graph, an identity that runs after the
+    asserts, so that a lookup reading it cannot fail first with a less helpful message."""
     if ids is None:
-        return
+        return None
     if tf.executing_eagerly():
         check_token_ids(np.asarray(ids), vocab_size, name)
-        return
+        return ids
     message = f"{name} holds a token id outside the vocabulary [0, {vocab_size}) (vocab_size={vocab_size})"
-    tf.debugging.assert_non_negative(ids, message=message)
-    tf.debugging.assert_less(ids, tf.cast(vocab_size, ids.dtype), message=message)
+    checks = [tf.debugging.assert_non_negative(ids, message=message),
+              tf.debugging.assert_less(ids, tf.cast(vocab_size, ids.dtype), message=message)]
+    with tf.control_dependencies(checks):
+        return tf.identity(ids)
 
 
 def check_labels(labels: Optional[tf.Tensor], vocab_size: int) -> None:

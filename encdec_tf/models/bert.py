@@ -65,14 +65,14 @@ class TFBertEmbeddings(keras.layers.Layer):
     def call(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
              past_key_values_length=0, training=False):
         if inputs_embeds is None:
-            check_ids(input_ids, self.config.vocab_size, "input_ids")
+            input_ids = check_ids(input_ids, self.config.vocab_size, "input_ids")
             inputs_embeds = self.word_embeddings(input_ids)  # (b, q, e)
         seq_length = tf.shape(inputs_embeds)[1]
         if position_ids is None:
             position_ids = tf.range(past_key_values_length, past_key_values_length + seq_length)[None, :]  # (1, q)
         if token_type_ids is None:
             token_type_ids = tf.zeros(tf.shape(inputs_embeds)[:2], dtype=tf.int32)
-        check_ids(position_ids, self.config.max_position_embeddings, "position_ids")
+        position_ids = check_ids(position_ids, self.config.max_position_embeddings, "position_ids")
         embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
         embeddings = self.LayerNorm(embeddings)
         return self.dropout(embeddings, training=training)

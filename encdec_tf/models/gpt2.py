@@ -231,14 +231,14 @@ class TFGPT2Model(TFPreTrainedModel):
             raise ValueError("You have to specify either input_ids or inputs_embeds")
         input_ids = as_int_tensor(input_ids)
         if inputs_embeds is None:
-            check_ids(input_ids, config.vocab_size, "input_ids")
+            input_ids = check_ids(input_ids, config.vocab_size, "input_ids")
             inputs_embeds = self.wte(input_ids)  # (b, q, e)
         batch_size, seq_length = tf.shape(inputs_embeds)[0], tf.shape(inputs_embeds)[1]
         past_length = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
         if position_ids is None:
             position_ids = tf.range(past_length, past_length + seq_length)[None, :]  # (1, q)
         position_ids = as_int_tensor(position_ids)
-        check_ids(position_ids, config.max_position_embeddings, "position_ids")
+        position_ids = check_ids(position_ids, config.max_position_embeddings, "position_ids")
 
         # Masks, built once: (b, 1, q, k) additive, causal and padding together.
         if attention_mask is None:
@@ -254,7 +254,7 @@ class TFGPT2Model(TFPreTrainedModel):
         hidden_states = inputs_embeds + self.wpe(position_ids)
         if token_type_ids is not None:
             token_type_ids = as_int_tensor(token_type_ids)
-            check_ids(token_type_ids, config.vocab_size, "token_type_ids")
+            token_type_ids = check_ids(token_type_ids, config.vocab_size, "token_type_ids")
             hidden_states = hidden_states + self.wte(token_type_ids)
         hidden_states = self.drop(hidden_states, training=training)
 
