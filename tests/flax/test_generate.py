@@ -1,11 +1,11 @@
 """``FlaxEncoderDecoderModel.generate`` (one jitted loop) against the reference's PyTorch ``generate``.
 
 Our Flax model (tiny bert2bert / bert2gpt2, deterministic weights) saves a folder that the oracle's
-``transformers.EncoderDecoderModel.from_pretrained`` loads. Every processor has an end-to-end test
-that (a) equals the reference with the option on and (b) changes the output, so it fails when the
-processor is missing; ``test_generate_processors.py`` checks each processor function alone against
-the reference's processor classes. Every distinct setting is one XLA compile, so the cases share
-settings where they can (tiny models, compiles dominate the time).
+``transformers.EncoderDecoderModel.from_pretrained`` loads. Processors run in groups (one compile
+each): our tokens and scores equal the reference's with the group on, and for every processor of the
+group the reference's output without it differs, so leaving any processor out fails a test. Every
+distinct setting or shape is one XLA compile, so the tests share settings where they can (tiny
+models: compiles dominate the time).
 """
 
 import numpy as np
