@@ -1,4 +1,5 @@
-"""Generation for the TensorFlow models: ``TFGenerationMixin.generate`` (one XLA-compiled loop) and the logits processors."""
+"""Generation for the TensorFlow models: ``TFGenerationMixin.generate`` (one XLA-compiled loop)
+and the logits processors."""
 
 from encdec_tf.generation import logits_process
 from encdec_tf.generation.logits_process import process_scores

@@ -219,7 +219,8 @@ def _sample(scores: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """
     bits = tf.random.stateless_uniform(tf.shape(scores), seed=seed, minval=None, maxval=None, dtype=tf.uint32,
                                        alg="philox")
-    uniform = (tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32) + 0.5) * (1.0 / (1 << 24))  # 24 bits, exact in float32
+    top24 = tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32))
+    uniform = (tf.cast(top24, tf.float32) + 0.5) * (1.0 / (1 << 24))  # in (0, 1), exact in float32
     return tf.argmax(scores - tf.math.log(-tf.math.log(uniform)), axis=-1, output_type=tf.int32)
 
 
