@@ -5,12 +5,12 @@ keeps random weights from stopping early) from a 64-token source, on a base-size
 (BERT-base encoder, GPT-2-small decoder with cross-attention). Each number is the minimum of
 ``--runs`` runs after one warm-up call (the warm-up / first-call time is printed too).
 
-    .venv/bin/python benchmarks/generate.py                      # pt + ref-pt
+    .venv/bin/python benchmarks/generate.py                      # every framework and its reference
     .venv/bin/python benchmarks/generate.py --frameworks pt,pt-static,ref-pt --batch 1
 
 Each entry of ``RUNNERS`` builds a ``generate(input_ids, attention_mask, num_beams) -> ids`` callable
-from the saved folder; TF and Flax entries (``tf``, ``ref-tf``, ``flax``, ``ref-flax``) are added next to
-the PyTorch ones. Ratios are reference / ours for the same framework (> 1: ours is faster).
+from the saved folder: ours (``pt``, ``pt-static``, ``tf``, ``flax``) and the reference's (``ref-pt``,
+``ref-tf`` under XLA, ``ref-flax``). Ratios are reference / ours for the same framework (> 1: ours is faster).
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def make_inputs(batch: int):
 
 
 GEN_KW = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+# The reference's TF and Flax generate ignore min_new_tokens; min_length counts the start token.
+REF_XLA_KW = dict(max_new_tokens=NEW_TOKENS, min_length=1 + NEW_TOKENS)
 
 
 # === runners: name -> (folder) -> generate(ids_np, mask_np, num_beams) -> np.ndarray ===========
@@ -98,14 +100,74 @@ def _ref_pt(folder: str) -> Callable:
     return run
 
 
+def _tf(folder: str) -> Callable:
+    from encdec_tf import TFEncoderDecoderModel
+
+    model = TFEncoderDecoderModel.from_pretrained(folder)  # generate is one XLA function by default
+
+    def run(ids, mask, num_beams):
+        return np.asarray(model.generate(ids, attention_mask=mask, num_beams=num_beams, **GEN_KW))
+
+    return run
+
+
+def _ref_tf(folder: str) -> Callable:
+    """The reference's fastest TF path: generate wrapped in tf.function(jit_compile=True)."""
+    import tensorflow as tf
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    model = transformers.TFEncoderDecoderModel.from_pretrained(folder, from_pt=True)
+    compiled = tf.function(model.generate, jit_compile=True)
+
+    def run(ids, mask, num_beams):
+        out = compiled(tf.constant(ids), attention_mask=tf.constant(mask), num_beams=num_beams, use_cache=True,
+                       **REF_XLA_KW)
+        return np.asarray(out)
+
+    return run
+
+
+def _flax(folder: str) -> Callable:
+    from encdec_flax import FlaxEncoderDecoderModel
+
+    model = FlaxEncoderDecoderModel.from_pretrained(folder)  # generate is one jitted loop per shape
+
+    def run(ids, mask, num_beams):
+        out = model.generate(ids, attention_mask=mask, num_beams=num_beams, **GEN_KW)
+        return np.asarray(getattr(out, "sequences", out))
+
+    return run
+
+
+def _ref_flax(folder: str) -> Callable:
+    """The reference's Flax generate (traced with lax.while_loop on every call; its BERT encode()
+    is broken (bug B2), so its tokens are garbage, but the time is what its users pay)."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    model = transformers.FlaxEncoderDecoderModel.from_pretrained(folder)
+
+    def run(ids, mask, num_beams):
+        out = model.generate(ids, attention_mask=mask, num_beams=num_beams, **REF_XLA_KW)
+        return np.asarray(out.sequences)
+
+    return run
+
+
 RUNNERS: Dict[str, Callable] = {
     "pt": _pt,
     "pt-static": _pt_static,
     "pt-static-compiled": _pt_static_compiled,
     "ref-pt": _ref_pt,
+    "tf": _tf,
+    "ref-tf": _ref_tf,
+    "flax": _flax,
+    "ref-flax": _ref_flax,
 }
 # ours -> the reference it is compared with
-REFERENCE_OF = {"pt": "ref-pt", "pt-static": "ref-pt", "pt-static-compiled": "ref-pt"}
+REFERENCE_OF = {"pt": "ref-pt", "pt-static": "ref-pt", "pt-static-compiled": "ref-pt", "tf": "ref-tf",
+                "flax": "ref-flax"}
 
 
 def versions() -> str:
@@ -122,7 +184,7 @@ def versions() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frameworks", default="pt,ref-pt", help=f"comma list from {sorted(RUNNERS)}")
+    parser.add_argument("--frameworks", default="pt,ref-pt,tf,ref-tf,flax,ref-flax", help=f"comma list from {sorted(RUNNERS)}")
     parser.add_argument("--batch", default="1,8")
     parser.add_argument("--beams", default="1,4", help="1 = greedy")
     parser.add_argument("--runs", type=int, default=3)
