@@ -29,15 +29,6 @@ def _build(arch):
     return model.eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is fastest and avoids thrashing on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _inputs(config, batch=2):
     data = tiny_inputs(config, batch=batch)
     return torch.from_numpy(data["input_ids"]), torch.from_numpy(data["attention_mask"])

@@ -26,8 +26,6 @@ def trained(tmp_path_factory):
     input_ids = torch.tensor([e.ids for e in encodings])
     attention_mask = torch.tensor([e.attention_mask for e in encodings])
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     model = EncoderDecoderModel.from_encoder_decoder_pretrained(
         path, path, decoder_start_token_id=101, pad_token_id=0, eos_token_id=102
     )
@@ -45,7 +43,6 @@ def trained(tmp_path_factory):
     model.save_pretrained(str(folder))
     ref = transformers.EncoderDecoderModel.from_pretrained(str(folder)).eval()
     yield EncoderDecoderModel.from_pretrained(str(folder)), ref, input_ids, attention_mask
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("kw", [

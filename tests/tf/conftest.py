@@ -24,17 +24,3 @@ def tiny():
 
     return get
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """The oracle's PyTorch runs next to TensorFlow's thread pools: with its default threads it
-    contends with them (tiny generate calls went from 0.01 s to 4 s); one thread is fastest."""
-    try:
-        import torch
-    except ImportError:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
