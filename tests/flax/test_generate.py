@@ -309,6 +309,23 @@ def test_second_call_with_the_same_shapes_does_not_retrace(bert2bert):
     assert trace_count() == before + 1
 
 
+def test_other_params_are_used_and_the_cached_layout_follows():
+    """Several rows get GPT-2's Conv1D kernels in a cached (in, out) copy: a different params tree
+    must give its own tokens, and the model's own params theirs again (same compiled function)."""
+    import jax
+
+    model = _ours("bert2gpt2")  # the GPT-2 decoder holds the (out, in) kernels
+    ids, mask = _inputs(model.config)
+    own = model.generate(ids, attention_mask=mask, **BEAM_PROCESSORS)
+    other_params = jax.tree_util.tree_map(lambda x: x * 1.5, model.params)
+    before = trace_count()
+    other = model.generate(ids, attention_mask=mask, params=other_params, **BEAM_PROCESSORS)
+    again = model.generate(ids, attention_mask=mask, **BEAM_PROCESSORS)
+    assert trace_count() == before
+    assert _differs(own, other)
+    assert np.array_equal(own, again)
+
+
 def test_lengths_count_the_start_token(bert2bert):
     """max_new_tokens=12: the start token and 12 new ones (this model emits no eos), one score per new token."""
     ids, mask = _inputs(bert2bert.config)
