@@ -1,6 +1,7 @@
 """Shared pytest set-up: quiet frameworks, the --runslow switch, the oracle marker."""
 
 import os
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -25,21 +26,9 @@ def pytest_collection_modifyitems(config, items):
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
 
-import importlib  # noqa: E402
-import sys  # noqa: E402
-
-# `adapters` (one thin adapter per framework, used by the shared parity tests) import as a
+# `adapters` (one thin adapter per framework, used by the cross-framework tests) imports as a
 # top-level package whatever directory pytest is started from.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-FRAMEWORKS = ("pt", "tf", "flax")
-
-
-def load_adapter(framework: str):
-    """The adapter of `framework`, or a skip naming what is missing."""
-    module_names = {"pt": "torch", "tf": "tensorflow", "flax": "flax"}
-    pytest.importorskip(module_names[framework])
-    return importlib.import_module(f"adapters.{framework}").Adapter()
 
 
 @pytest.fixture(scope="session", autouse=True)

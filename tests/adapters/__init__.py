@@ -13,3 +13,16 @@ Each module (``pt``, ``tf``, ``flax``) defines ``Adapter`` with:
 - ``save(model, path)`` / ``load(path)``
 - ``generate(model, inputs, **kwargs)``: sequences as a numpy array
 """
+
+import importlib
+
+import pytest
+
+FRAMEWORKS = ("pt", "tf", "flax")
+
+
+def load_adapter(framework: str):
+    """The adapter of ``framework``, or a skip naming the framework package that is missing."""
+    module_names = {"pt": "torch", "tf": "tensorflow", "flax": "flax"}
+    pytest.importorskip(module_names[framework])
+    return importlib.import_module(f"adapters.{framework}").Adapter()

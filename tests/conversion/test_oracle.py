@@ -204,7 +204,7 @@ def test_what_the_reference_writes_loads_in_ours(case, reference_folders, tmp_pa
 @pytest.mark.parametrize("fw", ["pt", "tf", "flax"])
 @pytest.mark.parametrize("layout", ["tf-safetensors", "flax-safetensors"])
 def test_reference_tf_and_flax_files_load_directly_in_every_framework(case, reference_folders, fw, layout):
-    from conftest import load_adapter
+    from adapters import load_adapter
 
     c = case("bert2bert")
     folders = reference_folders("bert2bert")

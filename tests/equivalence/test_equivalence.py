@@ -16,7 +16,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import load_adapter
+from adapters import load_adapter
 from encdec.naming.schema import schema_for
 from encdec.testing import ARCHS, deterministic_state_dict, tiny_config, tiny_inputs
 

@@ -6,7 +6,7 @@
 import numpy as np
 import pytest
 
-from conftest import FRAMEWORKS, load_adapter
+from adapters import FRAMEWORKS, load_adapter
 from encdec.naming.schema import schema_for
 from encdec.testing import deterministic_state_dict, tiny_config, tiny_inputs
 

@@ -4,7 +4,7 @@ derived decoder mask, and bad input. Each test body runs in PyTorch, TensorFlow 
 import numpy as np
 import pytest
 
-from conftest import FRAMEWORKS, load_adapter
+from adapters import FRAMEWORKS, load_adapter
 from encdec.modeling_utils import decoder_mask_from_labels_np, shift_tokens_right_np
 from encdec.naming.schema import schema_for
 from encdec.testing import deterministic_state_dict, tiny_config, tiny_inputs
