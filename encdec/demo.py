@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, key, None) is not None:
             budget[key] = getattr(args, key)
     fw = args.framework
-    logging.basicConfig(level=logging.WARNING, format="  %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="  %(message)s", stream=sys.stdout)
     logging.getLogger("encdec").setLevel(logging.INFO)
 
     log(f"== encdec demo: bert2bert from MiniLM, trained in {NAMES[fw]} ==")
