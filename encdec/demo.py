@@ -81,7 +81,7 @@ def train_pt(model, data, steps, batch_size, lr, seed) -> List[float]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(out.loss))
+        losses.append(out.loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         bar.update()
     bar.close()
