@@ -9,8 +9,9 @@ import pytest
 from encdec.demo_data import exact_match, make_dataset, normalise, ordinal_words, year_words
 
 
-def _run(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "encdec.cli", *args], capture_output=True, text=True, timeout=timeout)
+def _run(*args, timeout=600, stdin=None):
+    return subprocess.run([sys.executable, "-m", "encdec.cli", *args], capture_output=True, text=True, timeout=timeout,
+                          input=stdin)
 
 
 def test_dataset_is_deterministic_and_disjoint():
@@ -40,3 +41,7 @@ def test_quick_demo_runs_every_step(tmp_path, framework):
         gen = _run("generate", str(out), "the first of may, nineteen ninety", "--max-new-tokens", "4")
         assert gen.returncode == 0, gen.stderr[-2000:]
         assert len(gen.stdout.strip().splitlines()) == 1
+        piped = _run("generate", str(out), "--num-beams", "2", "--max-new-tokens", "4",
+                     stdin="the first of may, nineteen ninety\nthe second of june, two thousand\n")
+        assert piped.returncode == 0, piped.stderr[-2000:]
+        assert len(piped.stdout.strip().splitlines()) == 2
