@@ -8,45 +8,15 @@ indexing, iteration and ``to_tuple()``, so ``outputs[0]`` is the first field tha
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, Optional, Tuple
+from typing import Optional, Tuple
 
 import tensorflow as tf
 
+from encdec.modeling_outputs import ModelOutput as _ModelOutput
 
-class ModelOutput:
-    """Base of every output dataclass (subclasses are ``@dataclasses.dataclass``)."""
 
-    def keys(self):
-        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None]
-
-    def values(self):
-        return [getattr(self, k) for k in self.keys()]
-
-    def items(self):
-        return [(k, getattr(self, k)) for k in self.keys()]
-
-    def to_tuple(self) -> Tuple[Any, ...]:
-        return tuple(self.values())
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = getattr(self, key, None)
-        return default if value is None else value
-
-    def __getitem__(self, key):
-        if isinstance(key, str):
-            if key not in self.keys():
-                raise KeyError(f"{type(self).__name__} has no computed field {key!r}; computed: {self.keys()}")
-            return getattr(self, key)
-        return self.to_tuple()[key]
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.keys()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
-
-    def __len__(self) -> int:
-        return len(self.keys())
+class ModelOutput(_ModelOutput):
+    """``encdec.modeling_outputs.ModelOutput`` that can leave a ``tf.function`` (and XLA) as it is."""
 
     # tf.nest's custom-structure protocol: outputs can leave a `tf.function` (and XLA) as they are.
     def __tf_flatten__(self):

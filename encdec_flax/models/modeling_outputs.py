@@ -1,36 +1,15 @@
-"""Model outputs: frozen dataclasses that are JAX pytrees (they pass through ``jax.jit``).
-
-Fields are read by name (``out.logits``, ``out["logits"]``) or by position over the fields that
-are set (``out[0]``), like the Hugging Face ``ModelOutput``; ``to_tuple()`` gives the tuple form.
+"""Model outputs: frozen dataclasses that are JAX pytrees (they pass through ``jax.jit``), on the
+shared ``encdec.modeling_outputs.ModelOutput`` (name, ``["key"]`` and position access as in
+PyTorch and TF; ``to_tuple()`` gives the tuple form).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Optional, Tuple
 
 import flax.struct
 
-
-class ModelOutput:
-    """Mixin for the output dataclasses below."""
-
-    def keys(self) -> Tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None)
-
-    def to_tuple(self) -> Tuple[Any, ...]:
-        return tuple(getattr(self, k) for k in self.keys())
-
-    def __getitem__(self, key):
-        if isinstance(key, str):
-            return getattr(self, key)
-        return self.to_tuple()[key]
-
-    def __iter__(self):
-        return iter(self.to_tuple())
-
-    def __len__(self) -> int:
-        return len(self.keys())
+from encdec.modeling_outputs import ModelOutput
 
 
 @flax.struct.dataclass
