@@ -71,15 +71,16 @@ def progress(total: int, desc: str):
 def train_pt(model, data, steps, batch_size, lr, seed) -> List[float]:
     import torch
 
-    torch.manual_seed(seed)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)  # linear to 0
     losses, bar = [], progress(steps, "train (PyTorch)")
     for batch in batches(data, batch_size, steps, seed):
         out = model(**{k: torch.from_numpy(v) for k, v in batch.items()})
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        schedule.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(out.loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
@@ -93,7 +94,6 @@ def train_tf(model, data, steps, batch_size, lr, seed) -> List[float]:
     import keras
     import tensorflow as tf
 
-    keras.utils.set_random_seed(seed)
     dataset = tf.data.Dataset.from_generator(
         lambda: batches(data, batch_size, steps, seed),
         output_signature={k: tf.TensorSpec((batch_size,) + v.shape[1:], tf.int64) for k, v in data.items()})
@@ -107,7 +107,8 @@ def train_tf(model, data, steps, batch_size, lr, seed) -> List[float]:
             bar.update()
 
     # global_clipnorm: one norm over all gradients, as clip_grad_norm_ (PyTorch) and clip_by_global_norm (optax)
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=0.0, global_clipnorm=1.0),
+    schedule = keras.optimizers.schedules.PolynomialDecay(lr, decay_steps=steps, end_learning_rate=0.0)  # linear to 0
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=0.0, global_clipnorm=1.0),
                   jit_compile=True)
     model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[Progress()])
     bar.close()
@@ -120,7 +121,8 @@ def train_flax(model, data, steps, batch_size, lr, seed) -> List[float]:
 
     from encdec_flax.training import make_train_step
 
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(lr, weight_decay=0.0))
+    schedule = optax.linear_schedule(lr, 0.0, steps)  # linear to 0
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.0))
     params, opt_state = model.params, tx.init(model.params)
     step = make_train_step(model, tx)
     rng = jax.random.PRNGKey(seed)
@@ -137,6 +139,21 @@ def train_flax(model, data, steps, batch_size, lr, seed) -> List[float]:
 
 
 TRAINERS = {"pt": train_pt, "tf": train_tf, "flax": train_flax}
+
+
+def seed_everything(framework: str, seed: int) -> Dict[str, Any]:
+    """Seed ``framework``'s random init and dropout; returns extra warm-start kwargs (Flax's seed)."""
+    if framework == "pt":
+        import torch
+
+        torch.manual_seed(seed)
+        return {}
+    if framework == "tf":
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        return {}
+    return {"seed": seed}
 
 
 def forward_logits(framework: str, model, batch: Dict[str, np.ndarray]) -> np.ndarray:
@@ -173,11 +190,14 @@ def run(args: argparse.Namespace) -> int:
         f"e.g. {test[0][0]!r} -> {test[0][1]!r}")
 
     log("\n[1/4] warm-start from the real pretrained MiniLM (encoder and decoder), cross-attention new:")
-    model = model_class(fw).from_encoder_decoder_pretrained(
+    cls = model_class(fw)
+    seeded = seed_everything(fw, args.seed)  # the new cross-attention weights and dropout
+    model = cls.from_encoder_decoder_pretrained(
         path, path, decoder_start_token_id=tokenizer.cls_token_id, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.sep_token_id)
+        eos_token_id=tokenizer.sep_token_id, **seeded)
 
-    log(f"\n[2/4] fine-tune: {budget['steps']} steps, batch {budget['batch_size']}, AdamW lr {budget['learning_rate']}")
+    log(f"\n[2/4] fine-tune: {budget['steps']} steps, batch {budget['batch_size']}, AdamW lr {budget['learning_rate']} "
+        "decaying linearly to 0")
     t = time.time()
     losses = TRAINERS[fw](model, train_data, budget["steps"], budget["batch_size"], budget["learning_rate"], args.seed)
     log(f"loss {losses[0]:.3f} -> {np.mean(losses[-10:]):.3f} in {time.time() - t:.0f} s")
