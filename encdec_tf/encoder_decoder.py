@@ -26,6 +26,7 @@ from encdec_tf.modeling_utils import (
     check_ids,
     check_labels,
     masked_lm_loss,
+    normal_init,
     share_variables,
 )
 from encdec_tf.models.auto import TFAutoModel, TFAutoModelForCausalLM
@@ -101,7 +102,7 @@ class TFEncoderDecoderModel(TFGenerationMixin, TFPreTrainedModel):
         if needs_proj:
             self.enc_to_dec_proj = keras.layers.Dense(
                 self.config.decoder.hidden_size,
-                kernel_initializer=keras.initializers.RandomNormal(stddev=self.config.decoder.initializer_range),
+                kernel_initializer=normal_init(self.config.decoder),
                 bias_initializer="zeros", name="enc_to_dec_proj",
             )
         if hasattr(self.encoder, "cls") or hasattr(self.encoder, "lm_head"):

@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 LIST_ITEM_SEPARATOR = "_._"  # `layer_._0` <-> `layer.0`
 
 
+def normal_init(config: PretrainedConfig) -> keras.initializers.Initializer:
+    """N(0, ``config.initializer_range``): the init of every dense and embedding weight."""
+    return keras.initializers.RandomNormal(stddev=config.initializer_range)
+
+
 # --------------------------------------------------------------------------------------------
 # Masks and inputs
 

@@ -24,11 +24,7 @@ from encdec_flax.models.modeling_outputs import (
     FlaxBaseModelOutputWithPoolingAndCrossAttentions,
     FlaxCausalLMOutputWithCrossAttentions,
 )
-from encdec_flax.models.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask
-
-
-def _normal(config):
-    return jax.nn.initializers.normal(stddev=config.initializer_range)
+from encdec_flax.models.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask, normal_init
 
 
 class FlaxBertEmbeddings(nn.Module):
@@ -37,12 +33,12 @@ class FlaxBertEmbeddings(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.word_embeddings = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=_normal(cfg), dtype=self.dtype)
+        self.word_embeddings = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=normal_init(cfg), dtype=self.dtype)
         self.position_embeddings = nn.Embed(
-            cfg.max_position_embeddings, cfg.hidden_size, embedding_init=_normal(cfg), dtype=self.dtype
+            cfg.max_position_embeddings, cfg.hidden_size, embedding_init=normal_init(cfg), dtype=self.dtype
         )
         self.token_type_embeddings = nn.Embed(
-            cfg.type_vocab_size, cfg.hidden_size, embedding_init=_normal(cfg), dtype=self.dtype
+            cfg.type_vocab_size, cfg.hidden_size, embedding_init=normal_init(cfg), dtype=self.dtype
         )
         self.LayerNorm = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
@@ -79,9 +75,9 @@ class FlaxBertSelfAttention(nn.Module):
             )
         self.num_heads = cfg.num_attention_heads
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
-        self.query = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=_normal(cfg))
-        self.key = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=_normal(cfg))
-        self.value = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=_normal(cfg))
+        self.query = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
+        self.key = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
+        self.value = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.dropout = nn.Dropout(rate=cfg.attention_probs_dropout_prob)
 
     def _heads(self, x):
@@ -163,7 +159,7 @@ class FlaxBertSelfOutput(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.dense = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=_normal(cfg))
+        self.dense = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.LayerNorm = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
 
@@ -213,7 +209,7 @@ class FlaxBertIntermediate(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
-        self.dense = nn.Dense(self.config.intermediate_size, dtype=self.dtype, kernel_init=_normal(self.config))
+        self.dense = nn.Dense(self.config.intermediate_size, dtype=self.dtype, kernel_init=normal_init(self.config))
         self.activation = ACT2FN[self.config.hidden_act]
 
     def __call__(self, hidden_states):
@@ -226,7 +222,7 @@ class FlaxBertOutput(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.dense = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=_normal(cfg))
+        self.dense = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
         self.LayerNorm = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
 
@@ -340,7 +336,7 @@ class FlaxBertPooler(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
-        self.dense = nn.Dense(self.config.hidden_size, dtype=self.dtype, kernel_init=_normal(self.config))
+        self.dense = nn.Dense(self.config.hidden_size, dtype=self.dtype, kernel_init=normal_init(self.config))
 
     def __call__(self, hidden_states):
         # (B, hidden): the first token's state
@@ -411,7 +407,7 @@ class FlaxBertPredictionHeadTransform(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.dense = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=_normal(cfg))
+        self.dense = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.transform_act_fn = ACT2FN[cfg.hidden_act]
         self.LayerNorm = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
 
@@ -430,7 +426,7 @@ class FlaxBertLMPredictionHead(nn.Module):
     def setup(self):
         cfg = self.config
         self.transform = FlaxBertPredictionHeadTransform(cfg, dtype=self.dtype)
-        self.decoder = nn.Dense(cfg.vocab_size, dtype=self.dtype, use_bias=False, kernel_init=_normal(cfg))
+        self.decoder = nn.Dense(cfg.vocab_size, dtype=self.dtype, use_bias=False, kernel_init=normal_init(cfg))
         self.bias = self.param("bias", jax.nn.initializers.zeros, (cfg.vocab_size,))
 
     def __call__(self, hidden_states, shared_embedding=None):

@@ -64,6 +64,7 @@ from encdec_flax.models.modeling_utils import (
     check_ids,
     check_labels,
     check_positions,
+    normal_init,
     params_to_state_dict,
     reading_schema,
     state_dict_to_params,
@@ -111,7 +112,7 @@ class FlaxEncoderDecoderModule(nn.Module):
             self.enc_to_dec_proj = nn.Dense(
                 cfg.decoder.hidden_size,
                 dtype=self.dtype,
-                kernel_init=jax.nn.initializers.normal(cfg.decoder.initializer_range),
+                kernel_init=normal_init(cfg.decoder),
                 bias_init=jax.nn.initializers.zeros,
             )
         else:

@@ -21,11 +21,7 @@ from encdec_flax.models.modeling_outputs import (
     FlaxBaseModelOutputWithPastAndCrossAttentions,
     FlaxCausalLMOutputWithCrossAttentions,
 )
-from encdec_flax.models.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask
-
-
-def _normal(config):
-    return jax.nn.initializers.normal(stddev=config.initializer_range)
+from encdec_flax.models.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask, normal_init
 
 
 class FlaxConv1D(nn.Module):
@@ -62,7 +58,7 @@ class FlaxGPT2Attention(nn.Module):
         self.head_dim = self.embed_dim // self.num_heads
         if self.head_dim * self.num_heads != self.embed_dim:
             raise ValueError(f"n_embd={self.embed_dim} is not a multiple of n_head={self.num_heads}")
-        init = _normal(cfg)
+        init = normal_init(cfg)
         if self.is_cross_attention:
             self.c_attn = FlaxConv1D(2 * self.embed_dim, dtype=self.dtype, kernel_init=init)
             self.q_attn = FlaxConv1D(self.embed_dim, dtype=self.dtype, kernel_init=init)
@@ -163,7 +159,7 @@ class FlaxGPT2MLP(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
-        init = _normal(self.config)
+        init = normal_init(self.config)
         self.c_fc = FlaxConv1D(self.intermediate_size, dtype=self.dtype, kernel_init=init)
         self.c_proj = FlaxConv1D(self.config.hidden_size, dtype=self.dtype, kernel_init=init)
         self.act = ACT2FN[self.config.activation_function]
@@ -286,8 +282,8 @@ class FlaxGPT2Module(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.wte = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=_normal(cfg), dtype=self.dtype)
-        self.wpe = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, embedding_init=_normal(cfg), dtype=self.dtype)
+        self.wte = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=normal_init(cfg), dtype=self.dtype)
+        self.wpe = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, embedding_init=normal_init(cfg), dtype=self.dtype)
         self.drop = nn.Dropout(rate=cfg.embd_pdrop)
         self.h = FlaxGPT2BlockCollection(cfg, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing)
         self.ln_f = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=self.dtype)
@@ -345,7 +341,7 @@ class FlaxGPT2LMHeadModule(nn.Module):
 
     def setup(self):
         self.transformer = FlaxGPT2Module(self.config, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing)
-        self.lm_head = nn.Dense(self.config.vocab_size, use_bias=False, dtype=self.dtype, kernel_init=_normal(self.config))
+        self.lm_head = nn.Dense(self.config.vocab_size, use_bias=False, dtype=self.dtype, kernel_init=normal_init(self.config))
 
     def __call__(
         self,

@@ -45,6 +45,11 @@ ACT2FN: Dict[str, Callable] = {
 # Masks
 
 
+def normal_init(config: PretrainedConfig) -> Callable:
+    """N(0, ``config.initializer_range``): the init of every dense and embedding weight."""
+    return jax.nn.initializers.normal(stddev=config.initializer_range)
+
+
 def causal_mask(query_length: int, key_length: int, cache_index=None):
     """(1, 1, q, k) boolean, True = attend. With a cache the queries sit at ``cache_index``
     onward in a preallocated key buffer, so key slots not written yet are masked as well."""

@@ -24,15 +24,12 @@ from encdec_tf.modeling_utils import (
     check_ids,
     check_labels,
     masked_lm_loss,
+    normal_init,
 )
 
 
-def _normal(config: BertConfig) -> keras.initializers.Initializer:
-    return keras.initializers.RandomNormal(stddev=config.initializer_range)
-
-
 def _dense(config: BertConfig, units: int, name: str, use_bias: bool = True) -> keras.layers.Dense:
-    return keras.layers.Dense(units, use_bias=use_bias, kernel_initializer=_normal(config), name=name)
+    return keras.layers.Dense(units, use_bias=use_bias, kernel_initializer=normal_init(config), name=name)
 
 
 def _layer_norm(config: BertConfig, name: str = "LayerNorm") -> keras.layers.LayerNormalization:
@@ -48,14 +45,14 @@ class TFBertEmbeddings(keras.layers.Layer):
         self.config = config
         # === Layers ===
         self.word_embeddings = keras.layers.Embedding(
-            config.vocab_size, config.hidden_size, embeddings_initializer=_normal(config), name="word_embeddings"
+            config.vocab_size, config.hidden_size, embeddings_initializer=normal_init(config), name="word_embeddings"
         )
         self.position_embeddings = keras.layers.Embedding(
-            config.max_position_embeddings, config.hidden_size, embeddings_initializer=_normal(config),
+            config.max_position_embeddings, config.hidden_size, embeddings_initializer=normal_init(config),
             name="position_embeddings",
         )
         self.token_type_embeddings = keras.layers.Embedding(
-            config.type_vocab_size, config.hidden_size, embeddings_initializer=_normal(config),
+            config.type_vocab_size, config.hidden_size, embeddings_initializer=normal_init(config),
             name="token_type_embeddings",
         )
         # Not snake-cased: the name is the PyTorch attribute, hence the checkpoint key.

@@ -24,11 +24,8 @@ from encdec_tf.modeling_utils import (
     check_ids,
     check_labels,
     masked_lm_loss,
+    normal_init,
 )
-
-
-def _normal(config: GPT2Config) -> keras.initializers.Initializer:
-    return keras.initializers.RandomNormal(stddev=config.initializer_range)
 
 
 class TFConv1D(keras.layers.Layer):
@@ -199,9 +196,9 @@ class TFGPT2Model(TFPreTrainedModel):
         super().__init__(config, **kwargs)
         # === Layers ===
         self.wte = keras.layers.Embedding(config.vocab_size, config.hidden_size,
-                                          embeddings_initializer=_normal(config), name="wte")
+                                          embeddings_initializer=normal_init(config), name="wte")
         self.wpe = keras.layers.Embedding(config.max_position_embeddings, config.hidden_size,
-                                          embeddings_initializer=_normal(config), name="wpe")
+                                          embeddings_initializer=normal_init(config), name="wpe")
         self.drop = keras.layers.Dropout(config.embd_pdrop, name="drop")
         self.h = [TFGPT2Block(config, layer_idx=i, name=f"h_._{i}") for i in range(config.num_hidden_layers)]
         self.ln_f = keras.layers.LayerNormalization(epsilon=config.layer_norm_epsilon, name="ln_f")
@@ -304,7 +301,7 @@ class TFGPT2LMHeadModel(TFPreTrainedModel):
         # === Layers ===
         self.transformer = TFGPT2Model(config, build=False, name="transformer")
         self.lm_head = None if config.tie_word_embeddings else keras.layers.Dense(
-            config.vocab_size, use_bias=False, kernel_initializer=_normal(config), name="lm_head"
+            config.vocab_size, use_bias=False, kernel_initializer=normal_init(config), name="lm_head"
         )
         if build:
             self.build_now()
