@@ -13,6 +13,7 @@ copied line by line by the TensorFlow and Flax ports:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -21,6 +22,7 @@ from torch import nn
 
 from encdec.generation_utils import GenerationSettings, resolve_generation_settings
 from encdec_pt.generation.logits_process import process_scores
+from encdec_pt.generation.prepacked import PrepackedWeights, prepacked_linears, prepacking_available
 from encdec_pt.generation.static_cache import allocate_static_cache, static_decoder_step
 from encdec_pt.modeling_outputs import ModelOutput
 from encdec_pt.modeling_utils import cross_attention_bias
@@ -114,6 +116,17 @@ class GenerationMixin:
             cache[backend] = torch.compile(static_decoder_step, backend=backend, fullgraph=True)
         return cache[backend]
 
+    def _prepacked_weights(self) -> PrepackedWeights:
+        store = self.__dict__.get("_prepacked_store")
+        if store is None:
+            store = self.__dict__["_prepacked_store"] = PrepackedWeights()
+        return store
+
+    def clear_prepacked_weights(self) -> None:
+        """Free the decoder weights that ``generate`` packed for oneDNN (they are packed again, once,
+        by the next ``generate`` call that uses them)."""
+        self._prepacked_weights().clear()
+
     @torch.no_grad()
     def generate(
         self,
@@ -124,6 +137,7 @@ class GenerationMixin:
         seed: Optional[int] = None,
         cache_implementation: Optional[str] = None,
         compile_backend: Optional[str] = None,
+        prepack_weights: Optional[bool] = None,
         **kwargs: Any,
     ):
         """Generate decoder token ids.
@@ -137,6 +151,10 @@ class GenerationMixin:
             cache_implementation: ``None``/``"dynamic"`` (growing cache) or ``"static"``
                 (preallocated, fixed-shape steps); the tokens are the same.
             compile_backend: with the static cache, ``torch.compile(backend=..., fullgraph=True)`` the step.
+            prepack_weights: run the decoder's linear layers on oneDNN-prepacked copies of their
+                weights (CPU float32; packed once and kept on the model, see
+                ``encdec_pt.generation.prepacked``). ``None``: on where available and no
+                ``compile_backend`` is given; ``False``: the plain layers, no copy.
             **kwargs: generation settings (``max_new_tokens``, ``num_beams``, ``generation_config`` ...),
                 resolved by ``encdec.generation_utils.resolve_generation_settings``.
 
@@ -160,6 +178,15 @@ class GenerationMixin:
             raise ValueError(f"cache_implementation must be None, 'dynamic' or 'static', got {cache_implementation!r}")
         if cache_implementation == "static" and not settings.use_cache:
             raise ValueError("cache_implementation='static' needs use_cache=True")
+        if prepack_weights is None:
+            prepack_weights = compile_backend is None and prepacking_available()
+        elif prepack_weights:
+            if compile_backend is not None:
+                raise ValueError("prepack_weights=True and compile_backend cannot be combined: torch.compile "
+                                 "packs weights its own way")
+            if not prepacking_available():
+                raise ValueError("prepack_weights=True needs torch built with oneDNN (torch.backends.mkldnn); "
+                                 "this torch has no oneDNN linear ops")
         if seed is not None:
             if generator is not None:
                 raise ValueError("pass either generator or seed, not both")
@@ -203,9 +230,12 @@ class GenerationMixin:
             decoder = _DynamicDecoder(self.decoder, hidden, attention_mask, settings.use_cache)
         input_ids = torch.full((batch_size * expand, 1), settings.decoder_start_token_id, dtype=torch.long,
                                device=hidden.device)
-        if settings.is_beam:
-            return _beam_search(decoder, input_ids, settings, batch_size, self.config.decoder.vocab_size)
-        return _greedy_or_sample(decoder, input_ids, settings, generator)
+        packing = (prepacked_linears(self.decoder, self._prepacked_weights()) if prepack_weights
+                   else contextlib.nullcontext())
+        with packing:
+            if settings.is_beam:
+                return _beam_search(decoder, input_ids, settings, batch_size, self.config.decoder.vocab_size)
+            return _greedy_or_sample(decoder, input_ids, settings, generator)
 
 
 def _greedy_or_sample(decoder, input_ids: torch.Tensor, s: GenerationSettings,

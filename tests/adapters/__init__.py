@@ -12,6 +12,8 @@ Each module (``pt``, ``tf``, ``flax``) defines ``Adapter`` with:
 - ``state_dict(model)``: the owned canonical tensors
 - ``save(model, path)`` / ``load(path)``
 - ``generate(model, inputs, **kwargs)``: sequences as a numpy array
+- ``generate_output(model, inputs, **kwargs)``: with ``return_dict_in_generate=True``, a dict of numpy
+  arrays (``sequences``, and ``sequences_scores`` / ``beam_indices`` for beam search)
 """
 
 import importlib

@@ -77,6 +77,18 @@ class Adapter:
         model.zero_grad(set_to_none=True)
         return grads
 
+    def generate_output(self, model, inputs, **kwargs):
+        """``model.generate(..., return_dict_in_generate=True)`` -> dict of numpy arrays (``sequences`` as
+        int64, ``sequences_scores`` for beam search; tuples such as ``scores`` are left out)."""
+        out = model.generate(**_to_torch(inputs), **kwargs)
+        result = {}
+        for name in ("sequences", "sequences_scores", "beam_indices"):
+            v = getattr(out, name, None)
+            if v is not None:
+                result[name] = v.detach().cpu().numpy()
+        result["sequences"] = result["sequences"].astype(np.int64)
+        return result
+
     def state_dict(self, model):
         return model.canonical_state_dict()
 

@@ -78,6 +78,18 @@ class Adapter:
             _, result[spec.name] = from_framework(spec.kind, variables[spec.name].name, np.asarray(tf.convert_to_tensor(grad)), "tf")
         return result
 
+    def generate_output(self, model, inputs, **kwargs):
+        """``model.generate(..., return_dict_in_generate=True)`` -> dict of numpy arrays (``sequences`` as
+        int64, ``sequences_scores`` for beam search; tuples such as ``scores`` are left out)."""
+        out = model.generate(**_to_tf(inputs), **kwargs)
+        result = {}
+        for name in ("sequences", "sequences_scores", "beam_indices"):
+            v = getattr(out, name, None)
+            if v is not None:
+                result[name] = np.asarray(v)
+        result["sequences"] = result["sequences"].astype(np.int64)
+        return result
+
     def state_dict(self, model):
         return model.state_dict()
 

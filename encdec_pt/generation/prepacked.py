@@ -1,0 +1,128 @@
+"""oneDNN-prepacked weights for the decoder's linear layers while ``generate`` runs (CPU, float32).
+
+A decoding step multiplies a few rows (batch x beams) by every decoder weight, so it is bound by
+how fast the weights stream from memory. On CPU, torch's default kernels for that shape (MKL
+``sgemm`` through ``addmm`` / ``F.linear``) reach a fraction of the memory bandwidth for more than
+one row: on the project's 2-core AMD EPYC machine, a (768 -> 3072) layer ran at 6 GB/s with 4
+rows, against 16-17 GB/s for oneDNN on weights reordered once into its blocked layout (21 GB/s
+against 17 GB/s with one row). ``benchmarks/generate.py`` and docs/performance.md have the
+whole-model numbers.
+
+So, for the length of a ``generate`` call, every ``nn.Linear`` and GPT-2 ``Conv1D`` of the decoder
+runs ``torch.ops.mkldnn._linear_pointwise`` on a prepacked copy of its weight (the module's
+``forward`` is swapped on the instance and restored afterwards, also on error). The packed copies
+are kept on the model (``PrepackedWeights``), keyed by the layer, and rebuilt when a weight or bias
+changes (another tensor, or an in-place update such as an optimizer step or ``load_state_dict``):
+they cost memory about the size of the decoder's linear weights, and packing a base-size decoder
+takes a few tenths of a second, once. ``generate(..., prepack_weights=False)`` opts out (no copy);
+``model.clear_prepacked_weights()`` frees them.
+
+The packed layout is made for ``PACK_ROWS`` rows whatever the call's batch, so a model's numbers do
+not depend on which call packed it (the results are float32 and equal the plain path's to rounding;
+the tests compare tokens with the reference's). Skipped, with the plain path, when oneDNN or these
+ops are missing, for weights that are not float32 on the CPU, and under ``torch.compile``
+(``compile_backend``), which packs weights its own way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from typing import Iterator, Optional, Tuple
+
+import torch
+from torch import nn
+
+from encdec_pt.models.gpt2 import Conv1D
+
+# The row count the weights are laid out for. Measured (768 -> 3072, 2-core AMD EPYC): a layout for
+# 32 rows ran at 21 / 16 / 6 GB/s with 1 / 4 / 32 rows, within 5 % of the best layout for each.
+PACK_ROWS = 32
+
+
+def prepacking_available() -> bool:
+    """oneDNN is built in and offers the two ops used here."""
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
+def _tensor_key(t: Optional[torch.Tensor]) -> Tuple:
+    """Changes when the tensor is replaced or updated in place."""
+    if t is None:
+        return (None,)
+    return (t.data_ptr(), t._version, tuple(t.shape), t.dtype)
+
+
+def _weight_out_in(module: nn.Module) -> torch.Tensor:
+    """The weight as (out, in), the layout oneDNN's linear takes (GPT-2's Conv1D stores (in, out))."""
+    return module.weight.t() if isinstance(module, Conv1D) else module.weight
+
+
+def _packable(module: nn.Module) -> bool:
+    if not isinstance(module, (nn.Linear, Conv1D)):
+        return False
+    weight = module.weight
+    return weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.dim() == 2
+
+
+class PrepackedWeights:
+    """Per-layer packed weights of one model: layer -> (key of weight and bias, packed weight).
+
+    Not copied by ``copy.deepcopy`` nor pickled (a copy starts empty and packs again on use)."""
+
+    def __init__(self):
+        self._entries: "weakref.WeakKeyDictionary[nn.Module, Tuple]" = weakref.WeakKeyDictionary()
+
+    def __deepcopy__(self, memo):
+        return PrepackedWeights()
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def packed(self, module: nn.Module) -> torch.Tensor:
+        """The packed (out, in) weight of ``module``, packed again if its weight or bias changed."""
+        key = (_tensor_key(module.weight), _tensor_key(module.bias))
+        entry = self._entries.get(module)
+        if entry is None or entry[0] != key:
+            with torch.no_grad():
+                weight = _weight_out_in(module).detach().contiguous()
+                entry = (key, torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS))
+            self._entries[module] = entry
+        return entry[1]
+
+
+def _packed_forward(packed: torch.Tensor, bias: Optional[torch.Tensor]):
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        # (..., in) -> (..., out); the same y = x @ W^T + b as the plain layer, to float32 rounding.
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+    return forward
+
+
+@contextlib.contextmanager
+def prepacked_linears(root: nn.Module, store: PrepackedWeights) -> Iterator[int]:
+    """Within the block, the packable linear layers under ``root`` run on packed weights from
+    ``store``; yields how many layers were switched. Must be entered under ``torch.no_grad()``
+    (the packed op has no gradient)."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("prepacked_linears runs inference only: enter it under torch.no_grad()")
+    switched = []
+    try:
+        for module in root.modules():
+            if _packable(module):
+                bias = None if module.bias is None else module.bias.detach()
+                module.forward = _packed_forward(store.packed(module), bias)
+                switched.append(module)
+        yield len(switched)
+    finally:
+        for module in switched:
+            del module.forward  # the class's forward again
