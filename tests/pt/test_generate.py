@@ -13,6 +13,8 @@ import torch
 from encdec.naming.schema import schema_for
 from encdec.testing import deterministic_state_dict, tiny_config, tiny_inputs
 from encdec_pt import EncoderDecoderModel
+from encdec_pt.generation.prepacked import prepacking_available
+from encdec_pt.models.gpt2 import Conv1D
 
 SCORE_TOL = 1e-5
 ARCHS = ("bert2bert", "bert2gpt2")
@@ -220,6 +222,7 @@ def test_cache_variants_give_the_same_tokens(ours, kw):
     dynamic = ours.generate(ids, attention_mask=mask, **kw)
     assert torch.equal(ours.generate(ids, attention_mask=mask, use_cache=False, **kw), dynamic)
     assert torch.equal(ours.generate(ids, attention_mask=mask, cache_implementation="static", **kw), dynamic)
+    assert torch.equal(ours.generate(ids, attention_mask=mask, prepack_weights=False, **kw), dynamic)
 
 
 def test_static_step_is_captured_whole(ours):
@@ -238,6 +241,75 @@ def test_lengths_count_the_start_token(ours):
     assert out.shape == (2, 6)
     assert torch.equal(ours.generate(ids, attention_mask=mask, max_length=6, min_length=6), out)
     assert bool((out[:, 0] == ours.config.decoder_start_token_id).all())
+
+
+# --- prepacked decoder weights (oneDNN, CPU float32) ------------------------------------------------
+needs_onednn = pytest.mark.skipif(not prepacking_available(), reason="this torch has no oneDNN linear ops")
+
+
+def _linear_layers(model):
+    return [m for m in model.decoder.modules() if isinstance(m, (torch.nn.Linear, Conv1D))]
+
+
+@needs_onednn
+def test_prepacked_weights_are_used_then_the_layers_restored(ours):
+    ids, mask = _inputs(ours.config)
+    ours.clear_prepacked_weights()
+    plain = ours.generate(ids, attention_mask=mask, max_new_tokens=8, num_beams=2, prepack_weights=False)
+    assert len(ours._prepacked_weights()) == 0
+    packed = ours.generate(ids, attention_mask=mask, max_new_tokens=8, num_beams=2)
+    assert torch.equal(packed, plain)
+    assert len(ours._prepacked_weights()) == len(_linear_layers(ours)) > 0
+    assert not [m for m in ours.modules() if "forward" in m.__dict__], "a layer kept its generate-time forward"
+    # An error inside the loop restores the layers too.
+    with pytest.raises(ValueError, match="encoder_outputs"):
+        ours.generate(encoder_outputs=torch.zeros(2, 3), max_new_tokens=4)
+    assert not [m for m in ours.modules() if "forward" in m.__dict__]
+    ours.clear_prepacked_weights()
+    assert len(ours._prepacked_weights()) == 0
+
+
+@needs_onednn
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prepacked_weights_follow_training_steps(arch):
+    """Generate, train, generate: the second call must see the new weights (the packed copies are
+    rebuilt when a weight changes in place), as the plain layers do."""
+    model = _build(arch)
+    ids, mask = _inputs(model.config)
+    kw = dict(attention_mask=mask, max_new_tokens=8, num_beams=2)
+    before = model.generate(ids, **kw)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
+    model.train()
+    labels = torch.arange(3, 3 + 8).repeat(ids.shape[0], 1)  # a target unlike the untrained output
+    for _ in range(3):
+        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    after = model.generate(ids, **kw)
+    assert torch.equal(after, model.generate(ids, prepack_weights=False, **kw))
+    assert not torch.equal(after, before), "the training steps did not change the output: the test cannot bite"
+
+
+@needs_onednn
+def test_prepacked_model_copies_and_pickles(ours, tmp_path):
+    import copy
+
+    ids, mask = _inputs(ours.config)
+    expected = ours.generate(ids, attention_mask=mask, max_new_tokens=6)
+    clone = copy.deepcopy(ours)
+    assert len(clone._prepacked_weights()) == 0
+    assert torch.equal(clone.generate(ids, attention_mask=mask, max_new_tokens=6), expected)
+    torch.save(ours, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert torch.equal(loaded.generate(ids, attention_mask=mask, max_new_tokens=6), expected)
+
+
+def test_prepack_with_compile_backend_raises(ours):
+    ids, mask = _inputs(ours.config)
+    with pytest.raises(ValueError, match="prepack_weights=True and compile_backend"):
+        ours.generate(ids, attention_mask=mask, cache_implementation="static", compile_backend="aot_eager",
+                      prepack_weights=True)
 
 
 # --- errors come from the shared resolution ---------------------------------------------------------
