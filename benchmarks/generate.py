@@ -9,8 +9,9 @@ keeps random weights from stopping early) from a 64-token source, on a base-size
     .venv/bin/python benchmarks/generate.py --frameworks pt,pt-static,ref-pt --batch 1
 
 Each entry of ``RUNNERS`` builds a ``generate(input_ids, attention_mask, num_beams) -> ids`` callable
-from the saved folder: ours (``pt``, ``pt-static``, ``tf``, ``flax``) and the reference's (``ref-pt``,
-``ref-tf`` under XLA, ``ref-flax``). Ratios are reference / ours for the same framework (> 1: ours is faster).
+from the saved folder: ours (``pt``, ``pt-plain``, ``pt-static``, ``tf``, ``flax``) and the reference's (``ref-pt``,
+``ref-tf`` under XLA, ``ref-flax``). Ratios are reference / ours for the same framework (> 1: ours is faster). "same tokens" compares
+ours with the reference of the same framework; "= pt" compares our TF / Flax output with our PyTorch one.
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ def _pt(folder: str, **extra) -> Callable:
         return out.numpy()
 
     return run
+
+
+def _pt_plain(folder: str) -> Callable:
+    """The decoder's layers on their own weights (MKL through addmm / F.linear), not the prepacked
+    oneDNN copies that generate uses by default on CPU (docs/generation.md)."""
+    return _pt(folder, prepack_weights=False)
 
 
 def _pt_static(folder: str) -> Callable:
@@ -157,6 +164,7 @@ def _ref_flax(folder: str) -> Callable:
 
 RUNNERS: Dict[str, Callable] = {
     "pt": _pt,
+    "pt-plain": _pt_plain,
     "pt-static": _pt_static,
     "pt-static-compiled": _pt_static_compiled,
     "ref-pt": _ref_pt,
@@ -166,8 +174,8 @@ RUNNERS: Dict[str, Callable] = {
     "ref-flax": _ref_flax,
 }
 # ours -> the reference it is compared with
-REFERENCE_OF = {"pt": "ref-pt", "pt-static": "ref-pt", "pt-static-compiled": "ref-pt", "tf": "ref-tf",
-                "flax": "ref-flax"}
+REFERENCE_OF = {"pt": "ref-pt", "pt-plain": "ref-pt", "pt-static": "ref-pt", "pt-static-compiled": "ref-pt",
+                "tf": "ref-tf", "flax": "ref-flax"}
 
 
 def versions() -> str:
@@ -230,8 +238,8 @@ def main(argv=None) -> int:
                       flush=True)
 
     print()
-    print("| framework | search | batch | first call (s) | seconds | reference (s) | ref / ours | same tokens |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| framework | search | batch | first call (s) | seconds | reference (s) | ref / ours | same tokens | = pt |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for (name, batch, beams), (first, best, out) in results.items():
         ref_name = REFERENCE_OF.get(name)
         ref = results.get((ref_name, batch, beams)) if ref_name else None
@@ -241,6 +249,13 @@ def main(argv=None) -> int:
         else:
             same = ref[2].shape == out.shape and bool((ref[2] == out).all())
             cells = [f"{ref[1]:.3f}", f"{ref[1] / best:.2f}x", "yes" if same else "NO"]
+        # Ours in TF / Flax against ours in PyTorch (the reference's TF and Flax outputs are not a
+        # yardstick: bugs B5, B2); the columns stay empty for reference rows.
+        pt = results.get(("pt", batch, beams))
+        if ref_name and pt is not None and name != "pt":
+            cells.append("yes" if pt[2].shape == out.shape and bool((pt[2] == out).all()) else "NO")
+        else:
+            cells.append("")
         print(f"| {name} | {search} | {batch} | {first:.3f} | {best:.3f} | " + " | ".join(cells) + " |")
     return 0
 

@@ -105,13 +105,24 @@ def _infer_attention_mask(input_ids: torch.Tensor, settings: GenerationSettings)
     return None
 
 
+class _TransientCache(dict):
+    """A per-model cache of things made at run time (compiled functions): ``copy.deepcopy`` and
+    pickling give an empty one, so a model that used them still copies and saves with ``torch.save``."""
+
+    def __deepcopy__(self, memo):
+        return type(self)()
+
+    def __reduce__(self):
+        return (type(self), ())
+
+
 class GenerationMixin:
     """Adds ``generate`` to ``EncoderDecoderModel``."""
 
     def _compiled_static_step(self, backend: Optional[str]) -> Callable:
         if backend is None:
             return static_decoder_step
-        cache = self.__dict__.setdefault("_static_step_cache", {})
+        cache = self.__dict__.setdefault("_static_step_cache", _TransientCache())
         if backend not in cache:
             cache[backend] = torch.compile(static_decoder_step, backend=backend, fullgraph=True)
         return cache[backend]
