@@ -18,6 +18,7 @@ Each module (``pt``, ``tf``, ``flax``) defines ``Adapter`` with:
 
 import importlib
 
+import numpy as np
 import pytest
 
 FRAMEWORKS = ("pt", "tf", "flax")
@@ -28,3 +29,15 @@ def load_adapter(framework: str):
     module_names = {"pt": "torch", "tf": "tensorflow", "flax": "flax"}
     pytest.importorskip(module_names[framework])
     return importlib.import_module(f"adapters.{framework}").Adapter()
+
+
+def generate_output_arrays(out, to_numpy) -> dict:
+    """A ``return_dict_in_generate=True`` result of any framework as numpy arrays: ``sequences``
+    (int64), and ``sequences_scores`` / ``beam_indices`` where present (tuples such as ``scores`` are left out)."""
+    result = {}
+    for name in ("sequences", "sequences_scores", "beam_indices"):
+        value = getattr(out, name, None)
+        if value is not None:
+            result[name] = to_numpy(value)
+    result["sequences"] = result["sequences"].astype(np.int64)
+    return result

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adapters import generate_output_arrays
 from encdec_flax import FlaxEncoderDecoderModel
 
 OUTPUT_FIELDS = (
@@ -76,16 +77,8 @@ class Adapter:
         return np.asarray(sequences).astype(np.int64)
 
     def generate_output(self, model, inputs, **kwargs):
-        """``model.generate(..., return_dict_in_generate=True)`` -> dict of numpy arrays (``sequences`` as
-        int64, ``sequences_scores`` for beam search; tuples such as ``scores`` are left out)."""
-        out = model.generate(**{k: v for k, v in inputs.items() if v is not None}, **kwargs)
-        result = {}
-        for name in ("sequences", "sequences_scores", "beam_indices"):
-            v = getattr(out, name, None)
-            if v is not None:
-                result[name] = np.asarray(v)
-        result["sequences"] = result["sequences"].astype(np.int64)
-        return result
+        """``model.generate(..., return_dict_in_generate=True)`` -> dict of numpy arrays."""
+        return generate_output_arrays(model.generate(**{k: v for k, v in inputs.items() if v is not None}, **kwargs), np.asarray)
 
     def state_dict(self, model):
         return model.state_dict()

@@ -7,6 +7,7 @@ from typing import Dict
 import numpy as np
 import torch
 
+from adapters import generate_output_arrays
 from encdec_pt import EncoderDecoderModel
 
 OUTPUT_FIELDS = (
@@ -78,16 +79,8 @@ class Adapter:
         return grads
 
     def generate_output(self, model, inputs, **kwargs):
-        """``model.generate(..., return_dict_in_generate=True)`` -> dict of numpy arrays (``sequences`` as
-        int64, ``sequences_scores`` for beam search; tuples such as ``scores`` are left out)."""
-        out = model.generate(**_to_torch(inputs), **kwargs)
-        result = {}
-        for name in ("sequences", "sequences_scores", "beam_indices"):
-            v = getattr(out, name, None)
-            if v is not None:
-                result[name] = v.detach().cpu().numpy()
-        result["sequences"] = result["sequences"].astype(np.int64)
-        return result
+        """``model.generate(..., return_dict_in_generate=True)`` -> dict of numpy arrays."""
+        return generate_output_arrays(model.generate(**_to_torch(inputs), **kwargs), lambda v: v.detach().cpu().numpy())
 
     def state_dict(self, model):
         return model.canonical_state_dict()

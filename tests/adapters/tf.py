@@ -7,6 +7,7 @@ from typing import Dict
 import numpy as np
 import tensorflow as tf
 
+from adapters import generate_output_arrays
 from encdec.naming.layout import from_framework
 from encdec_tf import TFEncoderDecoderModel
 
@@ -79,16 +80,8 @@ class Adapter:
         return result
 
     def generate_output(self, model, inputs, **kwargs):
-        """``model.generate(..., return_dict_in_generate=True)`` -> dict of numpy arrays (``sequences`` as
-        int64, ``sequences_scores`` for beam search; tuples such as ``scores`` are left out)."""
-        out = model.generate(**_to_tf(inputs), **kwargs)
-        result = {}
-        for name in ("sequences", "sequences_scores", "beam_indices"):
-            v = getattr(out, name, None)
-            if v is not None:
-                result[name] = np.asarray(v)
-        result["sequences"] = result["sequences"].astype(np.int64)
-        return result
+        """``model.generate(..., return_dict_in_generate=True)`` -> dict of numpy arrays."""
+        return generate_output_arrays(model.generate(**_to_tf(inputs), **kwargs), np.asarray)
 
     def state_dict(self, model):
         return model.state_dict()
