@@ -9,7 +9,7 @@ against 17 GB/s with one row). ``benchmarks/generate.py`` and docs/performance.m
 whole-model numbers.
 
 So, for the length of a ``generate`` call, every ``nn.Linear`` and GPT-2 ``Conv1D`` of the decoder
-runs ``torch.ops.mkldnn._linear_pointwise`` on a prepacked copy of its weight (the module's
+(those exact classes; subclasses keep their own forward) runs ``torch.ops.mkldnn._linear_pointwise`` on a prepacked copy of its weight (the module's
 ``forward`` is swapped on the instance and restored afterwards, also on error). The packed copies
 are kept on the model (``PrepackedWeights``), keyed by the layer, and rebuilt when a weight or bias
 changes (another tensor, or an in-place update such as an optimizer step or ``load_state_dict``):
@@ -59,7 +59,9 @@ def _weight_out_in(module: nn.Module) -> torch.Tensor:
 
 
 def _packable(module: nn.Module) -> bool:
-    if not isinstance(module, (nn.Linear, Conv1D)):
+    # Exact types: a subclass (an adapter such as LoRA, a parametrized or quantized layer) may compute
+    # something other than x @ W^T + b, and keeps its own forward.
+    if type(module) not in (nn.Linear, Conv1D):
         return False
     weight = module.weight
     return weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.dim() == 2

@@ -291,6 +291,28 @@ def test_prepacked_weights_follow_training_steps(arch):
     assert not torch.equal(after, before), "the training steps did not change the output: the test cannot bite"
 
 
+class _ShiftedLinear(torch.nn.Linear):
+    """A subclass with its own forward (as adapters such as LoRA have): must not be replaced."""
+
+    def forward(self, x):
+        return super().forward(x) + torch.arange(self.out_features, dtype=x.dtype) * 0.05
+
+
+@needs_onednn
+def test_linear_subclasses_keep_their_forward():
+    model = _build("bert2gpt2")
+    ids, mask = _inputs(model.config)
+    kw = dict(attention_mask=mask, max_new_tokens=8)
+    before = model.generate(ids, **kw)
+    head = model.decoder.lm_head
+    shifted = _ShiftedLinear(head.in_features, head.out_features, bias=False)
+    shifted.weight = head.weight
+    model.decoder.lm_head = shifted
+    plain = model.generate(ids, prepack_weights=False, **kw)
+    assert not torch.equal(plain, before), "the subclass does not change the output: the test cannot bite"
+    assert torch.equal(model.generate(ids, **kw), plain)
+
+
 @needs_onednn
 def test_prepacked_model_copies_and_pickles(ours, tmp_path):
     import copy
