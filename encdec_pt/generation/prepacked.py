@@ -27,6 +27,7 @@ ops are missing, for weights that are not float32 on the CPU, and under ``torch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from typing import Iterator, Optional, Tuple
 
@@ -40,10 +41,24 @@ from encdec_pt.models.gpt2 import Conv1D
 PACK_ROWS = 32
 
 
+@functools.lru_cache(maxsize=None)
 def prepacking_available() -> bool:
-    """oneDNN is built in and offers the two ops used here."""
-    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+    """oneDNN is built in, and the two (private) ops used here exist, take these arguments and give
+    x @ W^T + b on a small case; checked once per process, so another torch version whose ops
+    changed falls back to the plain layers instead of failing inside ``generate``."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
+        return False
+    try:
+        with torch.no_grad():
+            weight = torch.arange(12, dtype=torch.float32).reshape(3, 4) / 7.0  # (out, in)
+            bias = torch.tensor([1.0, -2.0, 0.5])
+            x = torch.arange(8, dtype=torch.float32).reshape(2, 4) - 3.0
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS)
+            got = torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+        return tuple(got.shape) == (2, 3) and bool(torch.allclose(got, torch.addmm(bias, x, weight.t()), atol=1e-5))
+    except (RuntimeError, TypeError, ValueError):
+        return False
 
 
 def _tensor_key(t: Optional[torch.Tensor]) -> Tuple:

@@ -327,6 +327,19 @@ def test_prepacked_model_copies_and_pickles(ours, tmp_path):
     assert torch.equal(loaded.generate(ids, attention_mask=mask, max_new_tokens=6), expected)
 
 
+def test_without_onednn_generate_runs_the_plain_layers(monkeypatch):
+    from encdec_pt.generation import utils
+
+    model = _build("bert2gpt2")
+    ids, mask = _inputs(model.config)
+    monkeypatch.setattr(utils, "prepacking_available", lambda: False)
+    expected = model.generate(ids, attention_mask=mask, max_new_tokens=6, prepack_weights=False)
+    assert torch.equal(model.generate(ids, attention_mask=mask, max_new_tokens=6), expected)
+    assert len(model._prepacked_weights()) == 0
+    with pytest.raises(ValueError, match="prepack_weights=True needs torch built with oneDNN"):
+        model.generate(ids, attention_mask=mask, max_new_tokens=6, prepack_weights=True)
+
+
 def test_prepack_with_compile_backend_raises(ours):
     ids, mask = _inputs(ours.config)
     with pytest.raises(ValueError, match="prepack_weights=True and compile_backend"):
