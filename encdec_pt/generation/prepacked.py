@@ -9,8 +9,9 @@ against 17 GB/s with one row). ``benchmarks/generate.py`` and docs/performance.m
 whole-model numbers.
 
 So, for the length of a ``generate`` call, every ``nn.Linear`` and GPT-2 ``Conv1D`` of the decoder
-(those exact classes; subclasses keep their own forward) runs ``torch.ops.mkldnn._linear_pointwise`` on a prepacked copy of its weight (the module's
-``forward`` is swapped on the instance and restored afterwards, also on error). The packed copies
+(those exact classes; subclasses keep their own forward) runs ``torch.ops.mkldnn._linear_pointwise``
+on a prepacked copy of its weight (the module's ``forward`` is swapped on the instance and
+restored afterwards, also on error). The packed copies
 are kept on the model (``PrepackedWeights``), keyed by the layer, and rebuilt when a weight or bias
 changes (another tensor, or an in-place update such as an optimizer step or ``load_state_dict``):
 they cost memory about the size of the decoder's linear weights, and packing a base-size decoder
@@ -37,7 +38,7 @@ from torch import nn
 from encdec_pt.models.gpt2 import Conv1D
 
 # The row count the weights are laid out for. Measured (768 -> 3072, 2-core AMD EPYC): a layout for
-# 32 rows ran at 21 / 16 / 6 GB/s with 1 / 4 / 32 rows, within 5 % of the best layout for each.
+# 32 rows ran at 21 / 16 / 6 GB/s with 1 / 4 / 32 rows, within 8 % of the best layout for each.
 PACK_ROWS = 32
 
 
