@@ -9,9 +9,10 @@ keeps random weights from stopping early) from a 64-token source, on a base-size
     .venv/bin/python benchmarks/generate.py --frameworks pt,pt-static,ref-pt --batch 1
 
 Each entry of ``RUNNERS`` builds a ``generate(input_ids, attention_mask, num_beams) -> ids`` callable
-from the saved folder: ours (``pt``, ``pt-plain``, ``pt-static``, ``tf``, ``flax``) and the reference's (``ref-pt``,
-``ref-tf`` under XLA, ``ref-flax``). Ratios are reference / ours for the same framework (> 1: ours is faster). "same tokens" compares
-ours with the reference of the same framework; "= pt" compares our TF / Flax output with our PyTorch one.
+from the saved folder: ours (``pt``, ``pt-plain``, ``pt-static``, ``tf``, ``flax``) and the reference's
+(``ref-pt``, ``ref-tf`` under XLA, ``ref-flax``). Ratios are reference / ours for the same framework (> 1:
+ours is faster). "same tokens" compares ours with the reference of the same framework; "= pt" compares our
+TF / Flax output with our PyTorch one.
 """
 
 from __future__ import annotations

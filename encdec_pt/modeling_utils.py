@@ -216,6 +216,18 @@ def _tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
 # Base class
 
 
+class RuntimeCache:
+    """Base of the per-model caches of things made at run time (compiled steps, packed weights):
+    ``copy.deepcopy`` and pickling give an empty one, so a model that used them still copies and
+    saves with ``torch.save``; the copy fills its own on use."""
+
+    def __deepcopy__(self, memo):
+        return type(self)()
+
+    def __reduce__(self):
+        return (type(self), ())
+
+
 class PreTrainedModel(nn.Module):
     """Base of every PyTorch model here: canonical weights, ``from_pretrained``, ``save_pretrained``.
 

@@ -11,11 +11,11 @@ whole-model numbers.
 So, for the length of a ``generate`` call, every ``nn.Linear`` and GPT-2 ``Conv1D`` of the decoder
 (those exact classes; subclasses keep their own forward) runs ``torch.ops.mkldnn._linear_pointwise``
 on a prepacked copy of its weight (the module's ``forward`` is swapped on the instance and
-restored afterwards, also on error). The packed copies
-are kept on the model (``PrepackedWeights``), keyed by the layer, and rebuilt when a weight or bias
-changes (another tensor, or an in-place update such as an optimizer step or ``load_state_dict``):
-they cost memory about the size of the decoder's linear weights, and packing a base-size decoder
-takes a few tenths of a second, once. ``generate(..., prepack_weights=False)`` opts out (no copy);
+restored afterwards, also on error). The packed copies are kept on the model
+(``PrepackedWeights``), keyed by the layer, and rebuilt when a weight or bias changes (another
+tensor, or an in-place update such as an optimizer step or ``load_state_dict``). They cost memory
+about the size of the decoder's linear weights, and packing a base-size decoder takes a few
+tenths of a second, once. ``generate(..., prepack_weights=False)`` opts out (no copy);
 ``model.clear_prepacked_weights()`` frees them.
 
 The packed layout is made for ``PACK_ROWS`` rows whatever the call's batch, so a model's numbers do
@@ -35,6 +35,7 @@ from typing import Iterator, Optional, Tuple
 import torch
 from torch import nn
 
+from encdec_pt.modeling_utils import RuntimeCache
 from encdec_pt.models.gpt2 import Conv1D
 
 # The row count the weights are laid out for. Measured (768 -> 3072, 2-core AMD EPYC): a layout for
@@ -83,22 +84,13 @@ def _packable(module: nn.Module) -> bool:
     return weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.dim() == 2
 
 
-class PrepackedWeights:
+class PrepackedWeights(RuntimeCache):
     """Per-layer packed weights of one model: layer -> (key of weight and bias, packed weight).
 
     Not copied by ``copy.deepcopy`` nor pickled (a copy starts empty and packs again on use)."""
 
     def __init__(self):
         self._entries: "weakref.WeakKeyDictionary[nn.Module, Tuple]" = weakref.WeakKeyDictionary()
-
-    def __deepcopy__(self, memo):
-        return PrepackedWeights()
-
-    def __getstate__(self):
-        return {}
-
-    def __setstate__(self, state):
-        self.__init__()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -25,7 +25,7 @@ from encdec_pt.generation.logits_process import process_scores
 from encdec_pt.generation.prepacked import PrepackedWeights, prepacked_linears, prepacking_available
 from encdec_pt.generation.static_cache import allocate_static_cache, static_decoder_step
 from encdec_pt.modeling_outputs import ModelOutput
-from encdec_pt.modeling_utils import cross_attention_bias
+from encdec_pt.modeling_utils import RuntimeCache, cross_attention_bias
 
 # Encoder keyword arguments generate() passes through (everything else must be a generation setting).
 _ENCODER_KWARGS = ("token_type_ids", "position_ids", "inputs_embeds")
@@ -105,15 +105,8 @@ def _infer_attention_mask(input_ids: torch.Tensor, settings: GenerationSettings)
     return None
 
 
-class _TransientCache(dict):
-    """A per-model cache of things made at run time (compiled functions): ``copy.deepcopy`` and
-    pickling give an empty one, so a model that used them still copies and saves with ``torch.save``."""
-
-    def __deepcopy__(self, memo):
-        return type(self)()
-
-    def __reduce__(self):
-        return (type(self), ())
+class _CompiledSteps(RuntimeCache, dict):
+    """backend -> the compiled static step."""
 
 
 class GenerationMixin:
@@ -122,7 +115,7 @@ class GenerationMixin:
     def _compiled_static_step(self, backend: Optional[str]) -> Callable:
         if backend is None:
             return static_decoder_step
-        cache = self.__dict__.setdefault("_static_step_cache", _TransientCache())
+        cache = self.__dict__.setdefault("_static_step_cache", _CompiledSteps())
         if backend not in cache:
             cache[backend] = torch.compile(static_decoder_step, backend=backend, fullgraph=True)
         return cache[backend]

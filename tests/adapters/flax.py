@@ -78,7 +78,8 @@ class Adapter:
 
     def generate_output(self, model, inputs, **kwargs):
         """``model.generate(..., return_dict_in_generate=True)`` -> dict of numpy arrays."""
-        return generate_output_arrays(model.generate(**{k: v for k, v in inputs.items() if v is not None}, **kwargs), np.asarray)
+        out = model.generate(**{k: v for k, v in inputs.items() if v is not None}, **kwargs)
+        return generate_output_arrays(out, np.asarray)
 
     def state_dict(self, model):
         return model.state_dict()

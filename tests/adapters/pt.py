@@ -80,7 +80,8 @@ class Adapter:
 
     def generate_output(self, model, inputs, **kwargs):
         """``model.generate(..., return_dict_in_generate=True)`` -> dict of numpy arrays."""
-        return generate_output_arrays(model.generate(**_to_torch(inputs), **kwargs), lambda v: v.detach().cpu().numpy())
+        out = model.generate(**_to_torch(inputs), **kwargs)
+        return generate_output_arrays(out, lambda v: v.detach().cpu().numpy())
 
     def state_dict(self, model):
         return model.canonical_state_dict()

@@ -81,7 +81,8 @@ class Adapter:
 
     def generate_output(self, model, inputs, **kwargs):
         """``model.generate(..., return_dict_in_generate=True)`` -> dict of numpy arrays."""
-        return generate_output_arrays(model.generate(**_to_tf(inputs), **kwargs), np.asarray)
+        out = model.generate(**_to_tf(inputs), **kwargs)
+        return generate_output_arrays(out, np.asarray)
 
     def state_dict(self, model):
         return model.state_dict()
