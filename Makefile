@@ -4,6 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
+# Test workers: the tests run mostly on one core each (tiny models, one torch thread, XLA compiles),
+# so two workers halve the suite on a 2-core machine. A file's tests stay on one worker (module
+# fixtures compile once). TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 .PHONY: demo test test-all setup clean
 
 $(STAMP): pyproject.toml Makefile
@@ -20,10 +26,10 @@ demo: $(STAMP)
 	$(BIN)/encdec demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(PYTEST) tests
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q --runslow tests
+	$(PYTEST) --runslow tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info
