@@ -98,25 +98,6 @@ def _is_cross(path) -> bool:
     return any(getattr(p, "key", None) == "crossattention" for p in path)
 
 
-# GPT-2's Conv1D kernels are stored (out, in). With several rows per step a dot against that layout
-# is slow on XLA CPU (about 1.5x for the whole 4-beam search of GPT-2 small), so with more than one
-# row the compiled function receives them transposed, (in, out), and transposes them back where the
-# module reads them, which XLA folds into each dot's contracting dimension. The transposed copy is
-# made once per params tree and kept on the model (``_loop_layout_params``). With one row (greedy,
-# batch 1) the stored layout is as fast and is passed as it is.
-_OUT_IN_KERNELS = ("c_attn", "c_proj", "c_fc", "q_attn")
-
-
-def _is_out_in(path) -> bool:
-    names = [getattr(p, "key", None) for p in path]
-    return (len(names) >= 3 and names[0] == "decoder" and names[-1] == "kernel"
-            and names[-2] in _OUT_IN_KERNELS)
-
-
-def _flip_out_in(params):
-    return jax.tree_util.tree_map_with_path(lambda p, x: x.T if _is_out_in(p) else x, params)
-
-
 class _Decoder:
     """Fixed-shape decoder steps on the cache from ``init_cache`` (traced inside the loop)."""
 
@@ -218,8 +199,7 @@ class FlaxGenerationMixin:
         if settings.max_length > self.config.decoder.max_position_embeddings:
             raise ValueError(f"max_length={settings.max_length} is longer than the decoder's "
                              f"max_position_embeddings={self.config.decoder.max_position_embeddings}")
-        given = self._params_or_raise(params)
-        params = self._expand(given)
+        params = self._expand(self._params_or_raise(params))
 
         # === The source: input ids (encoded inside the compiled function) or given encoder outputs ===
         if encoder_outputs is None:
@@ -261,14 +241,6 @@ class FlaxGenerationMixin:
             fns[signature] = _make_generate_fn(self.module, traced_settings, vocab_size, signature,
                                                encode=encoder_outputs is None,
                                                encoder_kwarg_names=tuple(sorted(encoder_kwargs)))
-        expand = settings.num_beams if settings.is_beam else settings.num_return_sequences
-        if source.shape[0] * expand > 1:  # the function takes the (in, out) layout (see _OUT_IN_KERNELS)
-            leaves = jax.tree_util.tree_leaves(given)
-            cached = self.__dict__.get("_loop_layout_params")
-            if cached is None or len(cached[0]) != len(leaves) or any(a is not b for a, b in zip(cached[0], leaves)):
-                cached = (leaves, jax.jit(_flip_out_in)(params))
-                self.__dict__["_loop_layout_params"] = cached
-            params = cached[1]
         out = _run(fns, signature, (params, source, attention_mask, encoder_kwargs, prng_key))
         out = jax.device_get(out)
         batch_size = source.shape[0]
@@ -305,8 +277,6 @@ def _make_generate_fn(module, s: GenerationSettings, vocab_size: int, signature,
     def generate_fn(params, source, attention_mask, encoder_kwargs, prng_key):
         TRACE_COUNTS[signature] += 1  # Python side effect: runs only while tracing
         expand = s.num_beams if s.is_beam else s.num_return_sequences
-        if source.shape[0] * expand > 1:  # given in the (in, out) layout: back to the module's
-            params = _flip_out_in(params)
         # === Encode once ===
         if encode:
             encoder_outputs = module.apply(
