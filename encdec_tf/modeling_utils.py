@@ -161,7 +161,23 @@ def zip_layers(layer: keras.layers.Layer, source: keras.layers.Layer) -> Iterato
 
 
 # --------------------------------------------------------------------------------------------
-# Base class
+# Base classes
+
+
+def _build_by_first_call(layer, input_shape=None) -> None:
+    """``build`` of a layer whose weights all live in sub-layers: nothing to create here. Each
+    sub-layer builds itself (from the shapes it is given) during the layer's first call.
+
+    Without a ``build`` of its own, Keras 3 builds such a layer by first tracing ``call`` on
+    symbolic inputs, and it does so again at every level of nesting. That made loading a MiniLM
+    bert2bert take 17.6 s instead of 2.6 s. The variables, their paths and their order are the same
+    either way (checked by ``tests/tf/test_models.py``)."""
+
+
+class ComposedLayer(keras.layers.Layer):
+    """A layer made only of other layers (see ``_build_by_first_call``)."""
+
+    build = _build_by_first_call
 
 
 class TFPreTrainedModel(keras.Model):
@@ -189,8 +205,10 @@ class TFPreTrainedModel(keras.Model):
     def dummy_inputs(self) -> Dict[str, Any]:
         return {"input_ids": tf.zeros((1, 2), dtype=tf.int32)}
 
+    build = _build_by_first_call
+
     def build_now(self) -> None:
-        """Create every variable by one tiny forward pass (Keras builds layers lazily)."""
+        """Create every variable by one tiny eager forward pass (Keras builds layers lazily)."""
         self(**self.dummy_inputs(), training=False)
 
     @classmethod

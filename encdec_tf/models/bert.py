@@ -17,6 +17,7 @@ from encdec.configuration import BertConfig
 from encdec_tf.activations import get_activation
 from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
 from encdec_tf.modeling_utils import (
+    ComposedLayer,
     TFPreTrainedModel,
     additive_mask,
     as_int_tensor,
@@ -36,7 +37,7 @@ def _layer_norm(config: BertConfig, name: str = "LayerNorm") -> keras.layers.Lay
     return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name=name)
 
 
-class TFBertEmbeddings(keras.layers.Layer):
+class TFBertEmbeddings(ComposedLayer):
     """Word + position + token-type embeddings, then LayerNorm and dropout."""
 
     def __init__(self, config: BertConfig, **kwargs: Any):
@@ -75,7 +76,7 @@ class TFBertEmbeddings(keras.layers.Layer):
         return self.dropout(embeddings, training=training)
 
 
-class TFBertSelfAttention(keras.layers.Layer):
+class TFBertSelfAttention(ComposedLayer):
     """Multi-head attention; keys/values from ``encoder_hidden_states`` when cross-attention."""
 
     def __init__(self, config: BertConfig, is_cross_attention: bool = False, **kwargs: Any):
@@ -129,7 +130,7 @@ class TFBertSelfAttention(keras.layers.Layer):
         return context_layer, (attention_probs if output_attentions else None), present
 
 
-class TFBertSelfOutput(keras.layers.Layer):
+class TFBertSelfOutput(ComposedLayer):
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
         self.dense = _dense(config, config.hidden_size, "dense")
@@ -141,7 +142,7 @@ class TFBertSelfOutput(keras.layers.Layer):
         return self.LayerNorm(hidden_states + input_tensor)
 
 
-class TFBertAttention(keras.layers.Layer):
+class TFBertAttention(ComposedLayer):
     def __init__(self, config: BertConfig, is_cross_attention: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
         # PyTorch calls these `self` and `output`; neither can be a Keras attribute, the names
@@ -159,7 +160,7 @@ class TFBertAttention(keras.layers.Layer):
         return attention_output, attn_probs, present
 
 
-class TFBertIntermediate(keras.layers.Layer):
+class TFBertIntermediate(ComposedLayer):
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
         self.dense = _dense(config, config.intermediate_size, "dense")
@@ -169,7 +170,7 @@ class TFBertIntermediate(keras.layers.Layer):
         return self.intermediate_act_fn(self.dense(hidden_states))
 
 
-class TFBertOutput(keras.layers.Layer):
+class TFBertOutput(ComposedLayer):
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
         self.dense = _dense(config, config.hidden_size, "dense")
@@ -181,7 +182,7 @@ class TFBertOutput(keras.layers.Layer):
         return self.LayerNorm(hidden_states + input_tensor)
 
 
-class TFBertLayer(keras.layers.Layer):
+class TFBertLayer(ComposedLayer):
     """Self-attention, cross-attention (decoder only), feed-forward."""
 
     def __init__(self, config: BertConfig, **kwargs: Any):
@@ -222,7 +223,7 @@ class TFBertLayer(keras.layers.Layer):
         return layer_output, self_attn, cross_attn, present
 
 
-class TFBertEncoder(keras.layers.Layer):
+class TFBertEncoder(ComposedLayer):
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
         self.config = config
@@ -253,7 +254,7 @@ class TFBertEncoder(keras.layers.Layer):
         return hidden_states, next_cache, all_hidden_states, all_self_attentions, all_cross_attentions
 
 
-class TFBertPooler(keras.layers.Layer):
+class TFBertPooler(ComposedLayer):
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
         self.dense = _dense(config, config.hidden_size, "dense")
@@ -344,7 +345,7 @@ class TFBertModel(TFPreTrainedModel):
         return outputs if return_dict else outputs.to_tuple()
 
 
-class TFBertPredictionHeadTransform(keras.layers.Layer):
+class TFBertPredictionHeadTransform(ComposedLayer):
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
         self.dense = _dense(config, config.hidden_size, "dense")
@@ -377,7 +378,7 @@ class TFBertLMPredictionHead(keras.layers.Layer):
         return logits + self.bias
 
 
-class TFBertOnlyMLMHead(keras.layers.Layer):
+class TFBertOnlyMLMHead(ComposedLayer):
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
         self.predictions = TFBertLMPredictionHead(config, name="predictions")

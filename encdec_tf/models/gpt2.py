@@ -17,6 +17,7 @@ from encdec.configuration import GPT2Config
 from encdec_tf.activations import get_activation
 from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
 from encdec_tf.modeling_utils import (
+    ComposedLayer,
     TFPreTrainedModel,
     additive_mask,
     as_int_tensor,
@@ -47,7 +48,7 @@ class TFConv1D(keras.layers.Layer):
         return tf.einsum("bte,ef->btf", x, self.weight) + self.bias  # (b, t, nf)
 
 
-class TFGPT2Attention(keras.layers.Layer):
+class TFGPT2Attention(ComposedLayer):
     """Causal self-attention, or cross-attention (queries from ``q_attn``, keys/values from the
     encoder through ``c_attn``)."""
 
@@ -119,7 +120,7 @@ class TFGPT2Attention(keras.layers.Layer):
         return attn_output, (attn_weights if output_attentions else None), present
 
 
-class TFGPT2MLP(keras.layers.Layer):
+class TFGPT2MLP(ComposedLayer):
     def __init__(self, config: GPT2Config, **kwargs: Any):
         super().__init__(**kwargs)
         r = config.initializer_range
@@ -133,7 +134,7 @@ class TFGPT2MLP(keras.layers.Layer):
         return self.dropout(self.c_proj(hidden_states), training=training)
 
 
-class TFGPT2Block(keras.layers.Layer):
+class TFGPT2Block(ComposedLayer):
     """Pre-norm block: self-attention, cross-attention (decoder of a composite), MLP."""
 
     def __init__(self, config: GPT2Config, layer_idx: int = 0, **kwargs: Any):

@@ -28,6 +28,33 @@ def test_variables_are_the_schema(tiny, arch):
 
 
 @pytest.mark.parametrize("arch", ["bert2bert", "bert2gpt2_proj"])
+def test_construction_is_one_eager_pass_with_the_same_variables(monkeypatch, arch):
+    """Each transformer layer runs once while the model is built. Keras's default for a layer with
+    no ``build`` of its own is a symbolic trace of ``call`` at every level of nesting, which made
+    loading a MiniLM bert2bert take 17.6 s instead of 2.6 s. The variable paths are the nested layer
+    names, in the canonical order."""
+    import collections
+    import functools
+
+    from encdec_tf.models import bert, gpt2
+
+    calls = collections.Counter()
+    for cls in (bert.TFBertLayer, gpt2.TFGPT2Block):
+        def counted(self, *args, _original=cls.call, **kwargs):
+            calls[type(self).__name__] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "call", functools.wraps(cls.call)(counted))
+    config = tiny_config(arch)
+    model = TFEncoderDecoderModel(config)
+    assert sum(calls.values()) == config.encoder.num_hidden_layers + config.decoder.num_hidden_layers
+    paths = [v.path for v in model.weights]
+    assert len(paths) == len(set(paths)) == len(model.canonical_variables())
+    assert all(p.split("/")[:2] in (["tf_encoder_decoder_model", part] for part in ("encoder", "decoder", "enc_to_dec_proj"))
+               for p in paths), paths
+
+
+@pytest.mark.parametrize("arch", ["bert2bert", "bert2gpt2_proj"])
 def test_save_load_round_trip_is_bit_exact(tiny, tmp_path, arch):
     config, state, inputs, model = tiny(arch)
     model.save_pretrained(str(tmp_path))
