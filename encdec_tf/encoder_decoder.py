@@ -19,6 +19,7 @@ from encdec.hub import HUB_KWARGS
 from encdec.modeling_utils import split_prefixed_kwargs
 from encdec.naming.schema import architecture, needs_enc_to_dec_proj
 from encdec_tf.generation import TFGenerationMixin
+from encdec_tf.layers import Dense
 from encdec_tf.modeling_outputs import ModelOutput, TFBaseModelOutputWithPoolingAndCrossAttentions, TFSeq2SeqLMOutput
 from encdec_tf.modeling_utils import (
     TFPreTrainedModel,
@@ -100,7 +101,7 @@ class TFEncoderDecoderModel(TFGenerationMixin, TFPreTrainedModel):
         self.decoder.config = self.config.decoder
         self.enc_to_dec_proj = None
         if needs_proj:
-            self.enc_to_dec_proj = keras.layers.Dense(
+            self.enc_to_dec_proj = Dense(
                 self.config.decoder.hidden_size,
                 kernel_initializer=normal_init(self.config.decoder),
                 bias_initializer="zeros", name="enc_to_dec_proj",

@@ -100,7 +100,7 @@ def lm_logits(decoder, hidden: tf.Tensor) -> tf.Tensor:
         return decoder.cls(hidden, word_embeddings=tied)
     hidden = decoder.transformer.ln_f(hidden)
     if decoder.lm_head is None:
-        return tf.einsum("bqe,ve->bqv", hidden, decoder.transformer.wte.embeddings)
+        return tf.matmul(hidden, decoder.transformer.wte.embeddings, transpose_b=True)  # (N, Q, V)
     return decoder.lm_head(hidden)
 
 

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from encdec.configuration import BertConfig
 from encdec_tf.activations import get_activation
+from encdec_tf.layers import Dense, LayerNorm, static_shape
 from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
 from encdec_tf.modeling_utils import (
     ComposedLayer,
@@ -29,12 +30,12 @@ from encdec_tf.modeling_utils import (
 )
 
 
-def _dense(config: BertConfig, units: int, name: str, use_bias: bool = True) -> keras.layers.Dense:
-    return keras.layers.Dense(units, use_bias=use_bias, kernel_initializer=normal_init(config), name=name)
+def _dense(config: BertConfig, units: int, name: str, use_bias: bool = True) -> Dense:
+    return Dense(units, use_bias=use_bias, kernel_initializer=normal_init(config), name=name)
 
 
-def _layer_norm(config: BertConfig, name: str = "LayerNorm") -> keras.layers.LayerNormalization:
-    return keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name=name)
+def _layer_norm(config: BertConfig, name: str = "LayerNorm") -> LayerNorm:
+    return LayerNorm(epsilon=config.layer_norm_eps, name=name)
 
 
 class TFBertEmbeddings(ComposedLayer):
@@ -93,7 +94,7 @@ class TFBertSelfAttention(ComposedLayer):
         self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob, name="dropout")
 
     def split_heads(self, x: tf.Tensor) -> tf.Tensor:
-        b, t = tf.shape(x)[0], tf.shape(x)[1]
+        b, t, _ = static_shape(x)
         return tf.reshape(x, (b, t, self.num_attention_heads, self.attention_head_size))  # (b, t, h, d)
 
     def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, past_key_value=None,
@@ -116,16 +117,16 @@ class TFBertSelfAttention(ComposedLayer):
         # The cache holds (b, h, k, d), the layout of every framework in this library.
         present = (tf.transpose(key_layer, (0, 2, 1, 3)), tf.transpose(value_layer, (0, 2, 1, 3)))
 
-        # (b, h, q, k)
-        attention_scores = tf.einsum("bqhd,bkhd->bhqk", query_layer, key_layer)
+        # (b, h, q, k); matmuls, not einsums: see encdec_tf/layers.py
+        attention_scores = tf.matmul(tf.transpose(query_layer, (0, 2, 1, 3)), present[0], transpose_b=True)
         attention_scores = attention_scores / math.sqrt(self.attention_head_size)
         if attention_mask is not None:
             attention_scores = attention_scores + attention_mask  # (b, 1, q|1, k)
         attention_probs = tf.nn.softmax(attention_scores, axis=-1)
         attention_probs_dropped = self.dropout(attention_probs, training=training)
         # (b, q, h, d)
-        context_layer = tf.einsum("bhqk,bkhd->bqhd", attention_probs_dropped, value_layer)
-        b, q = tf.shape(context_layer)[0], tf.shape(context_layer)[1]
+        context_layer = tf.transpose(tf.matmul(attention_probs_dropped, present[1]), (0, 2, 1, 3))
+        b, q = static_shape(context_layer)[:2]
         context_layer = tf.reshape(context_layer, (b, q, self.all_head_size))  # (b, q, e)
         return context_layer, (attention_probs if output_attentions else None), present
 
@@ -372,7 +373,7 @@ class TFBertLMPredictionHead(keras.layers.Layer):
     def call(self, hidden_states, word_embeddings=None):
         hidden_states = self.transform(hidden_states)  # (b, q, e)
         if self.decoder is None:
-            logits = tf.einsum("bqe,ve->bqv", hidden_states, word_embeddings)  # (b, q, v)
+            logits = tf.matmul(hidden_states, word_embeddings, transpose_b=True)  # (b, q, v)
         else:
             logits = self.decoder(hidden_states)
         return logits + self.bias

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from encdec.configuration import GPT2Config
 from encdec_tf.activations import get_activation
+from encdec_tf.layers import Dense, LayerNorm, static_shape
 from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
 from encdec_tf.modeling_utils import (
     ComposedLayer,
@@ -45,7 +46,7 @@ class TFConv1D(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.nf,), initializer="zeros")
 
     def call(self, x):
-        return tf.einsum("bte,ef->btf", x, self.weight) + self.bias  # (b, t, nf)
+        return tf.matmul(x, self.weight) + self.bias  # (b, t, nf); see encdec_tf/layers.py for why not einsum
 
 
 class TFGPT2Attention(ComposedLayer):
@@ -76,7 +77,7 @@ class TFGPT2Attention(ComposedLayer):
         self.resid_dropout = keras.layers.Dropout(config.resid_pdrop, name="resid_dropout")
 
     def split_heads(self, x: tf.Tensor) -> tf.Tensor:
-        b, t = tf.shape(x)[0], tf.shape(x)[1]
+        b, t, _ = static_shape(x)
         return tf.reshape(x, (b, t, self.num_heads, self.head_dim))  # (b, t, h, d)
 
     def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, past_key_value=None,
@@ -102,8 +103,8 @@ class TFGPT2Attention(ComposedLayer):
         # The cache holds (b, h, k, d), the layout of every framework in this library.
         present = (tf.transpose(key, (0, 2, 1, 3)), tf.transpose(value, (0, 2, 1, 3)))
 
-        # (b, h, q, k)
-        attn_weights = tf.einsum("bqhd,bkhd->bhqk", query, key)
+        # (b, h, q, k); matmuls, not einsums: see encdec_tf/layers.py
+        attn_weights = tf.matmul(tf.transpose(query, (0, 2, 1, 3)), present[0], transpose_b=True)
         if self.scale_attn_weights:
             attn_weights = attn_weights / math.sqrt(self.head_dim)
         if self.scale_attn_by_inverse_layer_idx:
@@ -113,8 +114,8 @@ class TFGPT2Attention(ComposedLayer):
         attn_weights = tf.nn.softmax(attn_weights, axis=-1)
         attn_probs = self.attn_dropout(attn_weights, training=training)
         # (b, q, h, d)
-        attn_output = tf.einsum("bhqk,bkhd->bqhd", attn_probs, value)
-        b, q = tf.shape(attn_output)[0], tf.shape(attn_output)[1]
+        attn_output = tf.transpose(tf.matmul(attn_probs, present[1]), (0, 2, 1, 3))
+        b, q = static_shape(attn_output)[:2]
         attn_output = tf.reshape(attn_output, (b, q, self.embed_dim))  # (b, q, e)
         attn_output = self.resid_dropout(self.c_proj(attn_output), training=training)
         return attn_output, (attn_weights if output_attentions else None), present
@@ -140,14 +141,14 @@ class TFGPT2Block(ComposedLayer):
     def __init__(self, config: GPT2Config, layer_idx: int = 0, **kwargs: Any):
         super().__init__(**kwargs)
         eps = config.layer_norm_epsilon
-        self.ln_1 = keras.layers.LayerNormalization(epsilon=eps, name="ln_1")
+        self.ln_1 = LayerNorm(epsilon=eps, name="ln_1")
         self.attn = TFGPT2Attention(config, layer_idx=layer_idx, name="attn")
-        self.ln_2 = keras.layers.LayerNormalization(epsilon=eps, name="ln_2")
+        self.ln_2 = LayerNorm(epsilon=eps, name="ln_2")
         self.add_cross_attention = config.add_cross_attention
         if config.add_cross_attention:
             self.crossattention = TFGPT2Attention(config, is_cross_attention=True, layer_idx=layer_idx,
                                                   name="crossattention")
-            self.ln_cross_attn = keras.layers.LayerNormalization(epsilon=eps, name="ln_cross_attn")
+            self.ln_cross_attn = LayerNorm(epsilon=eps, name="ln_cross_attn")
         self.mlp = TFGPT2MLP(config, name="mlp")
 
     def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
@@ -202,7 +203,7 @@ class TFGPT2Model(TFPreTrainedModel):
                                           embeddings_initializer=normal_init(config), name="wpe")
         self.drop = keras.layers.Dropout(config.embd_pdrop, name="drop")
         self.h = [TFGPT2Block(config, layer_idx=i, name=f"h_._{i}") for i in range(config.num_hidden_layers)]
-        self.ln_f = keras.layers.LayerNormalization(epsilon=config.layer_norm_epsilon, name="ln_f")
+        self.ln_f = LayerNorm(epsilon=config.layer_norm_epsilon, name="ln_f")
         if build:
             self.build_now()
 
@@ -301,7 +302,7 @@ class TFGPT2LMHeadModel(TFPreTrainedModel):
         super().__init__(config, **kwargs)
         # === Layers ===
         self.transformer = TFGPT2Model(config, build=False, name="transformer")
-        self.lm_head = None if config.tie_word_embeddings else keras.layers.Dense(
+        self.lm_head = None if config.tie_word_embeddings else Dense(
             config.vocab_size, use_bias=False, kernel_initializer=normal_init(config), name="lm_head"
         )
         if build:
@@ -326,7 +327,7 @@ class TFGPT2LMHeadModel(TFPreTrainedModel):
         )
         hidden_states = transformer_outputs.last_hidden_state  # (b, q, e)
         if self.lm_head is None:
-            lm_logits = tf.einsum("bqe,ve->bqv", hidden_states, self.transformer.wte.embeddings)  # (b, q, v)
+            lm_logits = tf.matmul(hidden_states, self.transformer.wte.embeddings, transpose_b=True)  # (b, q, v)
         else:
             lm_logits = self.lm_head(hidden_states)
         loss = None

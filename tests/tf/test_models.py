@@ -54,6 +54,32 @@ def test_construction_is_one_eager_pass_with_the_same_variables(monkeypatch, arc
     assert {"/".join(p.split("/")[:2]) for p in paths} <= tops, paths
 
 
+def test_lean_layers_equal_the_keras_layers_with_fewer_graph_ops():
+    """``encdec_tf.layers.Dense`` / ``LayerNorm`` have Keras's variables (names, shapes, order) and
+    give Keras's numbers, in fewer graph ops (Dense 9 vs 13, LayerNorm 21 vs 26 here)."""
+    import keras
+
+    from encdec_tf.layers import Dense, LayerNorm
+
+    x = tf.random.stateless_normal((2, 5, 16), seed=(1, 2)) * 3.0 + 1.0
+    pairs = [(Dense(8, name="d"), keras.layers.Dense(8, name="d")),
+             (Dense(8, use_bias=False, name="d"), keras.layers.Dense(8, use_bias=False, name="d")),
+             (LayerNorm(epsilon=1e-5, name="n"), keras.layers.LayerNormalization(epsilon=1e-5, name="n"))]
+    for ours, theirs in pairs:
+        ours(x), theirs(x)
+        assert [(v.name, tuple(v.shape)) for v in ours.weights] == [(v.name, tuple(v.shape)) for v in theirs.weights]
+        for mine, other in zip(ours.weights, theirs.weights):
+            mine.assign(tf.random.stateless_normal(mine.shape, seed=(3, len(mine.name))))
+            other.assign(mine)
+        expected = theirs(x)  # the same up to float32 rounding: a matmul kernel may sum in another order
+        assert float(tf.reduce_max(tf.abs(ours(x) - expected))) <= 1e-6 * float(tf.reduce_max(tf.abs(expected)))
+
+        def graph_ops(layer):
+            return len(tf.function(layer.call, autograph=False).get_concrete_function(x).graph.get_operations())
+
+        assert graph_ops(ours) < graph_ops(theirs), type(ours).__name__
+
+
 @pytest.mark.parametrize("arch", ["bert2bert", "bert2gpt2_proj"])
 def test_save_load_round_trip_is_bit_exact(tiny, tmp_path, arch):
     config, state, inputs, model = tiny(arch)
