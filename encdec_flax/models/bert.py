@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from encdec.configuration import BertConfig
+from encdec_flax.models.layers import Dense, Embed, LayerNorm, ShapeCheckedParams
 from encdec_flax.models.modeling_outputs import (
     FlaxBaseModelOutputWithPoolingAndCrossAttentions,
     FlaxCausalLMOutputWithCrossAttentions,
@@ -33,14 +34,14 @@ class FlaxBertEmbeddings(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.word_embeddings = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=normal_init(cfg), dtype=self.dtype)
-        self.position_embeddings = nn.Embed(
+        self.word_embeddings = Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=normal_init(cfg), dtype=self.dtype)
+        self.position_embeddings = Embed(
             cfg.max_position_embeddings, cfg.hidden_size, embedding_init=normal_init(cfg), dtype=self.dtype
         )
-        self.token_type_embeddings = nn.Embed(
+        self.token_type_embeddings = Embed(
             cfg.type_vocab_size, cfg.hidden_size, embedding_init=normal_init(cfg), dtype=self.dtype
         )
-        self.LayerNorm = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
+        self.LayerNorm = LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
 
     def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool = True):
@@ -75,9 +76,9 @@ class FlaxBertSelfAttention(nn.Module):
             )
         self.num_heads = cfg.num_attention_heads
         self.head_dim = cfg.hidden_size // cfg.num_attention_heads
-        self.query = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
-        self.key = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
-        self.value = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
+        self.query = Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
+        self.key = Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
+        self.value = Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.dropout = nn.Dropout(rate=cfg.attention_probs_dropout_prob)
 
     def _heads(self, x):
@@ -159,8 +160,8 @@ class FlaxBertSelfOutput(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.dense = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
-        self.LayerNorm = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
+        self.dense = Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
+        self.LayerNorm = LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
 
     def __call__(self, hidden_states, input_tensor, deterministic: bool = True):
@@ -209,7 +210,7 @@ class FlaxBertIntermediate(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
-        self.dense = nn.Dense(self.config.intermediate_size, dtype=self.dtype, kernel_init=normal_init(self.config))
+        self.dense = Dense(self.config.intermediate_size, dtype=self.dtype, kernel_init=normal_init(self.config))
         self.activation = ACT2FN[self.config.hidden_act]
 
     def __call__(self, hidden_states):
@@ -222,9 +223,9 @@ class FlaxBertOutput(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.dense = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
+        self.dense = Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
-        self.LayerNorm = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
+        self.LayerNorm = LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
 
     def __call__(self, hidden_states, attention_output, deterministic: bool = True):
         hidden_states = self.dense(hidden_states)
@@ -336,7 +337,7 @@ class FlaxBertPooler(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
-        self.dense = nn.Dense(self.config.hidden_size, dtype=self.dtype, kernel_init=normal_init(self.config))
+        self.dense = Dense(self.config.hidden_size, dtype=self.dtype, kernel_init=normal_init(self.config))
 
     def __call__(self, hidden_states):
         # (B, hidden): the first token's state
@@ -407,15 +408,15 @@ class FlaxBertPredictionHeadTransform(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.dense = nn.Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
+        self.dense = Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.transform_act_fn = ACT2FN[cfg.hidden_act]
-        self.LayerNorm = nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
+        self.LayerNorm = LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
 
     def __call__(self, hidden_states):
         return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
 
 
-class FlaxBertLMPredictionHead(nn.Module):
+class FlaxBertLMPredictionHead(ShapeCheckedParams, nn.Module):
     """``cls.predictions``: transform, then the vocabulary projection plus ``bias``. With tied
     word embeddings ``decoder`` owns no kernel: the embedding matrix is applied instead, so the
     params tree holds no copy of it (as in the Hugging Face Flax port)."""
@@ -426,7 +427,7 @@ class FlaxBertLMPredictionHead(nn.Module):
     def setup(self):
         cfg = self.config
         self.transform = FlaxBertPredictionHeadTransform(cfg, dtype=self.dtype)
-        self.decoder = nn.Dense(cfg.vocab_size, dtype=self.dtype, use_bias=False, kernel_init=normal_init(cfg))
+        self.decoder = Dense(cfg.vocab_size, dtype=self.dtype, use_bias=False, kernel_init=normal_init(cfg))
         self.bias = self.param("bias", jax.nn.initializers.zeros, (cfg.vocab_size,))
 
     def __call__(self, hidden_states, shared_embedding=None):

@@ -56,6 +56,7 @@ from encdec.naming.layout import framework_path
 from encdec.naming.schema import architecture, needs_enc_to_dec_proj, schema_for
 from encdec_flax.generation.utils import FlaxGenerationMixin
 from encdec_flax.models.auto import FLAX_MODEL_FOR_CAUSAL_LM_MAPPING, FLAX_MODEL_MAPPING, _lookup
+from encdec_flax.models.layers import Dense
 from encdec_flax.models.modeling_outputs import FlaxCausalLMOutputWithCrossAttentions, FlaxSeq2SeqLMOutput
 from encdec_flax.models.modeling_utils import (
     FlaxPreTrainedModel,
@@ -109,7 +110,7 @@ class FlaxEncoderDecoderModule(nn.Module):
         self.encoder = encoder_module(cfg.encoder, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing)
         self.decoder = decoder_module(cfg.decoder, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing)
         if needs_enc_to_dec_proj(cfg):
-            self.enc_to_dec_proj = nn.Dense(
+            self.enc_to_dec_proj = Dense(
                 cfg.decoder.hidden_size,
                 dtype=self.dtype,
                 kernel_init=normal_init(cfg.decoder),

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from encdec.configuration import GPT2Config
+from encdec_flax.models.layers import Dense, Embed, LayerNorm, ShapeCheckedParams
 from encdec_flax.models.modeling_outputs import (
     FlaxBaseModelOutputWithPastAndCrossAttentions,
     FlaxCausalLMOutputWithCrossAttentions,
@@ -24,7 +25,7 @@ from encdec_flax.models.modeling_outputs import (
 from encdec_flax.models.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask, normal_init
 
 
-class FlaxConv1D(nn.Module):
+class FlaxConv1D(ShapeCheckedParams, nn.Module):
     """GPT-2's ``Conv1D``: a dense layer whose kernel is stored ``(features, in)``."""
 
     features: int
@@ -179,14 +180,14 @@ class FlaxGPT2Block(nn.Module):
     def setup(self):
         cfg = self.config
         eps = cfg.layer_norm_epsilon
-        self.ln_1 = nn.LayerNorm(epsilon=eps, dtype=self.dtype)
+        self.ln_1 = LayerNorm(epsilon=eps, dtype=self.dtype)
         self.attn = FlaxGPT2Attention(cfg, layer_idx=self.layer_idx, dtype=self.dtype)
-        self.ln_2 = nn.LayerNorm(epsilon=eps, dtype=self.dtype)
+        self.ln_2 = LayerNorm(epsilon=eps, dtype=self.dtype)
         if cfg.add_cross_attention:
             self.crossattention = FlaxGPT2Attention(
                 cfg, is_cross_attention=True, layer_idx=self.layer_idx, dtype=self.dtype
             )
-            self.ln_cross_attn = nn.LayerNorm(epsilon=eps, dtype=self.dtype)
+            self.ln_cross_attn = LayerNorm(epsilon=eps, dtype=self.dtype)
         self.mlp = FlaxGPT2MLP(cfg, cfg.inner_size, dtype=self.dtype)
 
     def __call__(
@@ -282,11 +283,11 @@ class FlaxGPT2Module(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.wte = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=normal_init(cfg), dtype=self.dtype)
-        self.wpe = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, embedding_init=normal_init(cfg), dtype=self.dtype)
+        self.wte = Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=normal_init(cfg), dtype=self.dtype)
+        self.wpe = Embed(cfg.max_position_embeddings, cfg.hidden_size, embedding_init=normal_init(cfg), dtype=self.dtype)
         self.drop = nn.Dropout(rate=cfg.embd_pdrop)
         self.h = FlaxGPT2BlockCollection(cfg, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing)
-        self.ln_f = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=self.dtype)
+        self.ln_f = LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=self.dtype)
 
     def __call__(
         self,
@@ -341,7 +342,7 @@ class FlaxGPT2LMHeadModule(nn.Module):
 
     def setup(self):
         self.transformer = FlaxGPT2Module(self.config, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing)
-        self.lm_head = nn.Dense(self.config.vocab_size, use_bias=False, dtype=self.dtype, kernel_init=normal_init(self.config))
+        self.lm_head = Dense(self.config.vocab_size, use_bias=False, dtype=self.dtype, kernel_init=normal_init(self.config))
 
     def __call__(
         self,

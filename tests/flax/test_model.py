@@ -25,6 +25,28 @@ def test_import_needs_neither_torch_nor_tensorflow():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)) + "/..")
 
 
+@pytest.mark.parametrize("arch", ["bert2bert", "bert2gpt2_proj"])
+def test_apply_checks_param_shapes_without_tracing_initializers(built, monkeypatch, arch):
+    """Existing parameters are checked by shape, not by ``jax.eval_shape`` of their initializer
+    (flax's way, about half the trace time of generate); a wrong shape still raises, naming it."""
+    from flax.errors import ScopeParamShapeError
+
+    b = built(arch)
+    i = b.inputs
+    expected = b.model(i["input_ids"], decoder_input_ids=i["decoder_input_ids"]).logits
+    calls = []
+    monkeypatch.setattr(jax, "eval_shape", lambda *a, **k: calls.append(a) or pytest.fail("eval_shape called"))
+    logits = b.model(i["input_ids"], decoder_input_ids=i["decoder_input_ids"]).logits
+    assert calls == [] and max_diff(logits, expected) == 0.0
+    monkeypatch.undo()
+
+    params = jax.tree_util.tree_map(lambda x: x, b.model.params)
+    query = params["encoder"]["encoder"]["layer"]["0"]["attention"]["self"]["query"]
+    query["kernel"] = query["kernel"][:, :-1]
+    with pytest.raises(ScopeParamShapeError, match="kernel.*layer/0/attention/self/query"):
+        b.model(i["input_ids"], decoder_input_ids=i["decoder_input_ids"], params=params)
+
+
 def test_labels_give_the_loss_of_explicit_shifted_inputs(built):
     b = built("bert2bert")
     i = b.inputs
