@@ -8,6 +8,8 @@ distinct setting or shape is one XLA compile, so the tests share settings where 
 models: compiles dominate the time).
 """
 
+import collections
+
 import numpy as np
 import pytest
 
@@ -323,6 +325,31 @@ def test_other_params_are_used_by_the_same_compiled_function():
     assert trace_count() == before
     assert _differs(own, other)
     assert np.array_equal(own, again)
+
+
+def test_a_new_signature_reuses_the_traced_encoder_and_cross_cache(monkeypatch):
+    """Beam search after greedy search on the same source shape traces a new loop but not the
+    encoder nor the cross-attention cache pass again; a new source length traces both."""
+    from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModule
+
+    model = _ours("bert2gpt2")
+    traced = collections.Counter()
+    for name in ("encode", "decode"):
+        original = getattr(FlaxEncoderDecoderModule, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            traced[_name, bool(kwargs.get("init_cache"))] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(FlaxEncoderDecoderModule, name, counted)
+    ids, mask = _inputs(model.config)
+    greedy = model.generate(ids, attention_mask=mask, max_new_tokens=4)
+    assert traced == {("encode", False): 1, ("decode", True): 1, ("decode", False): 1}
+    beams = model.generate(ids, attention_mask=mask, max_new_tokens=4, num_beams=2)
+    assert traced == {("encode", False): 1, ("decode", True): 1, ("decode", False): 2}
+    model.generate(ids[:, :-1], attention_mask=mask[:, :-1], max_new_tokens=4)
+    assert traced == {("encode", False): 2, ("decode", True): 2, ("decode", False): 3}
+    assert greedy.shape == beams.shape == (2, 5)
 
 
 def test_lengths_count_the_start_token(bert2bert):
