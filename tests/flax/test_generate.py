@@ -332,7 +332,7 @@ def test_a_new_signature_reuses_the_traced_encoder_and_cross_cache(monkeypatch):
     encoder nor the cross-attention cache pass again; a new source length traces both."""
     from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModule
 
-    model = _ours("bert2gpt2")
+    model = _build("bert2gpt2")  # its own compiled functions and traces, whatever ran before
     traced = collections.Counter()
     for name in ("encode", "decode"):
         original = getattr(FlaxEncoderDecoderModule, name)
