@@ -20,6 +20,7 @@ from typing import List, Sequence, Tuple
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
+from encdec_tf.layers import matmul_last
 from encdec_tf.modeling_utils import additive_mask
 
 
@@ -100,7 +101,7 @@ def lm_logits(decoder, hidden: tf.Tensor) -> tf.Tensor:
         return decoder.cls(hidden, word_embeddings=tied)
     hidden = decoder.transformer.ln_f(hidden)
     if decoder.lm_head is None:
-        return tf.matmul(hidden, decoder.transformer.wte.embeddings, transpose_b=True)  # (N, Q, V)
+        return matmul_last(hidden, decoder.transformer.wte.embeddings, transpose_b=True)  # (N, Q, V)
     return decoder.lm_head(hidden)
 
 

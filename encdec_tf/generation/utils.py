@@ -29,6 +29,7 @@ import tensorflow as tf
 from encdec.generation_utils import GenerationSettings, resolve_generation_settings
 from encdec_tf.generation.logits_process import process_scores
 from encdec_tf.generation.static_cache import allocate_static_cache, static_decoder_step
+from encdec_tf.layers import xla_trace
 from encdec_tf.modeling_outputs import ModelOutput
 from encdec_tf.modeling_utils import additive_mask, check_ids
 
@@ -174,9 +175,14 @@ class TFGenerationMixin:
 
         if not use_xla:
             return run
+
+        def run_for_xla(source, attention_mask, encoder_kwargs, seed_pair):
+            with xla_trace():  # this body runs only while tracing
+                return run(source, attention_mask, encoder_kwargs, seed_pair)
+
         functions = self.__dict__.setdefault("_generate_functions", {})
         if signature not in functions:
-            functions[signature] = tf.function(run, jit_compile=True, autograph=False)
+            functions[signature] = tf.function(run_for_xla, jit_compile=True, autograph=False)
         return functions[signature]
 
     def _generate_graph(self, kind: str, s: GenerationSettings, source, attention_mask, encoder_kwargs, seed_pair):

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from encdec.configuration import BertConfig
 from encdec_tf.activations import get_activation
-from encdec_tf.layers import Dense, LayerNorm, static_shape
+from encdec_tf.layers import Dense, LayerNorm, matmul_last, static_shape
 from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
 from encdec_tf.modeling_utils import (
     ComposedLayer,
@@ -373,7 +373,7 @@ class TFBertLMPredictionHead(keras.layers.Layer):
     def call(self, hidden_states, word_embeddings=None):
         hidden_states = self.transform(hidden_states)  # (b, q, e)
         if self.decoder is None:
-            logits = tf.matmul(hidden_states, word_embeddings, transpose_b=True)  # (b, q, v)
+            logits = matmul_last(hidden_states, word_embeddings, transpose_b=True)  # (b, q, v)
         else:
             logits = self.decoder(hidden_states)
         return logits + self.bias

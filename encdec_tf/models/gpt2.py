@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from encdec.configuration import GPT2Config
 from encdec_tf.activations import get_activation
-from encdec_tf.layers import Dense, LayerNorm, static_shape
+from encdec_tf.layers import Dense, LayerNorm, matmul_last, static_shape
 from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
 from encdec_tf.modeling_utils import (
     ComposedLayer,
@@ -46,7 +46,7 @@ class TFConv1D(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.nf,), initializer="zeros")
 
     def call(self, x):
-        return tf.matmul(x, self.weight) + self.bias  # (b, t, nf); see encdec_tf/layers.py for why not einsum
+        return matmul_last(x, self.weight) + self.bias  # (b, t, nf); see encdec_tf/layers.py for why not einsum
 
 
 class TFGPT2Attention(ComposedLayer):
@@ -327,7 +327,7 @@ class TFGPT2LMHeadModel(TFPreTrainedModel):
         )
         hidden_states = transformer_outputs.last_hidden_state  # (b, q, e)
         if self.lm_head is None:
-            lm_logits = tf.matmul(hidden_states, self.transformer.wte.embeddings, transpose_b=True)  # (b, q, v)
+            lm_logits = matmul_last(hidden_states, self.transformer.wte.embeddings, transpose_b=True)  # (b, q, v)
         else:
             lm_logits = self.lm_head(hidden_states)
         loss = None
