@@ -7,8 +7,8 @@ on the 2-core CI machine both cost time per graph op. ``keras.ops`` adds casts, 
 shape arithmetic (Dense 13 ops vs 9 here, LayerNormalization 26 vs 21). ``tf.matmul`` rather than
 ``tf.einsum``: the same XLA dot, but the TF-to-XLA bridge converts an einsum about twice as slowly
 (a BERT-base encoder: 1.3 s vs 0.7 s). With static reshapes in the attention layers, the greedy
-graph of the base bert2gpt2 went from 5,700 ops to 3,850, its trace from about 3.9 s to 2.4-3.5 s
-and the bridge from 2.9 s to 1.6-2.0 s (docs/performance.md). The arithmetic is Keras's, in the
+graph of the base bert2gpt2 went from 5,700 ops to 3,850, its trace from 4.6-5.1 s to 2.5-3.2 s
+and the bridge from 2.9 s to 1.6-2.0 s (old and new code interleaved; docs/performance.md). The arithmetic is Keras's, in the
 same order. Outside XLA the dense layers keep the 2-D MatMul (``matmul_last``), so eager forward and
 backward passes are not slower than with Keras's layers.
 """

@@ -102,7 +102,8 @@ class _SharedParts:
     """The pieces every generate function of a model traces alike for the same source shape: the
     encoder and the cross-attention cache. Each is an inner ``jax.jit``, whose traced jaxpr jax keeps:
     a new signature with the same source shape (beam search after greedy, another ``max_length``)
-    reuses them instead of tracing them again (about 1 s of the base bert2gpt2's 1.6 s trace)."""
+    reuses them instead of tracing them again (base bert2gpt2: tracing the 4-beam function after the
+    greedy one took 0.43-0.68 s instead of 1.28 s)."""
 
     def __init__(self, module):
         from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModule
@@ -299,9 +300,9 @@ def _run(fns, signature, args):
 
 
 def _make_generate_fn(module, s: GenerationSettings, vocab_size: int, signature, encode: bool,
-                      encoder_kwarg_names: Tuple[str, ...], parts: Optional[_SharedParts] = None):
-    """The function ``jax.jit`` compiles: (params, source, mask, encoder kwargs, key) -> loop outputs."""
-    parts = parts or _SharedParts(module)
+                      encoder_kwarg_names: Tuple[str, ...], parts: _SharedParts):
+    """The function ``jax.jit`` compiles: (params, source, mask, encoder kwargs, key) -> loop outputs;
+    ``parts`` are the model's shared encoder and cross-cache functions."""
 
     def generate_fn(params, source, attention_mask, encoder_kwargs, prng_key):
         TRACE_COUNTS[signature] += 1  # Python side effect: runs only while tracing
