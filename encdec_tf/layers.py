@@ -11,6 +11,10 @@ graph of the base bert2gpt2 went from 5,700 ops to 3,850, its trace from 4.6-5.1
 and the bridge from 2.9 s to 1.6-2.0 s (old and new code interleaved; docs/performance.md). The arithmetic is Keras's, in the
 same order. Outside XLA the dense layers keep the 2-D MatMul (``matmul_last``), so eager forward and
 backward passes are not slower than with Keras's layers.
+
+Also here: ``split_heads`` / ``merge_heads`` (the (b, h, t, d) attention layout, transposes only
+where t > 1), and ``XLATraceCall``, which lets generate's trace call the layers without Keras's
+``__call__`` (also mixed into ``Embedding`` and ``Dropout``, Keras's own layers otherwise).
 """
 
 from __future__ import annotations
@@ -33,6 +37,24 @@ def static_shape(x: tf.Tensor) -> List[Union[int, tf.Tensor]]:
     return [dynamic[i] if d is None else d for i, d in enumerate(static)]
 
 
+def split_heads(x: tf.Tensor, num_heads: int) -> tf.Tensor:
+    """(b, t, e) -> (b, h, t, d), the layout attention and the caches use. With one position (a
+    decoding step) the two layouts hold the same numbers in the same order: a reshape alone, and no
+    transposes in the compiled loop."""
+    b, t, e = static_shape(x)
+    if t == 1:
+        return tf.reshape(x, (b, num_heads, 1, e // num_heads))
+    return tf.transpose(tf.reshape(x, (b, t, num_heads, e // num_heads)), (0, 2, 1, 3))
+
+
+def merge_heads(x: tf.Tensor) -> tf.Tensor:
+    """(b, h, t, d) -> (b, t, h * d); the inverse of ``split_heads``."""
+    b, h, t, d = static_shape(x)
+    if t == 1:
+        return tf.reshape(x, (b, 1, h * d))
+    return tf.reshape(tf.transpose(x, (0, 2, 1, 3)), (b, t, h * d))
+
+
 _IN_XLA_TRACE = contextvars.ContextVar("encdec_tf_in_xla_trace", default=False)
 
 
@@ -45,6 +67,21 @@ def xla_trace():
         yield
     finally:
         _IN_XLA_TRACE.reset(token)
+
+
+class XLATraceCall:
+    """Mixin for the models' layers: while generate traces for XLA (``xla_trace``), ``layer(...)`` is
+    ``layer.call(...)``. Keras's ``__call__`` (input conversion, name and autocast scopes, the training
+    flag from context) adds only Python work there, and generate's trace makes about 450 layer calls:
+    tracing a base bert2gpt2 greedy generate took 1.8-2.3 s through it and 1.5 s without
+    (docs/performance.md). The graph is the same. Everywhere else Keras's ``__call__`` runs as usual;
+    the model is built before generate, and generation never trains (every ``call`` defaults
+    ``training`` to False)."""
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        if self.built and _IN_XLA_TRACE.get():
+            return self.call(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
 
 
 def matmul_last(x: tf.Tensor, kernel: tf.Tensor, transpose_b: bool = False) -> tf.Tensor:
@@ -61,7 +98,7 @@ def matmul_last(x: tf.Tensor, kernel: tf.Tensor, transpose_b: bool = False) -> t
     return tf.reshape(y, shape[:-1] + [kernel.shape[0 if transpose_b else -1]])
 
 
-class Dense(keras.layers.Layer):
+class Dense(XLATraceCall, keras.layers.Layer):
     """``y = x @ kernel + bias`` on the last axis; ``kernel`` (in, units) and ``bias`` (units,)
     as ``keras.layers.Dense`` creates them."""
 
@@ -83,7 +120,7 @@ class Dense(keras.layers.Layer):
         return y + self.bias if self.use_bias else y
 
 
-class LayerNorm(keras.layers.Layer):
+class LayerNorm(XLATraceCall, keras.layers.Layer):
     """Layer normalisation over the last axis with ``gamma`` and ``beta`` (ones / zeros), computed
     as Keras computes it: ``x * inv + (beta - mean * inv)`` with ``inv = rsqrt(var + eps) * gamma``."""
 
@@ -100,3 +137,17 @@ class LayerNorm(keras.layers.Layer):
         variance = tf.reduce_mean(tf.math.squared_difference(x, tf.stop_gradient(mean)), axis=-1, keepdims=True)
         inv = tf.math.rsqrt(variance + self.epsilon) * self.gamma
         return x * inv + (self.beta - mean * inv)
+
+
+class Embedding(XLATraceCall, keras.layers.Embedding):
+    """``keras.layers.Embedding`` (same variable), looked up with one gather (Keras's ``ops.take``
+    adds index arithmetic for negative ids, which ``check_ids`` rejects before any lookup)."""
+
+    def call(self, inputs):
+        if inputs.dtype not in (tf.int32, tf.int64):
+            inputs = tf.cast(inputs, tf.int32)
+        return tf.gather(self.embeddings, inputs)
+
+
+class Dropout(XLATraceCall, keras.layers.Dropout):
+    """``keras.layers.Dropout``; under ``xla_trace`` called without Keras's ``__call__``."""

@@ -24,6 +24,7 @@ from encdec.generation_config import GenerationConfig
 from encdec.modeling_utils import check_token_ids, newly_initialised_report
 from encdec.naming.layout import framework_path, from_framework, to_framework
 from encdec.naming.schema import Schema
+from encdec_tf.layers import XLATraceCall
 
 logger = logging.getLogger(__name__)
 
@@ -175,13 +176,13 @@ def _build_by_first_call(layer, input_shape=None) -> None:
     transformer layer runs once while a model is built."""
 
 
-class ComposedLayer(keras.layers.Layer):
+class ComposedLayer(XLATraceCall, keras.layers.Layer):
     """A layer made only of other layers (see ``_build_by_first_call``)."""
 
     build = _build_by_first_call
 
 
-class TFPreTrainedModel(keras.Model):
+class TFPreTrainedModel(XLATraceCall, keras.Model):
     """Base of every TF model: config, schema, canonical state, ``from_pretrained`` /
     ``save_pretrained`` in this library's layout (and reading every HF layout).
 

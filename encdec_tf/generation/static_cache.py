@@ -20,22 +20,21 @@ from typing import List, Sequence, Tuple
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
-from encdec_tf.layers import matmul_last
+from encdec_tf.layers import matmul_last, split_heads
 from encdec_tf.modeling_utils import additive_mask
 
 
 class StaticSelfKV:
-    """Self-attention keys/values (N, H, L, Dh), written at ``position`` (scalar int32) by ``update``."""
+    """Self-attention keys/values (N, H, L, Dh), written at ``start`` = (0, 0, position, 0) by ``update``."""
 
-    def __init__(self, key: tf.Tensor, value: tf.Tensor, position: tf.Tensor):
-        self.key, self.value, self.position = key, value, position
+    def __init__(self, key: tf.Tensor, value: tf.Tensor, start: tf.Tensor):
+        self.key, self.value, self.start = key, value, start
 
     def update(self, key: tf.Tensor, value: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-        """New (B, Q, H, Dh) keys/values in; the full buffers out as (B, L, H, Dh)."""
-        start = [0, 0, self.position, 0]
-        self.key = dynamic_update_slice(self.key, tf.transpose(key, (0, 2, 1, 3)), start)  # (B, H, L, Dh)
-        self.value = dynamic_update_slice(self.value, tf.transpose(value, (0, 2, 1, 3)), start)
-        return tf.transpose(self.key, (0, 2, 1, 3)), tf.transpose(self.value, (0, 2, 1, 3))
+        """New (B, H, Q, Dh) keys/values in; the full buffers (B, H, L, Dh) out."""
+        self.key = dynamic_update_slice(self.key, key, self.start)
+        self.value = dynamic_update_slice(self.value, value, self.start)
+        return self.key, self.value
 
     def __getitem__(self, i: int) -> tf.Tensor:
         return (self.key, self.value)[i]
@@ -74,6 +73,7 @@ def static_decoder_step(decoder, input_ids: tf.Tensor, position: tf.Tensor, enco
     max_length = buffers[0].shape[2]
     keep = (tf.range(max_length) <= position)[None, None, None, :]  # (1, 1, 1, L)
     position_ids = tf.reshape(position, (1, 1))  # (1, 1)
+    start = tf.stack([0, 0, position, 0])  # where the step's keys/values go in each (N, H, L, Dh) buffer
     if hasattr(decoder, "bert"):
         layers = decoder.bert.encoder.layer
         hidden = decoder.bert.embeddings(input_ids=input_ids, position_ids=position_ids)  # (N, 1, E)
@@ -87,7 +87,7 @@ def static_decoder_step(decoder, input_ids: tf.Tensor, position: tf.Tensor, enco
     new_buffers: List[tf.Tensor] = []
     for i, layer in enumerate(layers):
         k, v, ck, cv = buffers[4 * i: 4 * i + 4]
-        cache = StaticLayerCache(StaticSelfKV(k, v, position), ck, cv)
+        cache = StaticLayerCache(StaticSelfKV(k, v, start), ck, cv)
         hidden = layer(hidden, attention_mask=self_bias, encoder_hidden_states=encoder_hidden_states,
                        encoder_attention_mask=cross_bias, past_key_value=cache)[0]
         new_buffers += [cache.self_kv.key, cache.self_kv.value, ck, cv]
@@ -110,22 +110,19 @@ def allocate_static_cache(decoder, encoder_hidden_states: tf.Tensor, max_length:
     (N, H, max_length, Dh), cross k/v (N, H, S, Dh) computed once from the encoder states by each
     layer's own cross-attention key/value projections (the first step then runs like the others)."""
     config = decoder.config
-    n, s = encoder_hidden_states.shape[0], encoder_hidden_states.shape[1]
+    n = encoder_hidden_states.shape[0]
     heads = config.num_attention_heads
     head_dim = config.hidden_size // heads
-
-    def heads_first(x: tf.Tensor) -> tf.Tensor:
-        return tf.transpose(tf.reshape(x, (n, s, heads, head_dim)), (0, 2, 1, 3))  # (N, H, S, Dh)
-
-    buffers: List[tf.Tensor] = []
+    buffers: List[tf.Tensor] = []  # (N, H, S, Dh) each
     if hasattr(decoder, "bert"):
         for layer in decoder.bert.encoder.layer:
             cross = layer.crossattention.self_attention
-            buffers += [heads_first(cross.key(encoder_hidden_states)), heads_first(cross.value(encoder_hidden_states))]
+            buffers += [split_heads(cross.key(encoder_hidden_states), heads),
+                        split_heads(cross.value(encoder_hidden_states), heads)]
     else:
         for block in decoder.transformer.h:
             key, value = tf.split(block.crossattention.c_attn(encoder_hidden_states), 2, axis=2)
-            buffers += [heads_first(key), heads_first(value)]
+            buffers += [split_heads(key, heads), split_heads(value, heads)]
     zeros = tf.zeros((n, heads, max_length, head_dim), encoder_hidden_states.dtype)
     flat: List[tf.Tensor] = []
     for i in range(0, len(buffers), 2):

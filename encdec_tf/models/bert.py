@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from encdec.configuration import BertConfig
 from encdec_tf.activations import get_activation
-from encdec_tf.layers import Dense, LayerNorm, matmul_last, static_shape
+from encdec_tf.layers import Dense, Dropout, Embedding, LayerNorm, XLATraceCall, matmul_last, merge_heads, split_heads
 from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
 from encdec_tf.modeling_utils import (
     ComposedLayer,
@@ -46,20 +46,20 @@ class TFBertEmbeddings(ComposedLayer):
         # === Config ===
         self.config = config
         # === Layers ===
-        self.word_embeddings = keras.layers.Embedding(
+        self.word_embeddings = Embedding(
             config.vocab_size, config.hidden_size, embeddings_initializer=normal_init(config), name="word_embeddings"
         )
-        self.position_embeddings = keras.layers.Embedding(
+        self.position_embeddings = Embedding(
             config.max_position_embeddings, config.hidden_size, embeddings_initializer=normal_init(config),
             name="position_embeddings",
         )
-        self.token_type_embeddings = keras.layers.Embedding(
+        self.token_type_embeddings = Embedding(
             config.type_vocab_size, config.hidden_size, embeddings_initializer=normal_init(config),
             name="token_type_embeddings",
         )
         # Not snake-cased: the name is the PyTorch attribute, hence the checkpoint key.
         self.LayerNorm = _layer_norm(config)
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, name="dropout")
+        self.dropout = Dropout(config.hidden_dropout_prob, name="dropout")
 
     def call(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
              past_key_values_length=0, training=False):
@@ -91,43 +91,35 @@ class TFBertSelfAttention(ComposedLayer):
         self.query = _dense(config, self.all_head_size, "query")
         self.key = _dense(config, self.all_head_size, "key")
         self.value = _dense(config, self.all_head_size, "value")
-        self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob, name="dropout")
-
-    def split_heads(self, x: tf.Tensor) -> tf.Tensor:
-        b, t, _ = static_shape(x)
-        return tf.reshape(x, (b, t, self.num_attention_heads, self.attention_head_size))  # (b, t, h, d)
+        self.dropout = Dropout(config.attention_probs_dropout_prob, name="dropout")
 
     def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, past_key_value=None,
              output_attentions=False, training=False):
-        query_layer = self.split_heads(self.query(hidden_states))  # (b, q, h, d)
+        h = self.num_attention_heads
+        query_layer = split_heads(self.query(hidden_states), h)  # (b, h, q, d)
         if self.is_cross_attention and past_key_value is not None:
             # Cross keys/values depend on the encoder only: computed at the first step, reused after.
-            key_layer = tf.transpose(past_key_value[0], (0, 2, 1, 3))  # (b, k, h, d)
-            value_layer = tf.transpose(past_key_value[1], (0, 2, 1, 3))  # (b, k, h, d)
+            key_layer, value_layer = past_key_value[0], past_key_value[1]  # (b, h, k, d)
         else:
             source = encoder_hidden_states if self.is_cross_attention else hidden_states
-            key_layer = self.split_heads(self.key(source))  # (b, k, h, d)
-            value_layer = self.split_heads(self.value(source))  # (b, k, h, d)
+            key_layer = split_heads(self.key(source), h)  # (b, h, k, d)
+            value_layer = split_heads(self.value(source), h)  # (b, h, k, d)
             if hasattr(past_key_value, "update"):
-                # A preallocated (static) cache: written at a position, returned at full length (b, L, h, d).
+                # A preallocated (static) cache: written at a position, returned at full length (b, h, L, d).
                 key_layer, value_layer = past_key_value.update(key_layer, value_layer)
             elif past_key_value is not None:
-                key_layer = tf.concat([tf.transpose(past_key_value[0], (0, 2, 1, 3)), key_layer], axis=1)
-                value_layer = tf.concat([tf.transpose(past_key_value[1], (0, 2, 1, 3)), value_layer], axis=1)
-        # The cache holds (b, h, k, d), the layout of every framework in this library.
-        present = (tf.transpose(key_layer, (0, 2, 1, 3)), tf.transpose(value_layer, (0, 2, 1, 3)))
+                key_layer = tf.concat([past_key_value[0], key_layer], axis=2)
+                value_layer = tf.concat([past_key_value[1], value_layer], axis=2)
+        present = (key_layer, value_layer)  # (b, h, k, d): the cache layout of every framework in this library
 
         # (b, h, q, k); matmuls, not einsums: see encdec_tf/layers.py
-        attention_scores = tf.matmul(tf.transpose(query_layer, (0, 2, 1, 3)), present[0], transpose_b=True)
+        attention_scores = tf.matmul(query_layer, key_layer, transpose_b=True)
         attention_scores = attention_scores / math.sqrt(self.attention_head_size)
         if attention_mask is not None:
             attention_scores = attention_scores + attention_mask  # (b, 1, q|1, k)
         attention_probs = tf.nn.softmax(attention_scores, axis=-1)
         attention_probs_dropped = self.dropout(attention_probs, training=training)
-        # (b, q, h, d)
-        context_layer = tf.transpose(tf.matmul(attention_probs_dropped, present[1]), (0, 2, 1, 3))
-        b, q = static_shape(context_layer)[:2]
-        context_layer = tf.reshape(context_layer, (b, q, self.all_head_size))  # (b, q, e)
+        context_layer = merge_heads(tf.matmul(attention_probs_dropped, value_layer))  # (b, q, e)
         return context_layer, (attention_probs if output_attentions else None), present
 
 
@@ -136,7 +128,7 @@ class TFBertSelfOutput(ComposedLayer):
         super().__init__(**kwargs)
         self.dense = _dense(config, config.hidden_size, "dense")
         self.LayerNorm = _layer_norm(config)
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, name="dropout")
+        self.dropout = Dropout(config.hidden_dropout_prob, name="dropout")
 
     def call(self, hidden_states, input_tensor, training=False):
         hidden_states = self.dropout(self.dense(hidden_states), training=training)
@@ -176,7 +168,7 @@ class TFBertOutput(ComposedLayer):
         super().__init__(**kwargs)
         self.dense = _dense(config, config.hidden_size, "dense")
         self.LayerNorm = _layer_norm(config)
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, name="dropout")
+        self.dropout = Dropout(config.hidden_dropout_prob, name="dropout")
 
     def call(self, hidden_states, input_tensor, training=False):
         hidden_states = self.dropout(self.dense(hidden_states), training=training)
@@ -357,7 +349,7 @@ class TFBertPredictionHeadTransform(ComposedLayer):
         return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
 
 
-class TFBertLMPredictionHead(keras.layers.Layer):
+class TFBertLMPredictionHead(XLATraceCall, keras.layers.Layer):
     """Transform, then scores against the (tied) word embeddings plus a bias."""
 
     def __init__(self, config: BertConfig, **kwargs: Any):

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from encdec.configuration import GPT2Config
 from encdec_tf.activations import get_activation
-from encdec_tf.layers import Dense, LayerNorm, matmul_last, static_shape
+from encdec_tf.layers import Dense, Dropout, Embedding, LayerNorm, XLATraceCall, matmul_last, merge_heads, split_heads
 from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
 from encdec_tf.modeling_utils import (
     ComposedLayer,
@@ -30,7 +30,7 @@ from encdec_tf.modeling_utils import (
 )
 
 
-class TFConv1D(keras.layers.Layer):
+class TFConv1D(XLATraceCall, keras.layers.Layer):
     """GPT-2's "Conv1D": a dense layer whose weight is stored ``(in, out)`` like PyTorch's."""
 
     def __init__(self, nf: int, nx: int, initializer_range: float = 0.02, **kwargs: Any):
@@ -73,38 +73,33 @@ class TFGPT2Attention(ComposedLayer):
         else:
             self.c_attn = TFConv1D(3 * self.embed_dim, self.embed_dim, r, name="c_attn")
         self.c_proj = TFConv1D(self.embed_dim, self.embed_dim, r, name="c_proj")
-        self.attn_dropout = keras.layers.Dropout(config.attn_pdrop, name="attn_dropout")
-        self.resid_dropout = keras.layers.Dropout(config.resid_pdrop, name="resid_dropout")
-
-    def split_heads(self, x: tf.Tensor) -> tf.Tensor:
-        b, t, _ = static_shape(x)
-        return tf.reshape(x, (b, t, self.num_heads, self.head_dim))  # (b, t, h, d)
+        self.attn_dropout = Dropout(config.attn_pdrop, name="attn_dropout")
+        self.resid_dropout = Dropout(config.resid_pdrop, name="resid_dropout")
 
     def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, past_key_value=None,
              output_attentions=False, training=False):
+        h = self.num_heads
         if self.is_cross_attention:
-            query = self.split_heads(self.q_attn(hidden_states))  # (b, q, h, d)
+            query = split_heads(self.q_attn(hidden_states), h)  # (b, h, q, d)
             if past_key_value is not None:
                 # Cross keys/values depend on the encoder only: computed at the first step, reused after.
-                key = tf.transpose(past_key_value[0], (0, 2, 1, 3))  # (b, k, h, d)
-                value = tf.transpose(past_key_value[1], (0, 2, 1, 3))  # (b, k, h, d)
+                key, value = past_key_value[0], past_key_value[1]  # (b, h, k, d)
             else:
                 key, value = tf.split(self.c_attn(encoder_hidden_states), 2, axis=2)
-                key, value = self.split_heads(key), self.split_heads(value)  # (b, k, h, d)
+                key, value = split_heads(key, h), split_heads(value, h)  # (b, h, k, d)
         else:
             query, key, value = tf.split(self.c_attn(hidden_states), 3, axis=2)
-            query, key, value = self.split_heads(query), self.split_heads(key), self.split_heads(value)
+            query, key, value = split_heads(query, h), split_heads(key, h), split_heads(value, h)
             if hasattr(past_key_value, "update"):
-                # A preallocated (static) cache: written at a position, returned at full length (b, L, h, d).
+                # A preallocated (static) cache: written at a position, returned at full length (b, h, L, d).
                 key, value = past_key_value.update(key, value)
             elif past_key_value is not None:
-                key = tf.concat([tf.transpose(past_key_value[0], (0, 2, 1, 3)), key], axis=1)  # (b, k, h, d)
-                value = tf.concat([tf.transpose(past_key_value[1], (0, 2, 1, 3)), value], axis=1)
-        # The cache holds (b, h, k, d), the layout of every framework in this library.
-        present = (tf.transpose(key, (0, 2, 1, 3)), tf.transpose(value, (0, 2, 1, 3)))
+                key = tf.concat([past_key_value[0], key], axis=2)  # (b, h, k, d)
+                value = tf.concat([past_key_value[1], value], axis=2)
+        present = (key, value)  # (b, h, k, d): the cache layout of every framework in this library
 
         # (b, h, q, k); matmuls, not einsums: see encdec_tf/layers.py
-        attn_weights = tf.matmul(tf.transpose(query, (0, 2, 1, 3)), present[0], transpose_b=True)
+        attn_weights = tf.matmul(query, key, transpose_b=True)
         if self.scale_attn_weights:
             attn_weights = attn_weights / math.sqrt(self.head_dim)
         if self.scale_attn_by_inverse_layer_idx:
@@ -113,10 +108,7 @@ class TFGPT2Attention(ComposedLayer):
             attn_weights = attn_weights + attention_mask  # (b, 1, q|1, k), causal part included
         attn_weights = tf.nn.softmax(attn_weights, axis=-1)
         attn_probs = self.attn_dropout(attn_weights, training=training)
-        # (b, q, h, d)
-        attn_output = tf.transpose(tf.matmul(attn_probs, present[1]), (0, 2, 1, 3))
-        b, q = static_shape(attn_output)[:2]
-        attn_output = tf.reshape(attn_output, (b, q, self.embed_dim))  # (b, q, e)
+        attn_output = merge_heads(tf.matmul(attn_probs, value))  # (b, q, e)
         attn_output = self.resid_dropout(self.c_proj(attn_output), training=training)
         return attn_output, (attn_weights if output_attentions else None), present
 
@@ -128,7 +120,7 @@ class TFGPT2MLP(ComposedLayer):
         self.c_fc = TFConv1D(config.inner_size, config.hidden_size, r, name="c_fc")
         self.c_proj = TFConv1D(config.hidden_size, config.inner_size, r, name="c_proj")
         self.act = get_activation(config.activation_function)
-        self.dropout = keras.layers.Dropout(config.resid_pdrop, name="dropout")
+        self.dropout = Dropout(config.resid_pdrop, name="dropout")
 
     def call(self, hidden_states, training=False):
         hidden_states = self.act(self.c_fc(hidden_states))
@@ -197,11 +189,11 @@ class TFGPT2Model(TFPreTrainedModel):
     def __init__(self, config: GPT2Config, build: bool = True, **kwargs: Any):
         super().__init__(config, **kwargs)
         # === Layers ===
-        self.wte = keras.layers.Embedding(config.vocab_size, config.hidden_size,
+        self.wte = Embedding(config.vocab_size, config.hidden_size,
                                           embeddings_initializer=normal_init(config), name="wte")
-        self.wpe = keras.layers.Embedding(config.max_position_embeddings, config.hidden_size,
+        self.wpe = Embedding(config.max_position_embeddings, config.hidden_size,
                                           embeddings_initializer=normal_init(config), name="wpe")
-        self.drop = keras.layers.Dropout(config.embd_pdrop, name="drop")
+        self.drop = Dropout(config.embd_pdrop, name="drop")
         self.h = [TFGPT2Block(config, layer_idx=i, name=f"h_._{i}") for i in range(config.num_hidden_layers)]
         self.ln_f = LayerNorm(epsilon=config.layer_norm_epsilon, name="ln_f")
         if build:
