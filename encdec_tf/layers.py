@@ -41,8 +41,8 @@ def split_heads(x: tf.Tensor, num_heads: int) -> tf.Tensor:
     """(b, t, e) -> (b, h, t, d), the layout attention and the caches use. With one position (a
     decoding step) the two layouts hold the same numbers in the same order: a reshape alone, and no
     transposes in the compiled loop."""
-    b, t, e = static_shape(x)
-    if t == 1:
+    b, t, e = static_shape(x)  # t a tensor when the length is not known while tracing
+    if isinstance(t, int) and t == 1:
         return tf.reshape(x, (b, num_heads, 1, e // num_heads))
     return tf.transpose(tf.reshape(x, (b, t, num_heads, e // num_heads)), (0, 2, 1, 3))
 
@@ -50,7 +50,7 @@ def split_heads(x: tf.Tensor, num_heads: int) -> tf.Tensor:
 def merge_heads(x: tf.Tensor) -> tf.Tensor:
     """(b, h, t, d) -> (b, t, h * d); the inverse of ``split_heads``."""
     b, h, t, d = static_shape(x)
-    if t == 1:
+    if isinstance(t, int) and t == 1:
         return tf.reshape(x, (b, 1, h * d))
     return tf.reshape(tf.transpose(x, (0, 2, 1, 3)), (b, t, h * d))
 

@@ -269,6 +269,18 @@ def test_xla_forward_equals_eager(tiny):
     assert np.abs(compiled.logits.numpy() - eager.logits.numpy()).max() < TOL
 
 
+@pytest.mark.parametrize("arch", ["bert2bert", "bert2gpt2_proj"])
+def test_graph_with_unknown_batch_and_lengths_equals_eager(tiny, arch):
+    """A ``tf.function`` whose signature leaves batch and lengths unknown (as a SavedModel export
+    does) traces and gives eager's numbers: the attention layers handle dynamic dimensions."""
+    _, _, inputs, model = tiny(arch)
+    eager = model(**inputs, use_cache=False)
+    spec = {k: tf.TensorSpec((None, None), tf.as_dtype(np.asarray(v).dtype)) for k, v in inputs.items()}
+    graph = tf.function(lambda batch: model(**batch, use_cache=False), input_signature=[spec])
+    out = graph({k: tf.constant(v) for k, v in inputs.items()})
+    assert np.abs(out.logits.numpy() - eager.logits.numpy()).max() < TOL
+
+
 def test_fit_with_jit_compile_lowers_the_internal_loss():
     import keras
 
