@@ -243,6 +243,27 @@ def test_lengths_count_the_start_token(ours):
     assert bool((out[:, 0] == ours.config.decoder_start_token_id).all())
 
 
+def test_generate_runs_in_inference_mode_and_returns_ordinary_tensors(ours):
+    """The loop runs under ``torch.inference_mode()`` (faster than ``no_grad``), and the caller
+    gets ordinary tensors: editable in place and usable with autograd, as a ``no_grad`` result was."""
+    ids, mask = _inputs(ours.config)
+    modes = []
+    handle = ours.decoder.register_forward_hook(lambda *_: modes.append(torch.is_inference_mode_enabled()))
+    try:
+        out = ours.generate(ids, attention_mask=mask, max_new_tokens=4, num_beams=2, num_return_sequences=2,
+                            return_dict_in_generate=True, output_scores=True)
+    finally:
+        handle.remove()
+    assert modes and all(modes)
+    tensors = [out.sequences, out.sequences_scores, out.beam_indices, *out.scores]
+    assert not any(t.is_inference() for t in tensors)
+    out.sequences[:, 0] = 0  # in place: refused for an inference tensor outside inference mode
+    (out.scores[0].clone().requires_grad_() * 2.0).sum().backward()
+    assert not ours.generate(ids, attention_mask=mask, max_new_tokens=4).is_inference()
+    with torch.inference_mode():  # the caller's own inference mode: left as it is
+        assert ours.generate(ids, attention_mask=mask, max_new_tokens=4).is_inference()
+
+
 # --- prepacked decoder weights (oneDNN, CPU float32) ------------------------------------------------
 needs_onednn = pytest.mark.skipif(not prepacking_available(), reason="this torch has no oneDNN linear ops")
 
