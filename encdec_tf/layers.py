@@ -60,8 +60,9 @@ _IN_XLA_TRACE = contextvars.ContextVar("encdec_tf_in_xla_trace", default=False)
 
 @contextlib.contextmanager
 def xla_trace():
-    """While tracing a function that XLA compiles (``generate``), ``matmul_last`` is one broadcasting
-    matmul; elsewhere (eager, ``tf.function`` without XLA) a 2-D MatMul between two reshapes."""
+    """Marks the tracing of a function that XLA compiles (``generate``). Inside it ``matmul_last`` is
+    one broadcasting matmul (elsewhere, eager or ``tf.function`` without XLA, a 2-D MatMul between
+    two reshapes), and ``XLATraceCall`` layers are called without Keras's ``__call__``."""
     token = _IN_XLA_TRACE.set(True)
     try:
         yield
@@ -73,7 +74,7 @@ class XLATraceCall:
     """Mixin for the models' layers: while generate traces for XLA (``xla_trace``), ``layer(...)`` is
     ``layer.call(...)``. Keras's ``__call__`` (input conversion, name and autocast scopes, the training
     flag from context) adds only Python work there, and generate's trace makes about 450 layer calls:
-    tracing a base bert2gpt2 greedy generate took 1.8-2.3 s through it and 1.5 s without
+    tracing a base bert2gpt2 greedy generate took 1.8-2.4 s through it and 1.5 s without (5 and 2 runs)
     (docs/performance.md). The graph is the same. Everywhere else Keras's ``__call__`` runs as usual;
     the model is built before generate, and generation never trains (every ``call`` defaults
     ``training`` to False)."""

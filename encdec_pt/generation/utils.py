@@ -130,18 +130,16 @@ def _in_inference_mode(generate: Callable) -> Callable:
 
 
 def _ordinary_tensors(out):
-    """``generate``'s output with every inference tensor cloned into an ordinary one."""
-    def plain(t):
-        return t.clone() if isinstance(t, torch.Tensor) and t.is_inference() else t
+    """``generate``'s output (a tensor or an output dataclass, whose ``scores`` is a tuple) with every
+    inference tensor cloned into an ordinary one."""
+    def plain(value):
+        if isinstance(value, tuple):
+            return tuple(plain(v) for v in value)
+        return value.clone() if isinstance(value, torch.Tensor) and value.is_inference() else value
 
-    if isinstance(out, torch.Tensor):
-        return plain(out)
-    return GenerateEncoderDecoderOutput(
-        sequences=plain(out.sequences),
-        scores=None if out.scores is None else tuple(plain(t) for t in out.scores),
-        sequences_scores=plain(out.sequences_scores),
-        beam_indices=plain(out.beam_indices),
-    )
+    if dataclasses.is_dataclass(out):
+        return dataclasses.replace(out, **{f.name: plain(getattr(out, f.name)) for f in dataclasses.fields(out)})
+    return plain(out)
 
 
 class GenerationMixin:
