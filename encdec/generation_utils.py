@@ -127,6 +127,12 @@ def resolve_generation_settings(
         raise ValueError(f"max_length={max_length} leaves no room for a new token after the start token")
     if min_length > max_length:
         raise ValueError(f"min_length={min_length} is larger than max_length={max_length}")
+    # Learned absolute positions: a longer output has no position embedding (XLA's gather would
+    # clamp the index silently).
+    max_positions = getattr(getattr(model_config, "decoder", None), "max_position_embeddings", None)
+    if max_positions is not None and max_length > max_positions:
+        raise ValueError(f"max_length={max_length} is longer than the decoder's "
+                         f"max_position_embeddings={max_positions}")
 
     num_beams, nrs = int(g.num_beams), int(g.num_return_sequences)
     if nrs < 1:

@@ -222,9 +222,6 @@ class FlaxGenerationMixin:
         if model_kwargs:
             raise ValueError(f"generate got arguments that are neither generation settings nor encoder inputs: "
                              f"{sorted(model_kwargs)}")
-        if settings.max_length > self.config.decoder.max_position_embeddings:
-            raise ValueError(f"max_length={settings.max_length} is longer than the decoder's "
-                             f"max_position_embeddings={self.config.decoder.max_position_embeddings}")
         params = self._expand(self._params_or_raise(params))
 
         # === The source: input ids (encoded inside the compiled function) or given encoder outputs ===
