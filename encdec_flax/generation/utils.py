@@ -28,10 +28,12 @@ from typing import Any, Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 from jax import lax
 
 from encdec.generation_utils import GenerationSettings, resolve_generation_settings
 from encdec_flax.generation.logits_process import process_scores
+from encdec_flax.models.gpt2 import is_conv1d_kernel
 
 # Encoder keyword arguments generate() passes through (everything else must be a generation setting).
 _ENCODER_KWARGS = ("token_type_ids", "position_ids")
@@ -98,6 +100,36 @@ def _is_cross(path) -> bool:
     return any(getattr(p, "key", None) == "crossattention" for p in path)
 
 
+def _is_cross_kv(path, leaf) -> bool:
+    """A cross-attention key or value buffer (N, S, H, D) of the cache."""
+    return leaf.ndim == 4 and _is_cross(path)
+
+
+def _swap_cross_kv_axes(cache):
+    """The cache with its cross keys/values' axes 1 and 2 swapped: the layers' (N, S, H, D) to the
+    loop's (N, H, S, D), and back."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, leaf: jnp.swapaxes(leaf, 1, 2) if _is_cross_kv(path, leaf) else leaf, cache)
+
+
+def _kernel_key(path: Tuple[str, ...]) -> str:
+    return "/".join(path)
+
+
+def _with_loop_kernels(params, loop_kernels: Dict[str, Any]):
+    """``params`` whose (out, in) kernels named in ``loop_kernels`` are read from their (in, out)
+    copies there, transposed back. Inside the loop XLA folds that transpose into the product, which
+    then reads the (in, out) array as it is stored."""
+    if not loop_kernels:
+        return params
+    flat = flatten_dict(params)
+    for path in flat:
+        key = _kernel_key(path)
+        if key in loop_kernels:
+            flat[path] = loop_kernels[key].T
+    return unflatten_dict(flat)
+
+
 class _SharedParts:
     """The pieces every generate function of a model traces alike for the same source shape: the
     encoder and the cross-attention cache. Each is an inner ``jax.jit``, whose traced jaxpr jax keeps:
@@ -130,12 +162,14 @@ class _SharedParts:
 class _Decoder:
     """Fixed-shape decoder steps on the cache from ``init_cache`` (traced inside the loop)."""
 
-    def __init__(self, module, parts: _SharedParts, params, hidden, mask, max_length: int, expand: int = 1):
+    def __init__(self, module, parts: _SharedParts, params, hidden, mask, max_length: int, expand: int = 1,
+                 loop_kernels: Optional[Dict[str, Any]] = None):
         """``hidden`` (B, S, E) and ``mask`` (B, S) per input; every row is repeated ``expand`` times
-        (beams / returned samples) for the decoder."""
+        (beams / returned samples) for the decoder. ``loop_kernels``: (in, out) copies of (out, in)
+        decoder kernels, by params path (``_with_loop_kernels``), for the steps of the loop."""
         from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModule
 
-        self.module, self.params = module, params
+        self.module, self.params, self.loop_kernels = module, params, loop_kernels or {}
         self.decode = FlaxEncoderDecoderModule.decode
         # Cross K/V once per input (``parts.cross_cache``); the self K/V buffers of that one-token
         # pass (1 slot) are replaced by zeros (N, max_length, H, D). No decoder pass over
@@ -150,7 +184,12 @@ class _Decoder:
                 return jnp.repeat(leaf, expand, axis=0) if expand > 1 else leaf
             return jnp.zeros((n_rows, max_length) + leaf.shape[2:], leaf.dtype)
 
-        self.initial_cache = jax.tree_util.tree_map_with_path(preallocate, cache)
+        # The cross keys/values are constant over the loop. Carried as (N, H, S, D), the layout the
+        # attention's products read, they are not transposed again at every step (the layers get
+        # the (N, S, H, D) view, and XLA cancels the two swaps); the barrier keeps XLA from undoing
+        # the layout outside the loop.
+        self.initial_cache = lax.optimization_barrier(
+            _swap_cross_kv_axes(jax.tree_util.tree_map_with_path(preallocate, cache)))
         if expand > 1:
             hidden = jnp.repeat(hidden, expand, axis=0)
             mask = jnp.repeat(mask, expand, axis=0)
@@ -161,11 +200,16 @@ class _Decoder:
         """Next-token logits (N, V) float32 for the tokens (N,) at position cur_len - 1, and the new cache."""
         positions = jnp.full((tokens.shape[0], 1), cur_len - 1, dtype="i4")
         out, mutated = self.module.apply(
-            {"params": self.params, "cache": cache}, tokens[:, None].astype("i4"), self.hidden,
+            {"params": _with_loop_kernels(self.params, self.loop_kernels),
+             "cache": _swap_cross_kv_axes(cache)},
+            tokens[:, None].astype("i4"), self.hidden,
             encoder_attention_mask=self.mask, decoder_attention_mask=self.decoder_mask,
             decoder_position_ids=positions, mutable=["cache"], method=self.decode,
         )
-        return out.logits[:, -1, :].astype(jnp.float32), mutated["cache"]
+        # The self-attention buffers as the step wrote them; the cross keys/values as carried.
+        new_cache = jax.tree_util.tree_map_with_path(
+            lambda path, new, carried: carried if _is_cross_kv(path, carried) else new, mutated["cache"], cache)
+        return out.logits[:, -1, :].astype(jnp.float32), new_cache
 
     @staticmethod
     def reorder(cache, beam_idx):
@@ -179,8 +223,51 @@ class _Decoder:
         return jax.tree_util.tree_map_with_path(gather, cache)
 
 
+class _PrepackedKernels:
+    """(in, out) copies of the decoder's (out, in) kernels, made once and kept on the model for
+    loops with several rows, with the params leaves they were made from (held, so the identity
+    check is sound: jax arrays are immutable, and a changed params tree has new leaves)."""
+
+    def __init__(self):
+        self.sources: Tuple[Any, ...] = ()
+        self.packed: Dict[str, Any] = {}
+
+    def get(self, flat_params: Dict[Tuple[str, ...], Any], paths: Tuple[Tuple[str, ...], ...]) -> Dict[str, Any]:
+        sources = tuple(flat_params[path] for path in paths)
+        keys = tuple(_kernel_key(path) for path in paths)
+        if (tuple(self.packed) != keys or len(sources) != len(self.sources)
+                or any(a is not b for a, b in zip(sources, self.sources))):
+            self.packed = {}  # the old copies go before the new ones are made
+            self.packed = {key: jnp.transpose(leaf) for key, leaf in zip(keys, sources)}
+            self.sources = sources
+        return self.packed
+
+    def clear(self) -> None:
+        self.sources, self.packed = (), {}
+
+
 class FlaxGenerationMixin:
     """Adds ``generate`` to ``FlaxEncoderDecoderModel``."""
+
+    def _prepacked_kernels(self, params) -> Dict[str, Any]:
+        """(in, out) copies of the decoder's (out, in) kernels (GPT-2's ``FlaxConv1D``; BERT's
+        ``Dense`` kernels are stored (in, out) already), by params path; empty for other decoders."""
+        if self.config.decoder.model_type != "gpt2":
+            return {}
+        flat = flatten_dict(params)
+        paths = tuple(sorted(path for path, leaf in flat.items()
+                             if path[0] == "decoder" and is_conv1d_kernel(path) and getattr(leaf, "ndim", 0) == 2))
+        store = self.__dict__.get("_prepacked_store")
+        if store is None:
+            store = self.__dict__["_prepacked_store"] = _PrepackedKernels()
+        return store.get(flat, paths)
+
+    def clear_prepacked_weights(self) -> None:
+        """Free the (in, out) kernel copies that generate made for loops with several rows (made
+        again, once, by the next such call)."""
+        store = self.__dict__.get("_prepacked_store")
+        if store is not None:
+            store.clear()
 
     def generate(
         self,
@@ -189,6 +276,7 @@ class FlaxGenerationMixin:
         encoder_outputs: Any = None,
         prng_key=None,
         params: Any = None,
+        prepack_weights: Optional[bool] = None,
         **kwargs: Any,
     ):
         """Generate decoder token ids with one compiled function per shape signature.
@@ -200,6 +288,11 @@ class FlaxGenerationMixin:
                 last hidden state (B, S, E)); the encoder is not run.
             prng_key: ``jax.random.PRNGKey`` for sampling (default ``PRNGKey(0)``); the same key gives the same tokens.
             params: the params tree (default ``model.params``).
+            prepack_weights: run the loop's products on (in, out) copies of the decoder's (out, in)
+                kernels (GPT-2's Conv1D), made once and kept on the model. ``None``: on for the CPU
+                backend when a step has several rows (batch x beams or returned sequences), where
+                XLA's products read (in, out) kernels faster; ``False``: the stored kernels, no
+                copy. The tokens are the same.
             **kwargs: generation settings (``max_new_tokens``, ``num_beams``, ``generation_config`` ...),
                 resolved by ``encdec.generation_utils.resolve_generation_settings``; ``token_type_ids`` /
                 ``position_ids`` for the encoder.
@@ -222,6 +315,8 @@ class FlaxGenerationMixin:
         if model_kwargs:
             raise ValueError(f"generate got arguments that are neither generation settings nor encoder inputs: "
                              f"{sorted(model_kwargs)}")
+        if prepack_weights not in (None, True, False):
+            raise ValueError(f"prepack_weights must be None, True or False, got {prepack_weights!r}")
         params = self._expand(self._params_or_raise(params))
 
         # === The source: input ids (encoded inside the compiled function) or given encoder outputs ===
@@ -253,11 +348,15 @@ class FlaxGenerationMixin:
                              f"(batch, length) = {tuple(source.shape[:2])}")
         if prng_key is None:
             prng_key = jax.random.PRNGKey(0)
+        rows = source.shape[0] * (settings.num_beams if settings.is_beam else settings.num_return_sequences)
+        if prepack_weights is None:
+            prepack_weights = rows > 1 and jax.default_backend() == "cpu"
+        loop_kernels = self._prepacked_kernels(params) if prepack_weights else {}
 
         # return_dict_in_generate only changes the host-side packing: not part of the signature.
         traced_settings = dataclasses.replace(settings, return_dict_in_generate=False)
         signature = (id(self.module), encoder_outputs is None, tuple(source.shape), str(source.dtype),
-                     tuple(sorted(encoder_kwargs)), traced_settings,
+                     tuple(sorted(encoder_kwargs)), traced_settings, tuple(loop_kernels),
                      tuple(sorted(_compiler_options().items())))
         fns = self.__dict__.setdefault("_generate_fns", {})
         if signature not in fns:
@@ -268,7 +367,7 @@ class FlaxGenerationMixin:
             fns[signature] = _make_generate_fn(self.module, traced_settings, vocab_size, signature,
                                                encode=encoder_outputs is None,
                                                encoder_kwarg_names=tuple(sorted(encoder_kwargs)), parts=parts)
-        out = _run(fns, signature, (params, source, attention_mask, encoder_kwargs, prng_key))
+        out = _run(fns, signature, (params, source, attention_mask, encoder_kwargs, prng_key, loop_kernels))
         out = jax.device_get(out)
         batch_size = source.shape[0]
         if settings.is_beam:
@@ -298,10 +397,10 @@ def _run(fns, signature, args):
 
 def _make_generate_fn(module, s: GenerationSettings, vocab_size: int, signature, encode: bool,
                       encoder_kwarg_names: Tuple[str, ...], parts: _SharedParts):
-    """The function ``jax.jit`` compiles: (params, source, mask, encoder kwargs, key) -> loop outputs;
-    ``parts`` are the model's shared encoder and cross-cache functions."""
+    """The function ``jax.jit`` compiles: (params, source, mask, encoder kwargs, key, loop kernels) ->
+    loop outputs; ``parts`` are the model's shared encoder and cross-cache functions."""
 
-    def generate_fn(params, source, attention_mask, encoder_kwargs, prng_key):
+    def generate_fn(params, source, attention_mask, encoder_kwargs, prng_key, loop_kernels):
         TRACE_COUNTS[signature] += 1  # Python side effect: runs only while tracing
         expand = s.num_beams if s.is_beam else s.num_return_sequences
         # === Encode once ===
@@ -311,7 +410,7 @@ def _make_generate_fn(module, s: GenerationSettings, vocab_size: int, signature,
             hidden = source
         batch_size = hidden.shape[0]
         # === One row per beam / returned sample ===
-        decoder = _Decoder(module, parts, params, hidden, attention_mask, s.max_length, expand)
+        decoder = _Decoder(module, parts, params, hidden, attention_mask, s.max_length, expand, loop_kernels)
         input_ids = jnp.full((batch_size * expand, s.max_length), s.pad_token_id, dtype=jnp.int32)
         input_ids = input_ids.at[:, 0].set(s.decoder_start_token_id)
         if s.is_beam:

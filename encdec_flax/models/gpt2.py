@@ -25,6 +25,17 @@ from encdec_flax.models.modeling_outputs import (
 from encdec_flax.models.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask, normal_init
 
 
+# Attribute names of the ``FlaxConv1D`` layers in a GPT-2 block (attention, cross-attention, MLP).
+# Their kernels are the (out, in) leaves that generate may lay out as (in, out) for its loop
+# (``encdec_flax/generation/utils.py``); a test checks this list against the modules a model calls.
+CONV1D_LAYER_NAMES = ("c_attn", "q_attn", "c_proj", "c_fc")
+
+
+def is_conv1d_kernel(path) -> bool:
+    """Whether a params path (a tuple of names, from the GPT-2 model's root) is a ``FlaxConv1D`` kernel."""
+    return len(path) >= 2 and path[-1] == "kernel" and path[-2] in CONV1D_LAYER_NAMES
+
+
 class FlaxConv1D(ShapeCheckedParams, nn.Module):
     """GPT-2's ``Conv1D``: a dense layer whose kernel is stored ``(features, in)``."""
 

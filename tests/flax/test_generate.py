@@ -392,3 +392,128 @@ def test_adapter_generate_returns_numpy(bert2bert):
     out = Adapter().generate(bert2bert, {"input_ids": ids, "attention_mask": mask}, **GREEDY)
     assert isinstance(out, np.ndarray) and out.dtype == np.int64
     assert np.array_equal(out, bert2bert.generate(ids, attention_mask=mask, **GREEDY).sequences)
+
+
+# --- the loop's layouts: (in, out) copies of GPT-2's kernels, cross keys/values as (N, H, S, D) ----
+def _captured_call(model, monkeypatch, *args, **kwargs):
+    """Run ``model.generate`` and return (its output, the (jitted, python) function pair it ran, that
+    function's arguments)."""
+    import encdec_flax.generation.utils as generation_utils
+
+    seen = {}
+    original = generation_utils._run
+
+    def run(fns, signature, call_args):
+        out = original(fns, signature, call_args)  # which makes the entry (jitted, python function)
+        seen["fn"], seen["args"] = fns[signature], call_args
+        return out
+
+    monkeypatch.setattr(generation_utils, "_run", run)
+    out = model.generate(*args, **kwargs)
+    monkeypatch.setattr(generation_utils, "_run", original)
+    return out, seen["fn"], seen["args"]
+
+
+def test_prepacked_kernels_are_every_conv1d_of_the_decoder():
+    """The kernels generate copies as (in, out) are exactly those of the FlaxConv1D modules a decoder
+    step calls (so CONV1D_LAYER_NAMES cannot fall behind the model), and for a BERT decoder none."""
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModule
+    from encdec_flax.models.gpt2 import FlaxConv1D
+
+    model = _ours("bert2gpt2")
+    called = set()
+
+    def interceptor(next_fun, args, kwargs, context):
+        if isinstance(context.module, FlaxConv1D) and context.method_name == "__call__":
+            called.add("/".join(context.module.path) + "/kernel")
+        return next_fun(*args, **kwargs)
+
+    ids, mask = _inputs(model.config)
+    hidden = jnp.zeros(ids.shape + (model.config.decoder.hidden_size,), jnp.float32)
+    with nn.intercept_methods(interceptor):
+        model.module.apply({"params": model.params}, jnp.ones((ids.shape[0], 1), "i4"), hidden,
+                           encoder_attention_mask=mask, method=FlaxEncoderDecoderModule.decode)
+    packed = model._prepacked_kernels(model._expand(model.params))
+    assert called and set(packed) == called
+    for key, kernel in packed.items():
+        node = model.params
+        for name in key.split("/"):
+            node = node[name]
+        assert kernel.shape == node.shape[::-1] and np.array_equal(np.asarray(kernel), np.asarray(node).T)
+    assert _ours("bert2bert")._prepacked_kernels(_ours("bert2bert").params) == {}
+
+
+@pytest.mark.parametrize("kw", [dict(BEAM_PROCESSORS, return_dict_in_generate=True, output_scores=True),
+                                dict(GREEDY)], ids=["beams", "greedy-batch-2"])
+def test_prepacked_kernels_give_the_same_tokens_and_scores(kw):
+    model = _ours("bert2gpt2")
+    ids, mask = _inputs(model.config)
+    plain = model.generate(ids, attention_mask=mask, prepack_weights=False, **kw)
+    packed = model.generate(ids, attention_mask=mask, **kw)  # the default with 2+ rows on CPU
+    _assert_same_tokens(packed.sequences, plain.sequences)
+    _assert_scores_close(packed.scores, plain.scores)
+
+
+def test_the_loop_multiplies_by_the_prepacked_kernels(monkeypatch):
+    """In the compiled loop, every Conv1D product reads its kernel as (in, out) (contracting dimension 0)
+    with prepacking and as stored, (out, in), without: XLA folded the transpose back into the product
+    instead of transposing the kernel at each step."""
+    import re
+
+    model = _ours("bert2gpt2")
+    ids, mask = _inputs(model.config)
+    kw = dict(BEAM_PROCESSORS)
+    for prepack, contracting in ((None, "0"), (False, "1")):
+        _, (jitted, _), args = _captured_call(model, monkeypatch, ids, attention_mask=mask, prepack_weights=prepack,
+                                              **kw)
+        hlo = jitted.lower(*args).compile().as_text()
+        dims = re.findall(r" dot\([^\n]*rhs_contracting_dims=\{(\d)\}[^\n]*op_name=\"[^\"]*while/body[^\"]*"
+                          r"/(?:c_attn|q_attn|c_proj|c_fc)/", hlo)
+        layers = model.config.decoder.num_hidden_layers
+        assert len(dims) == 6 * layers, f"found {len(dims)} Conv1D products in the loop"
+        assert set(dims) == {contracting}, (prepack, dims)
+
+
+def test_the_loop_carries_cross_keys_and_values_heads_first(monkeypatch):
+    """The while loop carries the cross-attention keys/values as (N, H, S, D), the layout the attention
+    products read (the layers' view is (N, S, H, D)), so XLA does not transpose them at each step."""
+    import jax
+
+    model = _ours("bert2gpt2")
+    ids, mask = _inputs(model.config)
+    _, (_, function), args = _captured_call(model, monkeypatch, ids, attention_mask=mask, **BEAM_PROCESSORS)
+    jaxpr = jax.make_jaxpr(function)(*args)
+    loops = [eqn for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name == "while"]
+    assert len(loops) == 1
+    shapes = [tuple(v.aval.shape) for v in loops[0].invars if len(v.aval.shape) == 4]
+    decoder = model.config.decoder
+    heads, rows = decoder.num_attention_heads, ids.shape[0] * BEAM_PROCESSORS["num_beams"]
+    cross = (rows, heads, ids.shape[1], decoder.hidden_size // heads)
+    assert shapes.count(cross) == 2 * decoder.num_hidden_layers, shapes
+    assert (rows, ids.shape[1], heads, cross[-1]) not in shapes
+
+
+def test_prepacked_kernels_follow_the_params_and_can_be_freed():
+    """The copies are made once per params tree: kept for the same leaves, made again for new ones
+    (another params= or updated model.params), freed by clear_prepacked_weights."""
+    import jax
+
+    model = _build("bert2gpt2")
+    ids, mask = _inputs(model.config)
+    kw = dict(max_new_tokens=4, num_beams=2)
+    model.generate(ids, attention_mask=mask, **kw)
+    store = model.__dict__["_prepacked_store"]
+    first = dict(store.packed)
+    model.generate(ids, attention_mask=mask, **kw)
+    assert all(store.packed[k] is v for k, v in first.items()), "packed again for the same params"
+    model.params = jax.tree_util.tree_map(lambda x: x * 1.5, model.params)
+    scaled = model.generate(ids, attention_mask=mask, **kw)
+    assert all(store.packed[k] is not v for k, v in first.items())
+    assert np.array_equal(scaled, model.generate(ids, attention_mask=mask, prepack_weights=False, **kw))
+    model.clear_prepacked_weights()
+    assert store.packed == {} and store.sources == ()
+    with pytest.raises(ValueError, match="prepack_weights"):
+        model.generate(ids, attention_mask=mask, prepack_weights="yes", **kw)
