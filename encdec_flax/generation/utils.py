@@ -250,13 +250,15 @@ class FlaxGenerationMixin:
     """Adds ``generate`` to ``FlaxEncoderDecoderModel``."""
 
     def _prepacked_kernels(self, params) -> Dict[str, Any]:
-        """(in, out) copies of the decoder's (out, in) kernels (GPT-2's ``FlaxConv1D``; BERT's
-        ``Dense`` kernels are stored (in, out) already), by params path; empty for other decoders."""
+        """(in, out) copies of the (out, in) kernels a decoding step multiplies by (GPT-2's
+        ``FlaxConv1D``; BERT's ``Dense`` kernels are stored (in, out) already), by params path;
+        empty for other decoders."""
         if self.config.decoder.model_type != "gpt2":
             return {}
         flat = flatten_dict(params)
         paths = tuple(sorted(path for path, leaf in flat.items()
-                             if path[0] == "decoder" and is_conv1d_kernel(path) and getattr(leaf, "ndim", 0) == 2))
+                             if path[0] == "decoder" and is_conv1d_kernel(path, cached_step=True)
+                             and getattr(leaf, "ndim", 0) == 2))
         store = self.__dict__.get("_prepacked_store")
         if store is None:
             store = self.__dict__["_prepacked_store"] = _PrepackedKernels()

@@ -31,9 +31,13 @@ from encdec_flax.models.modeling_utils import ACT2FN, FlaxPreTrainedModel, atten
 CONV1D_LAYER_NAMES = ("c_attn", "q_attn", "c_proj", "c_fc")
 
 
-def is_conv1d_kernel(path) -> bool:
-    """Whether a params path (a tuple of names, from the GPT-2 model's root) is a ``FlaxConv1D`` kernel."""
-    return len(path) >= 2 and path[-1] == "kernel" and path[-2] in CONV1D_LAYER_NAMES
+def is_conv1d_kernel(path, cached_step: bool = False) -> bool:
+    """Whether a params path (a tuple of names) is a ``FlaxConv1D`` kernel. With ``cached_step``, only
+    those a decoding step with a cache multiplies by: the cross-attention's ``c_attn`` projects the
+    encoder states once, when the cache is made."""
+    if not (len(path) >= 2 and path[-1] == "kernel" and path[-2] in CONV1D_LAYER_NAMES):
+        return False
+    return not (cached_step and path[-2] == "c_attn" and len(path) >= 3 and path[-3] == "crossattention")
 
 
 class FlaxConv1D(ShapeCheckedParams, nn.Module):

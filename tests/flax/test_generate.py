@@ -414,9 +414,10 @@ def _captured_call(model, monkeypatch, *args, **kwargs):
     return out, seen["fn"], seen["args"]
 
 
-def test_prepacked_kernels_are_every_conv1d_of_the_decoder():
-    """The kernels generate copies as (in, out) are exactly those of the FlaxConv1D modules a decoder
-    step calls (so CONV1D_LAYER_NAMES cannot fall behind the model), and for a BERT decoder none."""
+def test_prepacked_kernels_are_every_conv1d_of_a_decoding_step():
+    """The kernels generate copies as (in, out) are exactly those of the FlaxConv1D modules a cached
+    decoding step calls (so CONV1D_LAYER_NAMES cannot fall behind the model), and for a BERT decoder
+    none."""
     import flax.linen as nn
     import jax.numpy as jnp
 
@@ -424,6 +425,11 @@ def test_prepacked_kernels_are_every_conv1d_of_the_decoder():
     from encdec_flax.models.gpt2 import FlaxConv1D
 
     model = _ours("bert2gpt2")
+    ids, mask = _inputs(model.config)
+    hidden = jnp.zeros(ids.shape + (model.config.decoder.hidden_size,), jnp.float32)
+    variables = {"params": model.params}
+    _, cache = model.module.apply(variables, jnp.ones((ids.shape[0], 1), "i4"), hidden, encoder_attention_mask=mask,
+                                  init_cache=True, mutable=["cache"], method=FlaxEncoderDecoderModule.decode)
     called = set()
 
     def interceptor(next_fun, args, kwargs, context):
@@ -431,11 +437,10 @@ def test_prepacked_kernels_are_every_conv1d_of_the_decoder():
             called.add("/".join(context.module.path) + "/kernel")
         return next_fun(*args, **kwargs)
 
-    ids, mask = _inputs(model.config)
-    hidden = jnp.zeros(ids.shape + (model.config.decoder.hidden_size,), jnp.float32)
     with nn.intercept_methods(interceptor):
-        model.module.apply({"params": model.params}, jnp.ones((ids.shape[0], 1), "i4"), hidden,
-                           encoder_attention_mask=mask, method=FlaxEncoderDecoderModule.decode)
+        model.module.apply(dict(variables, cache=cache["cache"]), jnp.ones((ids.shape[0], 1), "i4"), hidden,
+                           encoder_attention_mask=mask, decoder_position_ids=jnp.zeros((ids.shape[0], 1), "i4"),
+                           mutable=["cache"], method=FlaxEncoderDecoderModule.decode)
     packed = model._prepacked_kernels(model._expand(model.params))
     assert called and set(packed) == called
     for key, kernel in packed.items():
