@@ -100,7 +100,12 @@ def test_minilm_generate_equals_reference(folder, reference, loaded, fw, mode):
     out = adapter.generate_output(model, inputs, return_dict_in_generate=True, output_scores=True, **SETTINGS[mode])
     np.testing.assert_array_equal(out["sequences"], expected, err_msg=f"{fw} {mode} vs the reference")
     if expected_scores is not None:
-        np.testing.assert_allclose(out["sequences_scores"], expected_scores, rtol=0, atol=1e-5,
+        # A beam score sums 12 steps' log-probabilities (then / length ** 0.7), and the frameworks'
+        # logits differ by up to ~2.5e-5 on a trained MiniLM model (`make demo` prints them).
+        # Measured differences from the reference: 2.4e-6 to 1.1e-5 over repeated runs (the model
+        # is trained afresh each run), so 1e-5 failed now and then; a wrong length penalty or a
+        # dropped step moves a score by more than 1e-2.
+        np.testing.assert_allclose(out["sequences_scores"], expected_scores, rtol=0, atol=5e-5,
                                    err_msg=f"{fw} {mode} sequences_scores vs the reference")
 
 
