@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import weakref
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -229,21 +230,22 @@ class _Decoder:
 
 class _PrepackedKernels:
     """(in, out) copies of the decoder's (out, in) kernels, made once and kept on the model for
-    loops with several rows, with the params leaves they were made from (held, so the identity
-    check is sound: jax arrays are immutable, and a changed params tree has new leaves)."""
+    loops with several rows, with weak references to the params leaves they were made from. jax
+    arrays are immutable, so a changed params tree has new leaves: the copies are made again when
+    a leaf is another object (or was freed). The old params are not kept alive."""
 
     def __init__(self):
-        self.sources: Tuple[Any, ...] = ()
+        self.sources: Tuple[weakref.ref, ...] = ()
         self.packed: Dict[str, Any] = {}
 
     def get(self, flat_params: Dict[Tuple[str, ...], Any], paths: Tuple[Tuple[str, ...], ...]) -> Dict[str, Any]:
-        sources = tuple(flat_params[path] for path in paths)
+        leaves = tuple(flat_params[path] for path in paths)
         keys = tuple(_kernel_key(path) for path in paths)
-        if (tuple(self.packed) != keys or len(sources) != len(self.sources)
-                or any(a is not b for a, b in zip(sources, self.sources))):
+        if (tuple(self.packed) != keys or len(leaves) != len(self.sources)
+                or any(ref() is not leaf for ref, leaf in zip(self.sources, leaves))):
             self.packed = {}  # the old copies go before the new ones are made
-            self.packed = {key: jnp.transpose(leaf) for key, leaf in zip(keys, sources)}
-            self.sources = sources
+            self.packed = {key: jnp.transpose(leaf) for key, leaf in zip(keys, leaves)}
+            self.sources = tuple(weakref.ref(leaf) for leaf in leaves)
         return self.packed
 
     def clear(self) -> None:

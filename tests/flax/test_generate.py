@@ -503,7 +503,11 @@ def test_the_loop_carries_cross_keys_and_values_heads_first(monkeypatch):
 
 def test_prepacked_kernels_follow_the_params_and_can_be_freed():
     """The copies are made once per params tree: kept for the same leaves, made again for new ones
-    (another params= or updated model.params), freed by clear_prepacked_weights."""
+    (another params= or updated model.params, which are not kept alive), freed by
+    clear_prepacked_weights."""
+    import gc
+    import weakref
+
     import jax
 
     model = _build("bert2gpt2")
@@ -514,7 +518,10 @@ def test_prepacked_kernels_follow_the_params_and_can_be_freed():
     first = dict(store.packed)
     model.generate(ids, attention_mask=mask, **kw)
     assert all(store.packed[k] is v for k, v in first.items()), "packed again for the same params"
+    old_kernel = weakref.ref(model.params["decoder"]["transformer"]["h"]["0"]["mlp"]["c_fc"]["kernel"])
     model.params = jax.tree_util.tree_map(lambda x: x * 1.5, model.params)
+    gc.collect()
+    assert old_kernel() is None, "the copies keep the old params alive"
     scaled = model.generate(ids, attention_mask=mask, **kw)
     assert all(store.packed[k] is not v for k, v in first.items())
     assert np.array_equal(scaled, model.generate(ids, attention_mask=mask, prepack_weights=False, **kw))
