@@ -17,6 +17,10 @@ Fixed shapes: the token buffer, the cache and the per-step score buffer are prea
 trims the result to the length the loop reached. One compiled callable per shape signature
 (batch, source length, settings, ...) is kept on the model (``model._generate_fns``) and reused:
 the second call with the same shapes does not trace again (``trace_count``).
+
+Layouts inside the loop (same numbers, faster products on CPU; docs/generation.md): the cross
+keys/values are carried as (N, H, S, D), and with several rows per step GPT-2's (out, in) Conv1D
+kernels are read from (in, out) copies kept on the model (``prepack_weights``).
 """
 
 from __future__ import annotations
