@@ -132,10 +132,8 @@ def _with_loop_kernels(params, loop_kernels: Dict[str, Any]):
     if not loop_kernels:
         return params
     flat = flatten_dict(params)
-    for path in flat:
-        key = _kernel_key(path)
-        if key in loop_kernels:
-            flat[path] = loop_kernels[key].T
+    for key, kernel in loop_kernels.items():
+        flat[tuple(key.split("/"))] = kernel.T
     return unflatten_dict(flat)
 
 
