@@ -267,8 +267,10 @@ class GenerationMixin:
             decoder = _DynamicDecoder(self.decoder, hidden, attention_mask, settings.use_cache)
         input_ids = torch.full((batch_size * expand, 1), settings.decoder_start_token_id, dtype=torch.long,
                                device=hidden.device)
-        packing = (prepacked_linears(self.decoder, self._prepacked_weights()) if prepack_weights
-                   else contextlib.nullcontext())
+        # Laid out for the loop's row count: one row (greedy search or sampling of one input) gets
+        # oneDNN's matrix-vector layout (prepacked.pack_rows).
+        packing = (prepacked_linears(self.decoder, self._prepacked_weights(), rows=input_ids.shape[0])
+                   if prepack_weights else contextlib.nullcontext())
         with packing:
             if settings.is_beam:
                 return _beam_search(decoder, input_ids, settings, batch_size, self.config.decoder.vocab_size)

@@ -74,9 +74,10 @@ def _assert_scores_close(a, b):
 
 # --- greedy and beam search vs the reference ------------------------------------------------------
 @pytest.mark.oracle
-def test_greedy_equals_reference(pair):
+@pytest.mark.parametrize("batch", [1, 2])  # one row: the decoder's weights are laid out for one row
+def test_greedy_equals_reference(pair, batch):
     ours, ref = pair
-    ids, mask = _inputs(ours.config)
+    ids, mask = _inputs(ours.config, batch=batch)
     a = ours.generate(ids, attention_mask=mask, max_new_tokens=12, return_dict_in_generate=True, output_scores=True)
     b = _ref_generate(ref, ids, mask, max_new_tokens=12, return_dict_in_generate=True, output_scores=True)
     _assert_same_tokens(a.sequences, b.sequences)
@@ -288,6 +289,25 @@ def test_prepacked_weights_are_used_then_the_layers_restored(ours):
     assert not [m for m in ours.modules() if "forward" in m.__dict__]
     ours.clear_prepacked_weights()
     assert len(ours._prepacked_weights()) == 0
+
+
+@needs_onednn
+def test_prepacked_layout_follows_the_row_count(ours):
+    """One row per step (greedy search of one input) packs for one row, several rows for PACK_ROWS;
+    one layout is kept at a time, and every layout gives the plain layers' tokens."""
+    from encdec_pt.generation.prepacked import PACK_ROWS
+
+    ids, mask = _inputs(ours.config)
+    layers = _linear_layers(ours)
+    store = ours._prepacked_weights()
+    ours.clear_prepacked_weights()
+    for rows, (batch, kw) in [(1, (1, {})), (PACK_ROWS, (1, dict(num_beams=2))), (PACK_ROWS, (2, {})),
+                              (1, (1, dict(do_sample=True, seed=3)))]:
+        kw = dict(attention_mask=mask[:batch], max_new_tokens=6, **kw)
+        plain = ours.generate(ids[:batch], prepack_weights=False, **kw)
+        assert torch.equal(ours.generate(ids[:batch], **kw), plain), (rows, batch, kw)
+        assert {store.rows_of(m) for m in layers} == {rows}, (batch, kw)
+        assert len(store) == len(layers)
 
 
 @needs_onednn
