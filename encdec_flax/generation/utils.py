@@ -18,9 +18,10 @@ trims the result to the length the loop reached. One compiled callable per shape
 (batch, source length, settings, ...) is kept on the model (``model._generate_fns``) and reused:
 the second call with the same shapes does not trace again (``trace_count``).
 
-Layouts inside the loop (same numbers, faster products on CPU; docs/generation.md): the cross
-keys/values are carried as (N, H, S, D), and with several rows per step GPT-2's (out, in) Conv1D
-kernels are read from (in, out) copies kept on the model (``prepack_weights``).
+Layouts inside the loop (same numbers, faster products on CPU; docs/generation.md): the cache
+holds keys/values as (N, H, T, D), the layout the attention's products read, and with several rows
+per step GPT-2's (out, in) Conv1D kernels are read from (in, out) copies kept on the model
+(``prepack_weights``).
 """
 
 from __future__ import annotations
@@ -110,15 +111,8 @@ def _is_cross(path) -> bool:
 
 
 def _is_cross_kv(path, leaf) -> bool:
-    """A cross-attention key or value buffer (N, S, H, D) of the cache."""
+    """A cross-attention key or value buffer (N, H, S, D) of the cache."""
     return leaf.ndim == 4 and _is_cross(path)
-
-
-def _swap_cross_kv_axes(cache):
-    """The cache with its cross keys/values' axes 1 and 2 swapped: the layers' (N, S, H, D) to the
-    loop's (N, H, S, D), and back."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, leaf: jnp.swapaxes(leaf, 1, 2) if _is_cross_kv(path, leaf) else leaf, cache)
 
 
 def _kernel_key(path: Tuple[str, ...]) -> str:
@@ -179,8 +173,9 @@ class _Decoder:
         self.module, self.params, self.loop_kernels = module, params, loop_kernels or {}
         self.decode = FlaxEncoderDecoderModule.decode
         # Cross K/V once per input (``parts.cross_cache``); the self K/V buffers of that one-token
-        # pass (1 slot) are replaced by zeros (N, max_length, H, D). No decoder pass over
-        # max_length dummy tokens.
+        # pass (1 slot) are replaced by zeros (N, H, max_length, D). No decoder pass over
+        # max_length dummy tokens. Every key/value buffer is (N, H, T, D), the layout the attention's
+        # products read, so the loop transposes none of them.
         cache = parts.cross_cache(params, hidden, mask)
         n_rows = hidden.shape[0] * expand
 
@@ -189,14 +184,9 @@ class _Decoder:
                 return leaf
             if _is_cross(path):
                 return jnp.repeat(leaf, expand, axis=0) if expand > 1 else leaf
-            return jnp.zeros((n_rows, max_length) + leaf.shape[2:], leaf.dtype)
+            return jnp.zeros((n_rows, leaf.shape[1], max_length, leaf.shape[3]), leaf.dtype)
 
-        # The cross keys/values are constant over the loop. Carried as (N, H, S, D), the layout the
-        # attention's products read, they are not transposed again at every step (the layers get
-        # the (N, S, H, D) view, and XLA cancels the two swaps); the barrier keeps XLA from undoing
-        # the layout outside the loop.
-        self.initial_cache = lax.optimization_barrier(
-            _swap_cross_kv_axes(jax.tree_util.tree_map_with_path(preallocate, cache)))
+        self.initial_cache = jax.tree_util.tree_map_with_path(preallocate, cache)
         if expand > 1:
             hidden = jnp.repeat(hidden, expand, axis=0)
             mask = jnp.repeat(mask, expand, axis=0)
@@ -208,7 +198,7 @@ class _Decoder:
         positions = jnp.full((tokens.shape[0], 1), cur_len - 1, dtype="i4")
         out, mutated = self.module.apply(
             {"params": _with_loop_kernels(self.params, self.loop_kernels),
-             "cache": _swap_cross_kv_axes(cache)},
+             "cache": cache},
             tokens[:, None].astype("i4"), self.hidden,
             encoder_attention_mask=self.mask, decoder_attention_mask=self.decoder_mask,
             decoder_position_ids=positions, mutable=["cache"], method=self.decode,

@@ -59,7 +59,8 @@ class FlaxBertSelfAttention(nn.Module):
     """Self-attention (causal in a decoder) or cross-attention over ``key_value_states``.
 
     With a ``"cache"`` collection: self-attention appends this call's keys/values at
-    ``cache_index`` of a preallocated ``(b, max_length, h, d)`` buffer; cross-attention stores the
+    ``cache_index`` of a preallocated ``(b, h, max_length, d)`` buffer (the layout of the PyTorch
+    and TensorFlow caches, which the attention's products read as it is); cross-attention stores the
     projected encoder keys/values once (when the cache is created) and reuses them.
     """
 
@@ -85,9 +86,13 @@ class FlaxBertSelfAttention(nn.Module):
         # (B, Q, H*D) -> (B, Q, H, D)
         return x.reshape(x.shape[:2] + (self.num_heads, self.head_dim))
 
+    def _heads_first(self, x):
+        # (B, K, H*D) -> (B, H, K, D), the cache's layout
+        return jnp.swapaxes(self._heads(x), 1, 2)
+
     @nn.compact
     def _cached_key_value(self, key, value, query_length: int):
-        """Returns (keys, values, cache_index of this call's first query or None)."""
+        """Keys/values (B, H, K, D) in; returns (keys, values, cache_index of this call's first query or None)."""
         is_initialized = self.has_variable("cache", "cached_key")
         cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
         cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
@@ -99,9 +104,9 @@ class FlaxBertSelfAttention(nn.Module):
         if not is_initialized:
             return key, value, None
         cur_index = cache_index.value
-        # (B, max_length, H, D) with this call's Q rows written at cur_index
-        key = lax.dynamic_update_slice(cached_key.value, key, (0, cur_index, 0, 0))
-        value = lax.dynamic_update_slice(cached_value.value, value, (0, cur_index, 0, 0))
+        # (B, H, max_length, D) with this call's Q positions written at cur_index
+        key = lax.dynamic_update_slice(cached_key.value, key, (0, 0, cur_index, 0))
+        value = lax.dynamic_update_slice(cached_value.value, value, (0, 0, cur_index, 0))
         cached_key.value, cached_value.value = key, value
         cache_index.value = cur_index + query_length
         return key, value, cur_index
@@ -121,34 +126,34 @@ class FlaxBertSelfAttention(nn.Module):
         has_cache = self.has_variable("cache", "cached_key")
         cache_index = None
         if self.is_cross_attention and has_cache and not init_cache:
-            # (B, K, H, D): encoder keys/values projected once, when the cache was made
+            # (B, H, K, D): encoder keys/values projected once, when the cache was made
             key = self.variables["cache"]["cached_key"]
             value = self.variables["cache"]["cached_value"]
         else:
             source = key_value_states if self.is_cross_attention else hidden_states
-            # (B, K, H, D)
-            key = self._heads(self.key(source))
-            value = self._heads(self.value(source))
+            # (B, H, K, D)
+            key = self._heads_first(self.key(source))
+            value = self._heads_first(self.value(source))
             if (self.is_cross_attention and init_cache) or (self.causal and (has_cache or init_cache)):
                 key, value, cache_index = self._cached_key_value(key, value, query_length)
 
         # (B or 1, 1, Q, K) boolean: True = attend
         mask = None
         if self.causal:
-            mask = causal_mask(query_length, key.shape[1], cache_index)
+            mask = causal_mask(query_length, key.shape[2], cache_index)
         if attention_mask is not None:
             pad = attention_mask[:, None, None, :].astype(bool)
             mask = pad if mask is None else mask & pad
 
-        # (B, Q, H, D) x (B, K, H, D) -> (B, H, Q, K)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
+        # (B, Q, H, D) x (B, H, K, D) -> (B, H, Q, K)
+        scores = jnp.einsum("bqhd,bhkd->bhqk", query, key).astype(jnp.float32)
         scores = scores / math.sqrt(self.head_dim)
         if mask is not None:
             scores = scores + attention_bias(mask, scores.dtype)
         probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
         probs = self.dropout(probs, deterministic=deterministic)
-        # (B, H, Q, K) x (B, K, H, D) -> (B, Q, H, D)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+        # (B, H, Q, K) x (B, H, K, D) -> (B, Q, H, D)
+        context = jnp.einsum("bhqk,bhkd->bqhd", probs, value)
         # (B, Q, H*D)
         context = context.reshape(batch_size, query_length, -1)
         return context, (probs if output_attentions else None)

@@ -508,7 +508,7 @@ class FlaxEncoderDecoderModel(FlaxGenerationMixin, FlaxPreTrainedModel):
 
     def init_cache(self, batch_size: int, max_length: int, encoder_outputs, params: Any = None):
         """The decoder cache for up to ``max_length`` tokens: per self-attention layer
-        ``cached_key`` / ``cached_value`` ``(batch, max_length, heads, head_dim)`` and ``cache_index``;
+        ``cached_key`` / ``cached_value`` ``(batch, heads, max_length, head_dim)`` and ``cache_index``;
         per cross-attention layer the projected encoder keys/values, computed here once."""
         if max_length > self.config.decoder.max_position_embeddings:
             raise ValueError(

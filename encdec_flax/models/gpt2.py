@@ -88,9 +88,13 @@ class FlaxGPT2Attention(nn.Module):
         # (B, Q, H*D) -> (B, Q, H, D)
         return x.reshape(x.shape[:2] + (self.num_heads, self.head_dim))
 
+    def _heads_first(self, x):
+        # (B, K, H*D) -> (B, H, K, D), the cache's layout (as in PyTorch and TensorFlow)
+        return jnp.swapaxes(self._heads(x), 1, 2)
+
     @nn.compact
     def _cached_key_value(self, key, value, query_length: int):
-        """Returns (keys, values, cache_index of this call's first query or None)."""
+        """Keys/values (B, H, K, D) in; returns (keys, values, cache_index of this call's first query or None)."""
         is_initialized = self.has_variable("cache", "cached_key")
         cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
         cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
@@ -102,9 +106,9 @@ class FlaxGPT2Attention(nn.Module):
         if not is_initialized:
             return key, value, None
         cur_index = cache_index.value
-        # (B, max_length, H, D) with this call's Q rows written at cur_index
-        key = lax.dynamic_update_slice(cached_key.value, key, (0, cur_index, 0, 0))
-        value = lax.dynamic_update_slice(cached_value.value, value, (0, cur_index, 0, 0))
+        # (B, H, max_length, D) with this call's Q positions written at cur_index
+        key = lax.dynamic_update_slice(cached_key.value, key, (0, 0, cur_index, 0))
+        value = lax.dynamic_update_slice(cached_value.value, value, (0, 0, cur_index, 0))
         cached_key.value, cached_value.value = key, value
         cache_index.value = cur_index + query_length
         return key, value, cur_index
@@ -125,33 +129,32 @@ class FlaxGPT2Attention(nn.Module):
             # (B, Q, H, D)
             query = self._heads(self.q_attn(hidden_states))
             if has_cache and not init_cache:
-                # (B, K, H, D): encoder keys/values projected once, when the cache was made
+                # (B, H, K, D): encoder keys/values projected once, when the cache was made
                 key = self.variables["cache"]["cached_key"]
                 value = self.variables["cache"]["cached_value"]
             else:
                 key, value = jnp.split(self.c_attn(key_value_states), 2, axis=-1)
-                key, value = self._heads(key), self._heads(value)
+                key, value = self._heads_first(key), self._heads_first(value)  # (B, H, K, D)
                 if init_cache:
                     key, value, _ = self._cached_key_value(key, value, query_length)
         else:
             query, key, value = jnp.split(self.c_attn(hidden_states), 3, axis=-1)
-            # (B, Q, H, D) each
-            query = self._heads(query)
-            key = self._heads(key)
-            value = self._heads(value)
+            query = self._heads(query)  # (B, Q, H, D)
+            key = self._heads_first(key)  # (B, H, Q, D)
+            value = self._heads_first(value)
             if has_cache or init_cache:
                 key, value, cache_index = self._cached_key_value(key, value, query_length)
 
         # (B or 1, 1, Q, K) boolean: True = attend
         mask = None
         if not self.is_cross_attention:
-            mask = causal_mask(query_length, key.shape[1], cache_index)
+            mask = causal_mask(query_length, key.shape[2], cache_index)
         if attention_mask is not None:
             pad = attention_mask[:, None, None, :].astype(bool)
             mask = pad if mask is None else mask & pad
 
-        # (B, Q, H, D) x (B, K, H, D) -> (B, H, Q, K)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", query, key).astype(jnp.float32)
+        # (B, Q, H, D) x (B, H, K, D) -> (B, H, Q, K)
+        scores = jnp.einsum("bqhd,bhkd->bhqk", query, key).astype(jnp.float32)
         if self.config.scale_attn_weights:
             scores = scores / math.sqrt(self.head_dim)
         if self.config.scale_attn_by_inverse_layer_idx:
@@ -160,8 +163,8 @@ class FlaxGPT2Attention(nn.Module):
             scores = scores + attention_bias(mask, scores.dtype)
         probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
         probs = self.attn_dropout(probs, deterministic=deterministic)
-        # (B, H, Q, K) x (B, K, H, D) -> (B, Q, H, D)
-        context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)
+        # (B, H, Q, K) x (B, H, K, D) -> (B, Q, H, D)
+        context = jnp.einsum("bhqk,bhkd->bqhd", probs, value)
         # (B, Q, H*D)
         context = context.reshape(batch_size, query_length, -1)
         attn_output = self.c_proj(context)

@@ -482,23 +482,30 @@ def test_the_loop_multiplies_by_the_prepacked_kernels(monkeypatch):
         assert set(dims) == {contracting}, (prepack, dims)
 
 
-def test_the_loop_carries_cross_keys_and_values_heads_first(monkeypatch):
-    """The while loop carries the cross-attention keys/values as (N, H, S, D), the layout the attention
-    products read (the layers' view is (N, S, H, D)), so XLA does not transpose them at each step."""
+@pytest.mark.parametrize("arch", ["bert2gpt2", "bert2bert"])
+def test_the_loop_transposes_no_keys_or_values(arch, monkeypatch):
+    """The cache holds every key/value buffer as (N, H, T, D), the layout the attention's products
+    read (as PyTorch and TensorFlow do): the while loop carries them so, and its compiled body has no
+    transpose (with (N, T, H, D) buffers XLA copied every self-attention key and value buffer into
+    another layout at each step: 24 copies a step for the base bert2gpt2)."""
     import jax
 
-    model = _ours("bert2gpt2")
+    model = _ours(arch)
     ids, mask = _inputs(model.config)
-    _, (_, function), args = _captured_call(model, monkeypatch, ids, attention_mask=mask, **BEAM_PROCESSORS)
+    _, (jitted, function), args = _captured_call(model, monkeypatch, ids, attention_mask=mask, **BEAM_PROCESSORS)
     jaxpr = jax.make_jaxpr(function)(*args)
     loops = [eqn for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name == "while"]
     assert len(loops) == 1
     shapes = [tuple(v.aval.shape) for v in loops[0].invars if len(v.aval.shape) == 4]
     decoder = model.config.decoder
     heads, rows = decoder.num_attention_heads, ids.shape[0] * BEAM_PROCESSORS["num_beams"]
-    cross = (rows, heads, ids.shape[1], decoder.hidden_size // heads)
-    assert shapes.count(cross) == 2 * decoder.num_hidden_layers, shapes
-    assert (rows, ids.shape[1], heads, cross[-1]) not in shapes
+    head_dim, layers = decoder.hidden_size // heads, decoder.num_hidden_layers
+    max_length = 1 + BEAM_PROCESSORS["max_new_tokens"]
+    assert shapes.count((rows, heads, ids.shape[1], head_dim)) == 2 * layers, shapes  # cross
+    assert shapes.count((rows, heads, max_length, head_dim)) == 2 * layers, shapes  # self
+    hlo = jitted.lower(*args).compile().as_text()
+    in_loop = [line for line in hlo.splitlines() if "while/body" in line and " transpose(" in line]
+    assert not in_loop, "\n".join(in_loop[:4])
 
 
 def test_prepacked_kernels_follow_the_params_and_can_be_freed():

@@ -95,8 +95,8 @@ def test_cache_holds_cross_attention_keys(built):
     encoded = b.model.encode(b.inputs["input_ids"])
     cache = b.model.init_cache(2, 6, encoded)
     layer = cache["decoder"]["bert"]["encoder"]["layer"]["0"]
-    assert layer["attention"]["self"]["cached_key"].shape == (2, 6, 4, 8)
-    assert layer["crossattention"]["self"]["cached_key"].shape == (2, 7, 4, 8)
+    assert layer["attention"]["self"]["cached_key"].shape == (2, 4, 6, 8)
+    assert layer["crossattention"]["self"]["cached_key"].shape == (2, 4, 7, 8)
     assert float(jnp.abs(layer["crossattention"]["self"]["cached_key"]).max()) > 0
     with pytest.raises(ValueError, match="decoder_position_ids"):
         b.model.decode(np.ones((2, 1), np.int32), encoded, past_key_values=cache)
