@@ -110,11 +110,6 @@ def _is_cross(path) -> bool:
     return any(getattr(p, "key", None) == "crossattention" for p in path)
 
 
-def _is_cross_kv(path, leaf) -> bool:
-    """A cross-attention key or value buffer (N, H, S, D) of the cache."""
-    return leaf.ndim == 4 and _is_cross(path)
-
-
 def _kernel_key(path: Tuple[str, ...]) -> str:
     return "/".join(path)
 
@@ -197,16 +192,12 @@ class _Decoder:
         """Next-token logits (N, V) float32 for the tokens (N,) at position cur_len - 1, and the new cache."""
         positions = jnp.full((tokens.shape[0], 1), cur_len - 1, dtype="i4")
         out, mutated = self.module.apply(
-            {"params": _with_loop_kernels(self.params, self.loop_kernels),
-             "cache": cache},
+            {"params": _with_loop_kernels(self.params, self.loop_kernels), "cache": cache},
             tokens[:, None].astype("i4"), self.hidden,
             encoder_attention_mask=self.mask, decoder_attention_mask=self.decoder_mask,
             decoder_position_ids=positions, mutable=["cache"], method=self.decode,
         )
-        # The self-attention buffers as the step wrote them; the cross keys/values as carried.
-        new_cache = jax.tree_util.tree_map_with_path(
-            lambda path, new, carried: carried if _is_cross_kv(path, carried) else new, mutated["cache"], cache)
-        return out.logits[:, -1, :].astype(jnp.float32), new_cache
+        return out.logits[:, -1, :].astype(jnp.float32), mutated["cache"]
 
     @staticmethod
     def reorder(cache, beam_idx):

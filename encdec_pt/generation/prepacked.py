@@ -22,9 +22,10 @@ The packed layout depends only on the call's row count (batch x beams or returne
 layout for one row (oneDNN's matrix-vector kernel) when a step has one row, else one for
 ``PACK_ROWS`` rows. So a call's numbers do not depend on which earlier call packed the weights (the
 results are float32 and equal the plain path's to rounding; the tests compare tokens with the
-reference's). One layout is kept at a time: a call with the other kind of row count packs again. Skipped, with the plain path, when oneDNN or these
-ops are missing, for weights that are not float32 on the CPU, and under ``torch.compile``
-(``compile_backend``), which packs weights its own way.
+reference's). One layout is kept at a time: a call with the other kind of row count packs again.
+Skipped, with the plain path, when oneDNN or these ops are missing, for weights that are not
+float32 on the CPU, and under ``torch.compile`` (``compile_backend``), which packs weights its own
+way.
 """
 
 from __future__ import annotations
