@@ -1,31 +1,34 @@
-"""oneDNN-prepacked weights for the decoder's linear layers while ``generate`` runs (CPU, float32).
+"""oneDNN-prepacked weights for the model's linear layers while ``generate`` runs (CPU, float32).
 
 A decoding step multiplies a few rows (batch x beams) by every decoder weight, so it is bound by
 how fast the weights stream from memory. On CPU, torch's default kernels for that shape (MKL
 ``sgemm`` through ``addmm`` / ``F.linear``) reach a fraction of the memory bandwidth for more than
 one row: on the project's 2-core AMD EPYC machine, a (768 -> 3072) layer ran at 6 GB/s with 4
 rows, against 16-17 GB/s for oneDNN on weights reordered once into its blocked layout (21 GB/s
-against 17 GB/s with one row). ``benchmarks/generate.py`` and docs/performance.md have the
-whole-model numbers.
+against 17 GB/s with one row). The encoder, whose products have a row per source position, is
+compute-bound, and there too MKL is the slower kernel on that machine: the base BERT over a
+64-token source took 54 ms on packed weights against 122 ms (batch 8: 289 against 587 ms; the
+three product shapes alone 2.4-4x faster). ``benchmarks/generate.py`` and docs/performance.md
+have the whole-model numbers.
 
-So, for the length of a ``generate`` call, every ``nn.Linear`` and GPT-2 ``Conv1D`` of the decoder
-(those exact classes; subclasses keep their own forward) runs ``torch.ops.mkldnn._linear_pointwise``
-on a prepacked copy of its weight (the module's ``forward`` is swapped on the instance and
-restored afterwards, also on error). The packed copies are kept on the model
-(``PrepackedWeights``), keyed by the layer, and rebuilt when a weight or bias changes (another
-tensor, or an in-place update such as an optimizer step or ``load_state_dict``). They cost memory
-about the size of the decoder's linear weights, and packing a base-size decoder takes a few
-tenths of a second, once. ``generate(..., prepack_weights=False)`` opts out (no copy);
-``model.clear_prepacked_weights()`` frees them.
+So, for the length of a ``generate`` call, every ``nn.Linear`` and GPT-2 ``Conv1D`` of the
+encoder, ``enc_to_dec_proj`` and the decoder (those exact classes; subclasses keep their own
+forward) runs ``torch.ops.mkldnn._linear_pointwise`` on a prepacked copy of its weight (the
+module's ``forward`` is swapped on the instance and restored afterwards, also on error). The
+packed copies are kept on the model (``PrepackedWeights``), keyed by the layer, and rebuilt when a
+weight or bias changes (another tensor, or an in-place update such as an optimizer step or
+``load_state_dict``). They cost memory about the size of the model's linear weights, and packing
+a base-size model takes a few tenths of a second, once. ``generate(..., prepack_weights=False)``
+opts out (no copy); ``model.clear_prepacked_weights()`` frees them.
 
-The packed layout depends only on the call's row count (batch x beams or returned sequences): a
-layout for one row (oneDNN's matrix-vector kernel) when a step has one row, else one for
-``PACK_ROWS`` rows. So a call's numbers do not depend on which earlier call packed the weights (the
-results are float32 and equal the plain path's to rounding; the tests compare tokens with the
-reference's). One layout is kept at a time: a call with the other kind of row count packs again.
-Skipped, with the plain path, when oneDNN or these ops are missing, for weights that are not
-float32 on the CPU, and under ``torch.compile`` (``compile_backend``), which packs weights its own
-way.
+The packed layout depends only on the row count of the products (for the decoder, batch x beams
+or returned sequences; for the encoder, batch x source length): a layout for one row (oneDNN's
+matrix-vector kernel) when a step has one row, else one for ``PACK_ROWS`` rows. So a call's
+numbers do not depend on which earlier call packed the weights (the results are float32 and
+equal the plain path's to rounding; the tests compare tokens with the reference's). One layout
+is kept per layer: a call with the other kind of row count packs the decoder again. Skipped,
+with the plain path, when oneDNN or these ops are missing, for weights that are not float32 on
+the CPU, and under ``torch.compile`` (``compile_backend``), which packs weights its own way.
 """
 
 from __future__ import annotations
@@ -151,7 +154,9 @@ def prepacked_linears(root: nn.Module, store: PrepackedWeights, rows: int) -> It
     switched = []
     try:
         for module in root.modules():
-            if _packable(module):
+            # A layer with a forward of its own on the instance (switched by an enclosing block, or
+            # patched by the caller) keeps it.
+            if _packable(module) and "forward" not in module.__dict__:
                 bias = None if module.bias is None else module.bias.detach()
                 module.forward = _packed_forward(store.packed(module, pack_rows(rows)), bias)
                 switched.append(module)

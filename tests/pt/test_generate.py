@@ -269,8 +269,8 @@ def test_generate_runs_in_inference_mode_and_returns_ordinary_tensors(ours):
 needs_onednn = pytest.mark.skipif(not prepacking_available(), reason="this torch has no oneDNN linear ops")
 
 
-def _linear_layers(model):
-    return [m for m in model.decoder.modules() if isinstance(m, (torch.nn.Linear, Conv1D))]
+def _linear_layers(module):
+    return [m for m in module.modules() if isinstance(m, (torch.nn.Linear, Conv1D))]
 
 
 @needs_onednn
@@ -281,7 +281,9 @@ def test_prepacked_weights_are_used_then_the_layers_restored(ours):
     assert len(ours._prepacked_weights()) == 0
     packed = ours.generate(ids, attention_mask=mask, max_new_tokens=8, num_beams=2)
     assert torch.equal(packed, plain)
-    assert len(ours._prepacked_weights()) == len(_linear_layers(ours)) > 0
+    # The encoder's layers and the decoder's (tiny models have no enc_to_dec_proj).
+    assert ours.enc_to_dec_proj is None
+    assert len(ours._prepacked_weights()) == len(_linear_layers(ours)) > len(_linear_layers(ours.decoder)) > 0
     assert not [m for m in ours.modules() if "forward" in m.__dict__], "a layer kept its generate-time forward"
     # An error inside the loop restores the layers too.
     with pytest.raises(ValueError, match="encoder_outputs"):
@@ -293,12 +295,14 @@ def test_prepacked_weights_are_used_then_the_layers_restored(ours):
 
 @needs_onednn
 def test_prepacked_layout_follows_the_row_count(ours):
-    """One row per step (greedy search of one input) packs for one row, several rows for PACK_ROWS;
-    one layout is kept at a time, and every layout gives the plain layers' tokens."""
+    """One row per step (greedy search of one input) packs the decoder for one row, several rows for
+    PACK_ROWS; one layout is kept at a time, and every layout gives the plain layers' tokens. The
+    encoder (a row per source position) is packed for PACK_ROWS rows."""
     from encdec_pt.generation.prepacked import PACK_ROWS
 
     ids, mask = _inputs(ours.config)
-    layers = _linear_layers(ours)
+    layers = _linear_layers(ours.decoder)
+    encoder_layers = _linear_layers(ours.encoder)
     store = ours._prepacked_weights()
     ours.clear_prepacked_weights()
     for rows, (batch, kw) in [(1, (1, {})), (PACK_ROWS, (1, dict(num_beams=2))), (PACK_ROWS, (2, {})),
@@ -307,7 +311,8 @@ def test_prepacked_layout_follows_the_row_count(ours):
         plain = ours.generate(ids[:batch], prepack_weights=False, **kw)
         assert torch.equal(ours.generate(ids[:batch], **kw), plain), (rows, batch, kw)
         assert {store.rows_of(m) for m in layers} == {rows}, (batch, kw)
-        assert len(store) == len(layers)
+        assert {store.rows_of(m) for m in encoder_layers} == {PACK_ROWS}, (batch, kw)
+        assert len(store) == len(layers) + len(encoder_layers)
 
 
 @needs_onednn
@@ -352,6 +357,50 @@ def test_linear_subclasses_keep_their_forward():
     plain = model.generate(ids, prepack_weights=False, **kw)
     assert not torch.equal(plain, before), "the subclass does not change the output: the test cannot bite"
     assert torch.equal(model.generate(ids, **kw), plain)
+
+
+@needs_onednn
+def test_enc_to_dec_proj_runs_packed():
+    """Encoder and decoder of different widths: the projection between them is packed too."""
+    from encdec_pt.models.bert import BertModel
+    from encdec_pt.models.gpt2 import GPT2LMHeadModel
+
+    base = _build("bert2gpt2")
+    decoder_config = base.config.decoder.to_dict()
+    decoder_config.update(n_embd=2 * base.config.decoder.n_embd)
+    decoder = GPT2LMHeadModel(type(base.config.decoder)(**decoder_config))
+    model = EncoderDecoderModel(encoder=base.encoder, decoder=decoder).eval()
+    model.config.decoder_start_token_id = base.config.decoder_start_token_id
+    model.config.pad_token_id = base.config.pad_token_id
+    assert model.enc_to_dec_proj is not None
+    ids, mask = _inputs(model.config)
+    kw = dict(attention_mask=mask, max_new_tokens=6, num_beams=2)
+    plain = model.generate(ids, prepack_weights=False, **kw)
+    assert torch.equal(model.generate(ids, **kw), plain)
+    assert model._prepacked_weights().rows_of(model.enc_to_dec_proj) is not None
+
+
+@needs_onednn
+def test_a_layer_patched_on_the_instance_keeps_its_forward(ours):
+    """A forward set on a layer instance (by the caller, or by an enclosing packing block) is left
+    alone while generate runs, and is still there afterwards."""
+    ids, mask = _inputs(ours.config)
+    kw = dict(attention_mask=mask, max_new_tokens=6)
+    before = ours.generate(ids, prepack_weights=False, **kw)
+    layer = _linear_layers(ours.encoder)[0]
+    plain_forward = layer.forward
+
+    def shifted(x):
+        return plain_forward(x) + torch.linspace(-10.0, 10.0, layer.out_features)
+
+    layer.forward = shifted
+    try:
+        plain = ours.generate(ids, prepack_weights=False, **kw)
+        assert not torch.equal(plain, before), "the patch does not change the output: the test cannot bite"
+        assert torch.equal(ours.generate(ids, **kw), plain)
+        assert layer.__dict__["forward"] is shifted
+    finally:
+        del layer.forward
 
 
 @needs_onednn
