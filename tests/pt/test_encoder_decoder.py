@@ -421,6 +421,44 @@ def test_from_encoder_decoder_pretrained_routing_and_report(part_folders, caplog
     assert model(input_ids=torch.tensor([[5]]), labels=torch.tensor([[100, 9]])).logits.shape == (1, 2, 101)
 
 
+def test_tensors_a_checkpoint_lacks_get_the_models_initialisation(part_folders):
+    """from_pretrained builds the model on the meta device and initialises only what the checkpoint
+    lacks, by the rules construction applies: the cross-attention a GPT-2 checkpoint lacks (its
+    c_proj with GPT-2's residual scaling), a lone bias missing beside a loaded weight, and nothing
+    that was loaded is touched."""
+    from safetensors.numpy import load_file, save_file
+
+    _, gpt2 = part_folders
+    state = load_file(os.path.join(gpt2, "model.safetensors"))
+    del state["transformer.h.0.attn.c_proj.bias"]
+    save_file(state, os.path.join(gpt2, "model.safetensors"), metadata={"format": "pt"})
+    config = tiny_gpt2_config(n_embd=48, is_decoder=True, add_cross_attention=True)
+    model, info = GPT2LMHeadModel.from_pretrained(gpt2, config=config, output_loading_info=True)
+    assert "transformer.h.0.attn.c_proj.bias" in info["missing_keys"]
+    assert all(p.device.type == "cpu" and p.requires_grad for p in model.parameters())
+    params = dict(model.named_parameters())
+    for name, array in state.items():  # loaded exactly, the scaled c_proj weights included
+        assert np.array_equal(params[name].detach().numpy(), array), name
+    assert torch.count_nonzero(model.transformer.h[0].attn.c_proj.bias) == 0
+    std = config.initializer_range
+    for block in model.transformer.h:
+        cross = block.crossattention
+        assert abs(cross.c_attn.weight.std().item() / std - 1) < 0.1
+        assert abs(cross.q_attn.weight.std().item() / std - 1) < 0.1
+        scaled = std / np.sqrt(2 * config.n_layer)
+        assert abs(cross.c_proj.weight.std().item() / scaled - 1) < 0.1
+        for bias in (cross.c_attn.bias, cross.q_attn.bias, cross.c_proj.bias, block.ln_cross_attn.bias):
+            assert torch.count_nonzero(bias) == 0
+        assert torch.equal(block.ln_cross_attn.weight, torch.ones_like(block.ln_cross_attn.weight))
+    assert model.lm_head.weight is model.transformer.wte.weight
+    # A fresh model and the loaded one train alike (leaf parameters, finite loss and gradients).
+    loss = model(input_ids=torch.tensor([[5, 6, 7]]), encoder_hidden_states=torch.ones(1, 2, 48),
+                 labels=torch.tensor([[5, 6, 7]])).loss
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters()
+                                        if p.grad is not None)
+
+
 def test_from_encoder_decoder_pretrained_warns_naming_unexpected_missing(part_folders, tmp_path, caplog):
     bert, _ = part_folders
     # A BERT base folder as decoder: its LM head is missing, which is not expected.
