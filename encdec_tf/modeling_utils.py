@@ -24,7 +24,7 @@ from encdec.generation_config import GenerationConfig
 from encdec.modeling_utils import check_token_ids, newly_initialised_report
 from encdec.naming.layout import framework_path, from_framework, to_framework
 from encdec.naming.schema import Schema
-from encdec_tf.layers import XLATraceCall
+from encdec_tf.layers import XLATraceCall, deferred_initialisers, run_initialisers
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ class TFPreTrainedModel(XLATraceCall, keras.Model):
                 missing.append(spec.name)
                 continue
             _, array = to_framework(spec, np.asarray(state[spec.name]), "tf")
-            variables[spec.name].assign(array.astype(variables[spec.name].dtype))
+            variables[spec.name].assign(array.astype(variables[spec.name].dtype, copy=False))
         if strict and missing:
             raise ValueError(f"{type(self).__name__}.load_state_dict: missing {missing[:8]} ({len(missing)} in all)")
         return missing
@@ -302,7 +302,8 @@ class TFPreTrainedModel(XLATraceCall, keras.Model):
         else:
             for key, value in kwargs.items():
                 setattr(config, key, value)
-        model = cls._from_config_for_load(config, *model_args, name=name)
+        with deferred_initialisers() as initialisers:
+            model = cls._from_config_for_load(config, *model_args, name=name)
         schema = model.schema()
         checkpoint = load_checkpoint(path, schema=schema, prefer=prefer, **hub_kwargs)
         aligned = align_to_schema(
@@ -312,7 +313,10 @@ class TFPreTrainedModel(XLATraceCall, keras.Model):
         if aligned.unexpected:
             logger.warning("%s: %d weights of the checkpoint were not used: %s", checkpoint.source,
                            len(aligned.unexpected), ", ".join(aligned.unexpected[:8]))
-        model.load_state_dict(aligned.tensors, strict=False)
+        missing = model.load_state_dict(aligned.tensors, strict=False)
+        if missing:  # what the checkpoint lacks gets its initializer's values (the rest started as zeros)
+            variables = model.canonical_variables()
+            run_initialisers(initialisers, [variables[name] for name in missing if name in variables])
         model.generation_config = GenerationConfig.for_model(path, model.config, **hub_kwargs)
         report = newly_initialised_report(aligned.missing, type(model).__name__) if aligned.missing else []
         return model, report

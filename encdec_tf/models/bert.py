@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from encdec.configuration import BertConfig
 from encdec_tf.activations import get_activation
-from encdec_tf.layers import Dense, Dropout, Embedding, LayerNorm, XLATraceCall, matmul_last, merge_heads, split_heads
+from encdec_tf.layers import DeferredInit, Dense, Dropout, Embedding, LayerNorm, XLATraceCall, matmul_last, merge_heads, split_heads
 from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
 from encdec_tf.modeling_utils import (
     ComposedLayer,
@@ -349,7 +349,7 @@ class TFBertPredictionHeadTransform(ComposedLayer):
         return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
 
 
-class TFBertLMPredictionHead(XLATraceCall, keras.layers.Layer):
+class TFBertLMPredictionHead(DeferredInit, XLATraceCall, keras.layers.Layer):
     """Transform, then scores against the (tied) word embeddings plus a bias."""
 
     def __init__(self, config: BertConfig, **kwargs: Any):

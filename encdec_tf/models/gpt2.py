@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from encdec.configuration import GPT2Config
 from encdec_tf.activations import get_activation
-from encdec_tf.layers import Dense, Dropout, Embedding, LayerNorm, XLATraceCall, matmul_last, merge_heads, split_heads
+from encdec_tf.layers import DeferredInit, Dense, Dropout, Embedding, LayerNorm, XLATraceCall, matmul_last, merge_heads, split_heads
 from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
 from encdec_tf.modeling_utils import (
     ComposedLayer,
@@ -30,7 +30,7 @@ from encdec_tf.modeling_utils import (
 )
 
 
-class TFConv1D(XLATraceCall, keras.layers.Layer):
+class TFConv1D(DeferredInit, XLATraceCall, keras.layers.Layer):
     """GPT-2's "Conv1D": a dense layer whose weight is stored ``(in, out)`` like PyTorch's."""
 
     def __init__(self, nf: int, nx: int, initializer_range: float = 0.02, **kwargs: Any):

@@ -201,6 +201,37 @@ def test_enc_to_dec_proj_init_uses_decoder_initializer_range():
     assert 0.04 < kernel.std() < 0.06
 
 
+def test_from_pretrained_initialises_only_what_the_checkpoint_lacks(tmp_path):
+    """from_pretrained creates the weights as zeros and runs the initializers only for those the
+    checkpoint lacks: GPT-2's cross-attention, and a LayerNorm scale removed from the file (ones,
+    not the zeros it was created with); loaded weights are the file's exactly."""
+    from safetensors.numpy import load_file, save_file
+
+    from encdec.testing import tiny_gpt2_config
+
+    TFGPT2LMHeadModel(tiny_gpt2_config(n_embd=48, initializer_range=0.05)).save_pretrained(str(tmp_path))
+    file = os.path.join(str(tmp_path), "model.safetensors")
+    state = load_file(file)
+    del state["transformer.h.0.ln_1.weight"]
+    save_file(state, file, metadata={"format": "pt"})
+    config = tiny_gpt2_config(n_embd=48, initializer_range=0.05, is_decoder=True, add_cross_attention=True)
+    # The path from_encoder_decoder_pretrained takes (plain from_pretrained refuses missing weights).
+    model, _ = TFGPT2LMHeadModel._from_pretrained_with_report(str(tmp_path), config=config,
+                                                              allow_missing=lambda name: True)
+    loaded = model.state_dict()
+    for name, array in state.items():
+        assert np.array_equal(loaded[name], array), name
+    assert np.array_equal(loaded["transformer.h.0.ln_1.weight"], np.ones(48, np.float32))
+    for i in range(config.n_layer):
+        prefix = f"transformer.h.{i}."
+        for name in ("crossattention.c_attn.weight", "crossattention.q_attn.weight", "crossattention.c_proj.weight"):
+            assert 0.045 < loaded[prefix + name].std() < 0.055, prefix + name
+        for name in ("crossattention.c_attn.bias", "crossattention.q_attn.bias", "crossattention.c_proj.bias",
+                     "ln_cross_attn.bias"):
+            assert not loaded[prefix + name].any(), prefix + name
+        assert np.array_equal(loaded[prefix + "ln_cross_attn.weight"], np.ones(48, np.float32))
+
+
 def test_prefixed_kwargs_are_routed(tiny):
     _, _, inputs, model = tiny("bert2bert")
     token_types = np.ones_like(inputs["input_ids"])
