@@ -1,0 +1,120 @@
+"""Loading speed: ``from_pretrained`` of ours next to the reference's (transformers), in one run.
+
+Seconds to load the base-size random bert2gpt2 of ``benchmarks/generate.py`` (a PyTorch
+``model.safetensors`` of 1.05 GB) into each framework's encoder-decoder class. Each number is the
+minimum of ``--runs`` loads after one warm-up load (which also pays the framework's lazy imports,
+and is printed), ours and the reference's interleaved. The reference's TF and Flax classes read
+the PyTorch file with ``from_pt=True``, as a user of that file must; ours need no flag. After the
+timed loads our model's weights are compared with the file's (max abs difference over every
+tensor of the file).
+
+    .venv/bin/python benchmarks/load.py                      # pt, tf, flax and their references
+    .venv/bin/python benchmarks/load.py --frameworks pt --folder /tmp/b2g
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, Tuple
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from generate import build_folder, versions  # noqa: E402
+
+
+def _ours(framework: str) -> Tuple[Callable, Callable]:
+    """(load(folder) -> model, canonical(model) -> {name: array})."""
+    if framework == "pt":
+        from encdec_pt import EncoderDecoderModel
+
+        return EncoderDecoderModel.from_pretrained, lambda m: m.canonical_state_dict()
+    if framework == "tf":
+        from encdec_tf import TFEncoderDecoderModel
+
+        return TFEncoderDecoderModel.from_pretrained, lambda m: m.state_dict()
+    from encdec_flax import FlaxEncoderDecoderModel
+
+    return FlaxEncoderDecoderModel.from_pretrained, lambda m: m.state_dict()
+
+
+def _reference(framework: str) -> Tuple[Callable, Callable]:
+    import transformers
+
+    if framework == "pt":
+        return transformers.EncoderDecoderModel.from_pretrained, None
+    if framework == "tf":
+        def load_tf(folder):
+            return transformers.TFEncoderDecoderModel.from_pretrained(folder, from_pt=True)
+
+        return load_tf, None
+    def load_flax(folder):
+        return transformers.FlaxEncoderDecoderModel.from_pretrained(folder, from_pt=True)
+
+    return load_flax, None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frameworks", default="pt,tf,flax")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-reference", action="store_true", help="time ours only")
+    parser.add_argument("--folder", default=None, help="reuse a saved model folder")
+    args = parser.parse_args(argv)
+    folder = args.folder or build_folder(tempfile.mkdtemp(prefix="bench-bert2gpt2-"))
+    size = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
+    print(f"# {platform.platform()} | {os.cpu_count()} cpus")
+    print(f"# {versions()}")
+    print(f"# base bert2gpt2 folder {folder} ({size / 1e9:.2f} GB), min of {args.runs} loads after a warm-up")
+    rows = []
+    for framework in [f for f in args.frameworks.split(",") if f]:
+        loaders: Dict[str, Tuple[Callable, Callable]] = {"ours": _ours(framework)}
+        if not args.no_reference:
+            try:
+                loaders["reference"] = _reference(framework)
+            except ImportError:
+                print(f"# {framework}: transformers is not installed, ours only")
+        first, best, last = {}, {}, {}
+        for who, (load, _) in loaders.items():
+            start = time.perf_counter()
+            last[who] = load(folder)
+            first[who] = time.perf_counter() - start
+            best[who] = float("inf")
+        for _ in range(args.runs):
+            for who, (load, _) in loaders.items():
+                last[who] = None
+                gc.collect()
+                start = time.perf_counter()
+                last[who] = load(folder)
+                best[who] = min(best[who], time.perf_counter() - start)
+        from safetensors.numpy import load_file
+
+        stored = load_file(os.path.join(folder, "model.safetensors"))
+        ours_state = loaders["ours"][1](last["ours"])
+        missing = sorted(set(stored) - set(ours_state))
+        if missing:
+            raise SystemExit(f"{framework}: our model has no tensor for {missing[:4]} of the file")
+        diff = f"{max(float(np.max(np.abs(ours_state[k] - stored[k]))) for k in stored):.1e} ({len(stored)} tensors)"
+        for who in loaders:
+            print(f"# {framework} {who}: first {first[who]:.2f} s, best {best[who]:.2f} s", flush=True)
+        ref = best.get("reference")
+        rows.append((framework, first["ours"], best["ours"], first.get("reference"), ref,
+                     f"{ref / best['ours']:.2f}x" if ref else "", diff))
+        last.clear()
+        gc.collect()
+    print("\n| framework | ours first (s) | ours (s) | reference first (s) | reference (s) | ref / ours | ours vs the file (max abs diff) |")
+    print("|---|---|---|---|---|---|---|")
+    for framework, f_ours, b_ours, f_ref, b_ref, ratio, diff in rows:
+        fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+        print(f"| {framework} | {fmt(f_ours)} | {fmt(b_ours)} | {fmt(f_ref)} | {fmt(b_ref)} | {ratio} | {diff} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
