@@ -21,14 +21,12 @@ weight or bias changes (another tensor, or an in-place update such as an optimiz
 a base-size model takes a few tenths of a second, once. ``generate(..., prepack_weights=False)``
 opts out (no copy); ``model.clear_prepacked_weights()`` frees them.
 
-The packed layout depends only on the row count of the products (for the decoder, batch x beams
-or returned sequences; for the encoder, batch x source length): a layout for one row (oneDNN's
-matrix-vector kernel) when a step has one row, else one for ``PACK_ROWS`` rows. So a call's
-numbers do not depend on which earlier call packed the weights (the results are float32 and
-equal the plain path's to rounding; the tests compare tokens with the reference's). One layout
-is kept per layer: a call with the other kind of row count packs the decoder again. Skipped,
-with the plain path, when oneDNN or these ops are missing, for weights that are not float32 on
-the CPU, and under ``torch.compile`` (``compile_backend``), which packs weights its own way.
+The packed layout is one for ``PACK_ROWS`` rows, whatever a call's row count, so a call's numbers
+do not depend on which earlier call packed the weights, and greedy and beam calls share one copy
+(the results are float32 and equal the plain path's to rounding; the tests compare tokens with
+the reference's). Skipped, with the plain path, when oneDNN or these ops are missing, for weights
+that are not float32 on the CPU, and under ``torch.compile`` (``compile_backend``), which packs
+weights its own way.
 """
 
 from __future__ import annotations
@@ -44,17 +42,14 @@ from torch import nn
 from encdec_pt.modeling_utils import RuntimeCache
 from encdec_pt.models.gpt2 import Conv1D
 
-# The row count the weights are laid out for when a step has several rows. Measured (768 -> 3072,
-# 2-core AMD EPYC): a layout for 32 rows ran at 21 / 16 / 6 GB/s with 1 / 4 / 32 rows, within 8 % of
-# the best layout for each. A step with one row gets a layout for one row (``pack_rows``): greedy
-# search of the base bert2gpt2 at batch 1 took 0.21 s less a call (median of 8 paired calls, 1.80 s
-# against 2.04 s; the same tokens), 4-beam search 0.52 s more with that layout.
+# The row count the weights are laid out for. Measured (768 -> 3072, 2-core AMD EPYC): a layout for
+# 32 rows ran at 21 / 16 / 6 GB/s with 1 / 4 / 32 rows, within 8 % of the best layout for each. A
+# layout for one row (oneDNN's matrix-vector kernel) for steps of one row was tried: on a machine
+# whose memory bandwidth its neighbours had halved, greedy search of the base bert2gpt2 at batch 1
+# took 0.21 s less with it (median of 8 paired calls); on the same machine quieter, 0.14-0.24 s
+# more (four runs of 10-12 paired calls: best 0.60-0.81 s with this layout against 0.74-1.08 s).
+# One layout for every call also means no repacking between greedy and beam calls.
 PACK_ROWS = 32
-
-
-def pack_rows(rows: int) -> int:
-    """The row count to lay the weights out for, for steps of ``rows`` rows."""
-    return 1 if rows == 1 else PACK_ROWS
 
 
 @functools.lru_cache(maxsize=None)
@@ -71,12 +66,11 @@ def prepacking_available() -> bool:
             bias = torch.tensor([1.0, -2.0, 0.5])
             x = torch.arange(8, dtype=torch.float32).reshape(2, 4) - 3.0
             expected = torch.addmm(bias, x, weight.t())
-            for rows in (1, PACK_ROWS):
-                packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
-                for n in (1, 2):
-                    got = torch.ops.mkldnn._linear_pointwise(x[:n], packed, bias, "none", [], "")
-                    if tuple(got.shape) != (n, 3) or not torch.allclose(got, expected[:n], atol=1e-5):
-                        return False
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS)
+            for n in (1, 2):
+                got = torch.ops.mkldnn._linear_pointwise(x[:n], packed, bias, "none", [], "")
+                if tuple(got.shape) != (n, 3) or not torch.allclose(got, expected[:n], atol=1e-5):
+                    return False
         return True
     except (RuntimeError, TypeError, ValueError):
         return False
@@ -114,26 +108,24 @@ class PrepackedWeights(RuntimeCache):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, module: nn.Module) -> bool:
+        return module in self._entries
+
     def clear(self) -> None:
         self._entries.clear()
 
-    def packed(self, module: nn.Module, rows: int) -> torch.Tensor:
-        """The (out, in) weight of ``module`` laid out for ``rows`` rows, packed again if its weight or
-        bias changed or the layout was made for another row count (the old copy is dropped first)."""
-        key = (_tensor_key(module.weight), _tensor_key(module.bias), rows)
+    def packed(self, module: nn.Module) -> torch.Tensor:
+        """The (out, in) weight of ``module`` laid out for ``PACK_ROWS`` rows, packed again if its
+        weight or bias changed (the old copy is dropped first)."""
+        key = (_tensor_key(module.weight), _tensor_key(module.bias))
         entry = self._entries.get(module)
         if entry is None or entry[0] != key:
             self._entries.pop(module, None)
             with torch.no_grad():
                 weight = _weight_out_in(module).detach().contiguous()
-                entry = (key, torch.ops.mkldnn._reorder_linear_weight(weight, rows))
+                entry = (key, torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS))
             self._entries[module] = entry
         return entry[1]
-
-    def rows_of(self, module: nn.Module) -> Optional[int]:
-        """The row count ``module``'s packed weight is laid out for, None when it has none."""
-        entry = self._entries.get(module)
-        return None if entry is None else entry[0][2]
 
 
 def _packed_forward(packed: torch.Tensor, bias: Optional[torch.Tensor]):
@@ -145,10 +137,9 @@ def _packed_forward(packed: torch.Tensor, bias: Optional[torch.Tensor]):
 
 
 @contextlib.contextmanager
-def prepacked_linears(root: nn.Module, store: PrepackedWeights, rows: int) -> Iterator[int]:
+def prepacked_linears(root: nn.Module, store: PrepackedWeights) -> Iterator[int]:
     """Within the block, the packable linear layers under ``root`` run on packed weights from
-    ``store``, laid out for steps of ``rows`` rows (``pack_rows``); yields how many layers were
-    switched. Must be entered under ``torch.no_grad()`` (the packed op has no gradient)."""
+    ``store``; yields how many layers were switched. Must be entered under ``torch.no_grad()`` (the packed op has no gradient)."""
     if torch.is_grad_enabled():
         raise RuntimeError("prepacked_linears runs inference only: enter it under torch.no_grad()")
     switched = []
@@ -158,7 +149,7 @@ def prepacked_linears(root: nn.Module, store: PrepackedWeights, rows: int) -> It
             # patched by the caller) keeps it.
             if _packable(module) and "forward" not in module.__dict__:
                 bias = None if module.bias is None else module.bias.detach()
-                module.forward = _packed_forward(store.packed(module, pack_rows(rows)), bias)
+                module.forward = _packed_forward(store.packed(module), bias)
                 switched.append(module)
         yield len(switched)
     finally:

@@ -294,25 +294,22 @@ def test_prepacked_weights_are_used_then_the_layers_restored(ours):
 
 
 @needs_onednn
-def test_prepacked_layout_follows_the_row_count(ours):
-    """One row per step (greedy search of one input) packs the decoder for one row, several rows for
-    PACK_ROWS; one layout is kept at a time, and every layout gives the plain layers' tokens. The
-    encoder (a row per source position) is packed for PACK_ROWS rows."""
-    from encdec_pt.generation.prepacked import PACK_ROWS
-
+def test_one_packed_copy_serves_every_call(ours):
+    """Greedy and beam calls, batch 1 and 2, sampling: every call gives the plain layers' tokens and
+    uses the copies the first call packed (encoder and decoder), with no repacking."""
     ids, mask = _inputs(ours.config)
-    layers = _linear_layers(ours.decoder)
-    encoder_layers = _linear_layers(ours.encoder)
     store = ours._prepacked_weights()
     ours.clear_prepacked_weights()
-    for rows, (batch, kw) in [(1, (1, {})), (PACK_ROWS, (1, dict(num_beams=2))), (PACK_ROWS, (2, {})),
-                              (1, (1, dict(do_sample=True, seed=3)))]:
+    layers = _linear_layers(ours.encoder) + _linear_layers(ours.decoder)
+    first = None
+    for batch, kw in [(1, {}), (1, dict(num_beams=2)), (2, {}), (1, dict(do_sample=True, seed=3))]:
         kw = dict(attention_mask=mask[:batch], max_new_tokens=6, **kw)
         plain = ours.generate(ids[:batch], prepack_weights=False, **kw)
-        assert torch.equal(ours.generate(ids[:batch], **kw), plain), (rows, batch, kw)
-        assert {store.rows_of(m) for m in layers} == {rows}, (batch, kw)
-        assert {store.rows_of(m) for m in encoder_layers} == {PACK_ROWS}, (batch, kw)
-        assert len(store) == len(layers) + len(encoder_layers)
+        assert torch.equal(ours.generate(ids[:batch], **kw), plain), (batch, kw)
+        assert len(store) == len(layers) and all(m in store for m in layers)
+        copies = [store.packed(m) for m in layers]
+        first = first or copies
+        assert all(a is b for a, b in zip(copies, first)), (batch, kw)
 
 
 @needs_onednn
@@ -377,7 +374,7 @@ def test_enc_to_dec_proj_runs_packed():
     kw = dict(attention_mask=mask, max_new_tokens=6, num_beams=2)
     plain = model.generate(ids, prepack_weights=False, **kw)
     assert torch.equal(model.generate(ids, **kw), plain)
-    assert model._prepacked_weights().rows_of(model.enc_to_dec_proj) is not None
+    assert model.enc_to_dec_proj in model._prepacked_weights()
 
 
 @needs_onednn
