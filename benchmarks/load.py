@@ -44,20 +44,14 @@ def _ours(framework: str) -> Tuple[Callable, Callable]:
     return FlaxEncoderDecoderModel.from_pretrained, lambda m: m.state_dict()
 
 
-def _reference(framework: str) -> Tuple[Callable, Callable]:
+def _reference(framework: str) -> Callable:
+    """load(folder) -> the reference's model (TF and Flax read the PyTorch file with from_pt=True)."""
     import transformers
 
     if framework == "pt":
-        return transformers.EncoderDecoderModel.from_pretrained, None
-    if framework == "tf":
-        def load_tf(folder):
-            return transformers.TFEncoderDecoderModel.from_pretrained(folder, from_pt=True)
-
-        return load_tf, None
-    def load_flax(folder):
-        return transformers.FlaxEncoderDecoderModel.from_pretrained(folder, from_pt=True)
-
-    return load_flax, None
+        return transformers.EncoderDecoderModel.from_pretrained
+    cls = transformers.TFEncoderDecoderModel if framework == "tf" else transformers.FlaxEncoderDecoderModel
+    return lambda folder: cls.from_pretrained(folder, from_pt=True)
 
 
 def main(argv=None) -> int:
@@ -74,20 +68,21 @@ def main(argv=None) -> int:
     print(f"# base bert2gpt2 folder {folder} ({size / 1e9:.2f} GB), min of {args.runs} loads after a warm-up")
     rows = []
     for framework in [f for f in args.frameworks.split(",") if f]:
-        loaders: Dict[str, Tuple[Callable, Callable]] = {"ours": _ours(framework)}
+        load_ours, canonical = _ours(framework)
+        loaders: Dict[str, Callable] = {"ours": load_ours}
         if not args.no_reference:
             try:
                 loaders["reference"] = _reference(framework)
             except ImportError:
                 print(f"# {framework}: transformers is not installed, ours only")
         first, best, last = {}, {}, {}
-        for who, (load, _) in loaders.items():
+        for who, load in loaders.items():
             start = time.perf_counter()
             last[who] = load(folder)
             first[who] = time.perf_counter() - start
             best[who] = float("inf")
         for _ in range(args.runs):
-            for who, (load, _) in loaders.items():
+            for who, load in loaders.items():
                 last[who] = None
                 gc.collect()
                 start = time.perf_counter()
@@ -96,7 +91,7 @@ def main(argv=None) -> int:
         from safetensors.numpy import load_file
 
         stored = load_file(os.path.join(folder, "model.safetensors"))
-        ours_state = loaders["ours"][1](last["ours"])
+        ours_state = canonical(last["ours"])
         missing = sorted(set(stored) - set(ours_state))
         if missing:
             raise SystemExit(f"{framework}: our model has no tensor for {missing[:4]} of the file")

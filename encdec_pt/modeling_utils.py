@@ -335,8 +335,7 @@ class PreTrainedModel(nn.Module):
                 return True
             return False
 
-        initialise(self, self)
-        self.tie_weights()
+        initialise(self, self)  # in place: the ties made above still hold
 
     @torch.no_grad()
     def load_canonical(self, state: Dict[str, np.ndarray], strict: bool = True, assign: bool = False) -> List[str]:
@@ -345,23 +344,24 @@ class PreTrainedModel(nn.Module):
         Tied names need not be present: their owner fills them. With ``strict``, a missing owned
         name, an unknown name or a wrong shape raises ``ValueError`` naming the key. With
         ``assign`` (a freshly loaded model), a tensor of the parameter's dtype becomes the parameter
-        without a copy (it shares the numpy array's memory; arrays whose memory overlaps one already
-        taken, and tied names, are copied as without ``assign``).
+        without a copy (it shares the numpy array's memory; of arrays that share one buffer only the
+        first is taken, so no two parameters alias; tied names are copied as without ``assign``).
         """
         schema = self.schema()
         params = self._all_parameters()
         ties = schema.ties()
-        taken: List[Tuple[int, int]] = []  # byte ranges of the arrays that became parameters
+        taken_buffers = set()  # ids of the buffers (outermost numpy bases) that became parameters
 
         def can_take(array: Any, value: torch.Tensor, param: nn.Parameter) -> bool:
             if not (assign and isinstance(array, np.ndarray) and array.flags.c_contiguous and array.flags.writeable
                     and array.nbytes and value.dtype == param.dtype and param.device.type == "cpu"):
                 return False
-            start = array.__array_interface__["data"][0]
-            end = start + array.nbytes
-            if any(start < b and a < end for a, b in taken):
+            buffer = array
+            while isinstance(buffer.base, np.ndarray):
+                buffer = buffer.base
+            if id(buffer) in taken_buffers:
                 return False
-            taken.append((start, end))
+            taken_buffers.add(id(buffer))
             return True
 
         unknown = [k for k in state if k not in params]

@@ -459,6 +459,28 @@ def test_tensors_a_checkpoint_lacks_get_the_models_initialisation(part_folders):
                                         if p.grad is not None)
 
 
+def test_assigned_parameters_never_share_memory():
+    """load_canonical(assign=True) takes arrays as parameters without a copy, but two names whose
+    arrays share one buffer (the same array, or views of one) must not become aliased parameters."""
+    model = _model("bert2gpt2")
+    state = model.canonical_state_dict()
+    query = "encoder.encoder.layer.0.attention.self.query.weight"
+    key = "encoder.encoder.layer.0.attention.self.key.weight"
+    both = np.stack([state[query], state[key] + 1.0])  # one buffer, two views
+    state[query], state[key] = both[0], both[1]
+    value = "encoder.encoder.layer.0.attention.self.value.weight"
+    state["encoder.encoder.layer.1.attention.self.value.weight"] = state[value]  # the same array twice
+    fresh = _model("bert2gpt2", seed=5)
+    fresh.load_canonical(state, assign=True)
+    params = dict(fresh.named_parameters())
+    pointers = [params[n].data_ptr() for n in (query, key, value, "encoder.encoder.layer.1.attention.self.value.weight")]
+    assert len(set(pointers)) == 4
+    with torch.no_grad():
+        params[query].add_(1.0)
+    assert np.array_equal(params[key].detach().numpy(), state[key])
+    assert np.array_equal(params[value].detach().numpy(), state[value])
+
+
 def test_from_encoder_decoder_pretrained_warns_naming_unexpected_missing(part_folders, tmp_path, caplog):
     bert, _ = part_folders
     # A BERT base folder as decoder: its LM head is missing, which is not expected.
