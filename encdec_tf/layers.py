@@ -26,6 +26,11 @@ from typing import Any, Dict, Iterable, Iterator, List, Tuple, Union
 import keras
 import tensorflow as tf
 
+try:  # XLA's optimization barrier (identity); the public API does not export it
+    from tensorflow.compiler.tf2xla.python.xla import optimization_barrier as _optimization_barrier
+except ImportError:  # pragma: no cover - a TensorFlow without it: products may be fused with their bias
+    _optimization_barrier = None
+
 
 def static_shape(x: tf.Tensor) -> List[Union[int, tf.Tensor]]:
     """The dimensions of ``x``: Python ints where the static shape knows them, scalar tensors
@@ -92,11 +97,33 @@ def matmul_last(x: tf.Tensor, kernel: tf.Tensor, transpose_b: bool = False) -> t
     reshapes would; the graph is smaller). TensorFlow's own kernel for that op is slow, so eagerly and
     in graphs TensorFlow runs itself it is a 2-D MatMul between two reshapes: a base bert2gpt2
     forward+backward took 9.5 s with the broadcasting op against 6.0 s."""
-    if x.shape.rank == 2 or _IN_XLA_TRACE.get():
+    if _IN_XLA_TRACE.get():
+        y = tf.matmul(x, kernel, transpose_b=transpose_b)
+        rows = x.shape[:-1]
+        return unfused_product(y) if rows.is_fully_defined() and rows.num_elements() == 1 else y
+    if x.shape.rank == 2:
         return tf.matmul(x, kernel, transpose_b=transpose_b)
     shape = static_shape(x)
     y = tf.matmul(tf.reshape(x, (-1, shape[-1])), kernel, transpose_b=transpose_b)
     return tf.reshape(y, shape[:-1] + [kernel.shape[0 if transpose_b else -1]])
+
+
+# Whether ``unfused_product`` puts the barrier in (a switch for measuring it; tests flip it).
+BARRIER_AFTER_PRODUCTS = True
+
+
+def unfused_product(y: tf.Tensor) -> tf.Tensor:
+    """``y``, the result of a one-row weight product, behind an XLA optimization barrier (an identity).
+
+    XLA on CPU fuses a matrix-vector product with the ``+ bias`` that follows it into one kernel of
+    its own code, which runs on one thread; without the fusion the product is a dot of its own,
+    which XLA runs with Eigen on all threads and the add joins the next elementwise kernel. Only
+    one-row products fuse (greedy search and sampling at batch 1, in every decoding step), so
+    ``matmul_last`` puts the barrier only there; products of several rows compile as before. A
+    32-step loop of GPT-2-small products took 0.56 s instead of 0.69 s (docs/performance.md)."""
+    if not BARRIER_AFTER_PRODUCTS or _optimization_barrier is None:
+        return y
+    return _optimization_barrier(y)[0]
 
 
 _DEFERRED_INIT: contextvars.ContextVar = contextvars.ContextVar("encdec_tf_deferred_init", default=None)

@@ -102,6 +102,36 @@ def test_dense_is_one_matmul_only_for_xla():
     assert float(tf.reduce_max(tf.abs(traced - eager))) <= 1e-6 * float(tf.reduce_max(tf.abs(eager)))
 
 
+def test_one_row_products_are_not_fused_with_their_bias_under_xla(monkeypatch):
+    """XLA on CPU fuses a one-row product with the ``+ bias`` after it into a single-threaded kernel
+    of its own (an "output fusion"); ``matmul_last`` puts an optimization barrier between them, for
+    one-row products only, while generate traces for XLA. Same numbers."""
+    from encdec_tf import layers
+    from encdec_tf.layers import Dense, xla_trace
+
+    layer = Dense(32)
+    one_row = tf.random.stateless_normal((1, 1, 16), seed=(6, 7))
+    rows = tf.random.stateless_normal((2, 5, 16), seed=(6, 8))
+    eager = layer(one_row)
+
+    def compiled(x):
+        def call(x):
+            with xla_trace():
+                return layer.call(x)
+
+        function = tf.function(call, autograph=False, jit_compile=True)
+        ops = {op.type for op in function.get_concrete_function(x).graph.get_operations()}
+        hlo = function.experimental_get_compiler_ir(x)(stage="optimized_hlo")
+        return function(x), ops, hlo
+
+    out, ops, hlo = compiled(one_row)
+    assert "XlaOptimizationBarrier" in ops and "kind=kOutput" not in hlo
+    assert float(tf.reduce_max(tf.abs(out - eager))) <= 1e-6 * float(tf.reduce_max(tf.abs(eager)))
+    assert "XlaOptimizationBarrier" not in compiled(rows)[1]  # several rows: XLA keeps the dot its own
+    monkeypatch.setattr(layers, "BARRIER_AFTER_PRODUCTS", False)
+    assert "kind=kOutput" in compiled(one_row)[2]  # the fusion the barrier prevents
+
+
 @pytest.mark.parametrize("arch", ["bert2bert", "bert2gpt2_proj"])
 def test_save_load_round_trip_is_bit_exact(tiny, tmp_path, arch):
     config, state, inputs, model = tiny(arch)
