@@ -7,6 +7,11 @@ keeps random weights from stopping early) from a 64-token source, on a base-size
 
     .venv/bin/python benchmarks/generate.py                      # every framework and its reference
     .venv/bin/python benchmarks/generate.py --frameworks pt,pt-static,ref-pt --batch 1
+    .venv/bin/python benchmarks/generate.py --same-process                       # all in one process
+
+Each framework runs in a child process of its own, our runner next to the reference's in it (their
+timed calls interleaved); ``--same-process`` runs them all in this one (their thread pools then
+compete for the cores: see ``measure_each_framework_alone``).
 
 Each entry of ``RUNNERS`` builds a ``generate(input_ids, attention_mask, num_beams) -> ids`` callable
 from the saved folder: ours (``pt``, ``pt-plain``, ``pt-static``, ``tf``, ``flax``) and the reference's
@@ -19,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -191,35 +198,18 @@ def versions() -> str:
     return ", ".join(parts)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frameworks", default="pt,ref-pt,tf,ref-tf,flax,ref-flax", help=f"comma list from {sorted(RUNNERS)}")
-    parser.add_argument("--batch", default="1,8")
-    parser.add_argument("--beams", default="1,4", help="1 = greedy")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--folder", default=None, help="reuse a saved model folder")
-    args = parser.parse_args(argv)
+def framework_of(name: str) -> str:
+    """``pt`` for pt, pt-static, ref-pt, ...; ``tf``; ``flax``."""
+    return name[len("ref-"):].split("-")[0] if name.startswith("ref-") else name.split("-")[0]
 
-    names = [n for n in args.frameworks.split(",") if n]
-    unknown = [n for n in names if n not in RUNNERS]
-    if unknown:
-        parser.error(f"unknown frameworks {unknown}; choose from {sorted(RUNNERS)}")
-    import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    folder = args.folder or build_folder(tempfile.mkdtemp(prefix="bench-bert2gpt2-"))
-    print(f"# {platform.platform()} | {os.cpu_count()} cpus | torch threads {torch.get_num_threads()}")
-    print(f"# {versions()}")
-    print(f"# base bert2gpt2, source {SRC_LEN} tokens, {NEW_TOKENS} new tokens, "
-          f"min of {args.runs} runs after a warm-up")
-
+def measure(names, folder: str, batches, beams_list, runs: int) -> Dict:
+    """``{(name, batch, beams): (first call s, best s, ids)}``, the runners of ``names`` in this process."""
     runners = {n: RUNNERS[n](folder) for n in names}
-    results = {}  # (name, batch, beams) -> (first, best, ids)
-    for batch in [int(b) for b in args.batch.split(",")]:
+    results = {}
+    for batch in batches:
         ids, mask = make_inputs(batch)
-        for beams in [int(b) for b in args.beams.split(",")]:
+        for beams in beams_list:
             # Warm-up of every runner, then the timed runs interleaved (ours, reference, ours, ...) so
             # that load drifting on a shared machine hits both alike.
             first, best, outs = {}, {}, {}
@@ -228,7 +218,7 @@ def main(argv=None) -> int:
                 outs[name] = run(ids, mask, beams)
                 first[name] = time.perf_counter() - start
                 best[name] = float("inf")
-            for _ in range(args.runs):
+            for _ in range(runs):
                 for name, run in runners.items():
                     start = time.perf_counter()
                     run(ids, mask, beams)
@@ -237,7 +227,31 @@ def main(argv=None) -> int:
                 results[(name, batch, beams)] = (first[name], best[name], outs[name])
                 print(f"# {name} batch {batch} beams {beams}: first {first[name]:.3f} s, best {best[name]:.3f} s",
                       flush=True)
+    return results
 
+
+def measure_each_framework_alone(names, folder: str, args) -> Dict:
+    """``measure`` in one child process per framework (ours next to its reference, interleaved, in
+    the same child). TensorFlow's, XLA's and PyTorch's thread pools in one process slow each other
+    down on a 2-core machine (threads that wait by spinning): our PyTorch greedy batch 1 took
+    0.96 s with TF and JAX loaded beside it against 0.68 s on its own (docs/performance.md)."""
+    groups: Dict[str, list] = {}
+    for name in names:
+        groups.setdefault(framework_of(name), []).append(name)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-results-") as tmp:
+        for framework, members in groups.items():
+            out = os.path.join(tmp, f"{framework}.pkl")
+            command = [sys.executable, os.path.abspath(__file__), "--frameworks", ",".join(members),
+                       "--batch", args.batch, "--beams", args.beams, "--runs", str(args.runs),
+                       "--threads", str(args.threads), "--folder", folder, "--results-to", out]
+            subprocess.run(command, check=True)
+            with open(out, "rb") as f:
+                results.update(pickle.load(f))
+    return results
+
+
+def print_table(results: Dict) -> None:
     print()
     print("| framework | search | batch | first call (s) | seconds | reference (s) | ref / ours | same tokens | = pt |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -258,6 +272,47 @@ def main(argv=None) -> int:
         else:
             cells.append("")
         print(f"| {name} | {search} | {batch} | {first:.3f} | {best:.3f} | " + " | ".join(cells) + " |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frameworks", default="pt,ref-pt,tf,ref-tf,flax,ref-flax", help=f"comma list from {sorted(RUNNERS)}")
+    parser.add_argument("--batch", default="1,8")
+    parser.add_argument("--beams", default="1,4", help="1 = greedy")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--folder", default=None, help="reuse a saved model folder")
+    parser.add_argument("--same-process", action="store_true",
+                        help="every framework in this one process (default: one child process per framework)")
+    parser.add_argument("--results-to", default=None, help=argparse.SUPPRESS)  # a child's pickle of its results
+    args = parser.parse_args(argv)
+
+    names = [n for n in args.frameworks.split(",") if n]
+    unknown = [n for n in names if n not in RUNNERS]
+    if unknown:
+        parser.error(f"unknown frameworks {unknown}; choose from {sorted(RUNNERS)}")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folder = args.folder or build_folder(tempfile.mkdtemp(prefix="bench-bert2gpt2-"))
+    batches = [int(b) for b in args.batch.split(",")]
+    beams_list = [int(b) for b in args.beams.split(",")]
+    if args.results_to:  # a child of measure_each_framework_alone
+        with open(args.results_to, "wb") as f:
+            pickle.dump(measure(names, folder, batches, beams_list, args.runs), f)
+        return 0
+    alone = not args.same_process and len({framework_of(n) for n in names}) > 1
+    print(f"# {platform.platform()} | {os.cpu_count()} cpus | torch threads {torch.get_num_threads()}")
+    print(f"# {versions()}")
+    print(f"# base bert2gpt2, source {SRC_LEN} tokens, {NEW_TOKENS} new tokens, "
+          f"min of {args.runs} runs after a warm-up; "
+          + ("one process per framework, ours and its reference interleaved in it" if alone else "one process"))
+    if alone:
+        results = measure_each_framework_alone(names, folder, args)
+    else:
+        results = measure(names, folder, batches, beams_list, args.runs)
+    print_table(results)
     return 0
 
 
