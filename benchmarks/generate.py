@@ -45,7 +45,7 @@ def build_folder(path: str) -> str:
     """Save a random base-size bert2gpt2 (PyTorch init, seed 0) to ``path``."""
     import torch
 
-    from encdec.configuration import BertConfig, EncoderDecoderConfig, GPT2Config
+    from encdec import BertConfig, EncoderDecoderConfig, GPT2Config
     from encdec_pt import EncoderDecoderModel
 
     torch.manual_seed(0)

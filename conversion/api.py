@@ -32,6 +32,7 @@ from encdec.checkpoint import (
 )
 from encdec.configuration import AutoConfig, EncoderDecoderConfig
 from encdec.naming.schema import Schema, schema_for
+from encdec.registry import DECODER, architecture
 
 FRAMEWORKS = ("pt", "tf", "flax")
 # `to` -> (default format, formats it accepts)
@@ -84,19 +85,32 @@ class ConversionResult:
     verify: Optional[Dict[str, float]] = None
 
 
-def _schema(config) -> Schema:
+def _candidate_schemas(config) -> List[Schema]:
+    """The schemas a folder of ``config`` may hold: the composite, or a stand-alone model's base
+    model and (when its record can decode) its causal LM."""
     if isinstance(config, EncoderDecoderConfig):
-        return schema_for(config)
-    heads = [a for a in (config.architectures or []) if a.endswith(("LMHeadModel", "ForCausalLM"))]
-    return schema_for(config, head="causal_lm" if heads else "base")
+        return [schema_for(config)]
+    candidates = [schema_for(config, head="base")]
+    if DECODER in architecture(config).roles:
+        candidates.append(schema_for(config, head="causal_lm"))
+    return candidates
 
 
 def read_canonical(src: str, prefer: Optional[str] = None, **hub_kwargs: Any):
-    """(config, schema, checkpoint, every schema tensor canonical, dropped) of ``src``; strict."""
+    """(config, schema, checkpoint, every schema tensor canonical, dropped) of ``src``; strict.
+
+    A stand-alone model's head (base model or causal LM) is the one whose names the checkpoint holds."""
     config = AutoConfig.from_pretrained(src, **hub_kwargs)
-    schema = _schema(config)
-    checkpoint = load_checkpoint(src, schema=schema, prefer=prefer, **hub_kwargs)
-    aligned = align_to_schema(checkpoint.state, schema, source=checkpoint.source)
+    candidates = _candidate_schemas(config)
+    reading = candidates[0]
+    for other in candidates[1:]:
+        reading = reading.merge(other)
+    checkpoint = load_checkpoint(src, schema=reading, prefer=prefer, **hub_kwargs)
+    prefix = None if isinstance(config, EncoderDecoderConfig) else architecture(config).base_model_prefix
+    fits = [align_to_schema(checkpoint.state, candidate, source=checkpoint.source, base_model_prefix=prefix)
+            for candidate in candidates]
+    best = max(range(len(candidates)), key=lambda i: len(fits[i].tensors) - len(fits[i].unexpected))
+    schema, aligned = candidates[best], fits[best]
     aligned.raise_for_errors()  # no missing, no unexpected, no mismatched key: conversion is total
     state = {spec.name: aligned.tensors[spec.name] for spec in schema}
     return config, schema, checkpoint, state, dict(aligned.ignored)

@@ -1,18 +1,12 @@
 """encdec: encoder-decoder models (bert2bert, bert2gpt2, ...) over one checkpoint layout.
 
-This package is framework-free (numpy only): configs, the canonical weight-name schema,
+This package is framework-free (numpy only): architecture records, configs, the canonical weight-name schema,
 checkpoint files, hub resolution, the tokenizer and the generation config. The models live in
 ``encdec_pt`` (PyTorch), ``encdec_tf`` (TensorFlow/Keras) and ``encdec_flax`` (JAX/Flax).
 """
 
-from encdec.configuration import (
-    CONFIG_MAPPING,
-    AutoConfig,
-    BertConfig,
-    EncoderDecoderConfig,
-    GPT2Config,
-    PretrainedConfig,
-)
+from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedConfig
+from encdec.architectures import BertConfig, GPT2Config  # registers the built-in architectures
 from encdec.generation_config import GenerationConfig
 from encdec.tokenizer import AutoTokenizer, BatchEncoding, Tokenizer
 
@@ -23,7 +17,6 @@ __all__ = [
     "AutoTokenizer",
     "BatchEncoding",
     "BertConfig",
-    "CONFIG_MAPPING",
     "EncoderDecoderConfig",
     "GPT2Config",
     "GenerationConfig",

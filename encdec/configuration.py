@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any, ClassVar, Dict, Optional, Type
 
+from encdec.registry import ARCHITECTURES
+
 CONFIG_NAME = "config.json"
 
 # Keys every Hugging Face config may carry, with the defaults of its `PretrainedConfig`.
@@ -207,100 +209,6 @@ def read_json(path: str) -> Dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
 
 
-class BertConfig(PretrainedConfig):
-    """BERT encoder, or decoder with ``is_decoder`` / ``add_cross_attention``.
-
-    Args: the fields of HF ``BertConfig`` (``vocab_size``, ``hidden_size``, ``num_hidden_layers``,
-        ``num_attention_heads``, ``intermediate_size``, ``hidden_act``, dropouts,
-        ``max_position_embeddings``, ``type_vocab_size``, ``initializer_range``,
-        ``layer_norm_eps``, ``pad_token_id``, ``position_embedding_type``, ``use_cache``).
-    """
-
-    model_type = "bert"
-    defaults = {
-        "vocab_size": 30522,
-        "hidden_size": 768,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
-        "intermediate_size": 3072,
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.1,
-        "attention_probs_dropout_prob": 0.1,
-        "max_position_embeddings": 512,
-        "type_vocab_size": 2,
-        "initializer_range": 0.02,
-        "layer_norm_eps": 1e-12,
-        "position_embedding_type": "absolute",
-        "use_cache": True,
-        "classifier_dropout": None,
-    }
-
-    def __init__(self, **kwargs: Any):
-        kwargs.setdefault("pad_token_id", 0)
-        super().__init__(**kwargs)
-        if self.position_embedding_type != "absolute":
-            raise NotImplementedError(
-                f"BertConfig.position_embedding_type={self.position_embedding_type!r} is not supported; "
-                "only 'absolute' position embeddings are implemented"
-            )
-
-
-class GPT2Config(PretrainedConfig):
-    """GPT-2 decoder (with cross-attention when ``add_cross_attention``).
-
-    Args: the fields of HF ``GPT2Config``; ``hidden_size``, ``num_hidden_layers``,
-        ``num_attention_heads`` and ``max_position_embeddings`` are aliases of ``n_embd``,
-        ``n_layer``, ``n_head`` and ``n_positions``.
-    """
-
-    model_type = "gpt2"
-    defaults = {
-        "vocab_size": 50257,
-        "n_positions": 1024,
-        "n_embd": 768,
-        "n_layer": 12,
-        "n_head": 12,
-        "n_inner": None,
-        "activation_function": "gelu_new",
-        "resid_pdrop": 0.1,
-        "embd_pdrop": 0.1,
-        "attn_pdrop": 0.1,
-        "layer_norm_epsilon": 1e-5,
-        "initializer_range": 0.02,
-        "summary_type": "cls_index",
-        "summary_use_proj": True,
-        "summary_activation": None,
-        "summary_proj_to_labels": True,
-        "summary_first_dropout": 0.1,
-        "scale_attn_weights": True,
-        "use_cache": True,
-        "scale_attn_by_inverse_layer_idx": False,
-        "reorder_and_upcast_attn": False,
-    }
-    attribute_map = {
-        "hidden_size": "n_embd",
-        "max_position_embeddings": "n_positions",
-        "num_attention_heads": "n_head",
-        "num_hidden_layers": "n_layer",
-    }
-
-    def __init__(self, **kwargs: Any):
-        kwargs.setdefault("bos_token_id", 50256)
-        kwargs.setdefault("eos_token_id", 50256)
-        super().__init__(**kwargs)
-
-    @property
-    def inner_size(self) -> int:
-        return self.n_inner if self.n_inner is not None else 4 * self.n_embd
-
-
-# Registry from `model_type` to config class. Add an architecture by adding one entry.
-CONFIG_MAPPING: Dict[str, Type[PretrainedConfig]] = {
-    "bert": BertConfig,
-    "gpt2": GPT2Config,
-}
-
-
 # Top-level names that `from_encoder_decoder_pretrained` must not route by their
 # `encoder_` / `decoder_` prefix (the reference routes `decoder_start_token_id` to the decoder
 # and crashes, see reference B7).
@@ -393,7 +301,8 @@ def _as_config(value: Any, role: str) -> PretrainedConfig:
 
 
 class AutoConfig:
-    """Picks the config class from ``model_type`` (``CONFIG_MAPPING``)."""
+    """Picks the config class from ``model_type``: the architecture records (``encdec.registry``),
+    then classes added with ``AutoConfig.register``."""
 
     def __init__(self) -> None:
         raise EnvironmentError("AutoConfig is a factory: use AutoConfig.from_pretrained or AutoConfig.for_model")
@@ -417,16 +326,26 @@ class AutoConfig:
 
     @staticmethod
     def register(model_type: str, config_class: Type[PretrainedConfig]) -> None:
-        CONFIG_MAPPING[model_type] = config_class
+        """A config class for a model_type that has no architecture record (configs only: building a
+        model needs a record, ``encdec.registry.register_architecture``)."""
+        if model_type in ARCHITECTURES:
+            raise ValueError(f"model_type {model_type!r} already has an architecture record")
+        _REGISTERED_CONFIGS[model_type] = config_class
+
+
+# Config classes of `AutoConfig.register` (model_types without an architecture record).
+_REGISTERED_CONFIGS: Dict[str, Type[PretrainedConfig]] = {}
 
 
 def _config_class(model_type: str) -> Type[PretrainedConfig]:
     if model_type == EncoderDecoderConfig.model_type:
         return EncoderDecoderConfig
+    if model_type in ARCHITECTURES:
+        return ARCHITECTURES[model_type].config_class
     try:
-        return CONFIG_MAPPING[model_type]
+        return _REGISTERED_CONFIGS[model_type]
     except KeyError:
         raise ValueError(
             f"unsupported model_type {model_type!r}; supported: "
-            f"{sorted(list(CONFIG_MAPPING) + [EncoderDecoderConfig.model_type])}"
+            f"{sorted(list(ARCHITECTURES) + list(_REGISTERED_CONFIGS) + [EncoderDecoderConfig.model_type])}"
         ) from None

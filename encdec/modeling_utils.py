@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import numpy as np
 
 from encdec.configuration import RESERVED_TOP_LEVEL_KEYS
+from encdec.registry import records
 
 # The fields of a Seq2SeqLMOutput, in the reference's order.
 SEQ2SEQ_OUTPUT_FIELDS = (
@@ -46,20 +47,25 @@ def split_prefixed_kwargs(kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[
     return encoder, decoder, top
 
 
-# Groups for the "newly initialised" report: (label, pattern, expected?)
-_NEW_WEIGHT_GROUPS = [
-    ("cross-attention", re.compile(r"(crossattention|ln_cross_attn)"), True),
-    ("enc_to_dec_proj", re.compile(r"(^|\.)enc_to_dec_proj\."), True),
-    ("LM head", re.compile(r"(^|\.)(cls\.predictions|lm_head)\."), False),
-]
+def _new_weight_groups() -> List[Tuple[str, "re.Pattern[str]", bool]]:
+    """Groups for the "newly initialised" report, (label, pattern, expected?), from the records:
+    what ``add_cross_attention`` adds is expected, a missing LM head is not."""
+    cross = "|".join(f"(?:{r.decoder.new_weights})" for r in records() if r.decoder is not None)
+    heads = "|".join(sorted({re.escape(r.lm_head) for r in records()}))
+    return [
+        ("cross-attention", re.compile(cross), True),
+        ("enc_to_dec_proj", re.compile(r"(^|\.)enc_to_dec_proj\."), True),
+        ("LM head", re.compile(rf"(^|\.)(?:{heads})\."), False),
+    ]
 
 
 def group_new_weights(names: Iterable[str]) -> Tuple[Dict[str, List[str]], List[str]]:
     """(expected groups {label: names}, unexpected names) for weights a load did not find."""
     groups: Dict[str, List[str]] = {}
     unexpected: List[str] = []
+    rules = _new_weight_groups()
     for name in names:
-        for label, pattern, expected in _NEW_WEIGHT_GROUPS:
+        for label, pattern, expected in rules:
             if pattern.search(name):
                 if expected:
                     groups.setdefault(label, []).append(name)

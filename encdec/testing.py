@@ -8,54 +8,61 @@ Weights come from numpy with a fixed seed, so every framework loads the very sam
 from __future__ import annotations
 
 import os
-from typing import Dict
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from encdec.configuration import BertConfig, EncoderDecoderConfig, GPT2Config
+from encdec.configuration import EncoderDecoderConfig, PretrainedConfig
 from encdec.modeling_utils import decoder_mask_from_labels_np, shift_tokens_right_np
 from encdec.naming.schema import BIAS, CONV1D, EMBEDDING, LAYERNORM, LINEAR, Schema
+from encdec.registry import architecture
 
 VOCAB = 99
 PAD, BOS, START, EOS = 0, 1, 2, 3
-ARCHS = ("bert2bert", "bert2gpt2", "bert2gpt2_proj", "bert2bert_tied")
+
+# Named pairs of the test matrix: (encoder model_type, decoder model_type, decoder overrides, tie).
+PAIRS: Dict[str, Tuple[str, str, Dict[str, Any], bool]] = {
+    "bert2bert": ("bert", "bert", {}, False),
+    "bert2gpt2": ("bert", "gpt2", {}, False),
+    "bert2gpt2_proj": ("bert", "gpt2", {"hidden_size": 48}, False),  # decoder hidden 48: `enc_to_dec_proj`
+    "bert2bert_tied": ("bert", "bert", {}, True),
+}
+ARCHS = tuple(PAIRS)
 
 
-def tiny_bert_config(**overrides) -> BertConfig:
-    values = dict(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-        max_position_embeddings=64, type_vocab_size=2, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
+def tiny_arch_config(model_type: str, **overrides: Any) -> PretrainedConfig:
+    """The tiny config of an architecture's record (``Architecture.tiny``) with ``overrides``."""
+    return architecture(model_type).tiny_config(**overrides)
+
+
+def tiny_bert_config(**overrides: Any) -> PretrainedConfig:
+    return tiny_arch_config("bert", **overrides)
+
+
+def tiny_gpt2_config(**overrides: Any) -> PretrainedConfig:
+    return tiny_arch_config("gpt2", **overrides)
+
+
+def tiny_pair_config(encoder_type: str, decoder_type: str, tie_encoder_decoder: bool = False,
+                     encoder_overrides: Optional[Dict[str, Any]] = None,
+                     decoder_overrides: Optional[Dict[str, Any]] = None) -> EncoderDecoderConfig:
+    """An encoder-decoder config of two tiny records, with the test matrix's special token ids."""
+    return EncoderDecoderConfig.from_encoder_decoder_configs(
+        tiny_arch_config(encoder_type, **(encoder_overrides or {})),
+        tiny_arch_config(decoder_type, **(decoder_overrides or {})),
+        decoder_start_token_id=START, pad_token_id=PAD, eos_token_id=EOS, bos_token_id=BOS,
+        tie_encoder_decoder=tie_encoder_decoder,
     )
-    values.update(overrides)
-    return BertConfig(**values)
-
-
-def tiny_gpt2_config(**overrides) -> GPT2Config:
-    values = dict(
-        vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_inner=37, n_positions=64,
-        pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
-    )
-    values.update(overrides)
-    return GPT2Config(**values)
 
 
 def tiny_config(arch: str = "bert2bert") -> EncoderDecoderConfig:
-    """``bert2bert``, ``bert2gpt2``, ``bert2gpt2_proj`` (decoder hidden 48: ``enc_to_dec_proj``)
-    or ``bert2bert_tied`` (``tie_encoder_decoder=True``)."""
-    encoder = tiny_bert_config()
-    if arch in ("bert2bert", "bert2bert_tied"):
-        decoder = tiny_bert_config()
-    elif arch == "bert2gpt2":
-        decoder = tiny_gpt2_config()
-    elif arch == "bert2gpt2_proj":
-        decoder = tiny_gpt2_config(n_embd=48)
-    else:
-        raise ValueError(f"unknown tiny arch {arch!r}; choose from {ARCHS}")
-    return EncoderDecoderConfig.from_encoder_decoder_configs(
-        encoder, decoder,
-        decoder_start_token_id=START, pad_token_id=PAD, eos_token_id=EOS, bos_token_id=BOS,
-        tie_encoder_decoder=(arch == "bert2bert_tied"),
-    )
+    """A named pair of ``PAIRS``: ``bert2bert``, ``bert2gpt2``, ``bert2gpt2_proj`` (decoder hidden 48:
+    ``enc_to_dec_proj``) or ``bert2bert_tied`` (``tie_encoder_decoder=True``)."""
+    try:
+        encoder_type, decoder_type, decoder_overrides, tie = PAIRS[arch]
+    except KeyError:
+        raise ValueError(f"unknown tiny arch {arch!r}; choose from {ARCHS}") from None
+    return tiny_pair_config(encoder_type, decoder_type, tie, decoder_overrides=decoder_overrides)
 
 
 _SCALES = {LINEAR: 0.12, CONV1D: 0.12, EMBEDDING: 0.4, BIAS: 0.05}

@@ -4,8 +4,7 @@ Imports jax, flax and ``encdec`` only (never torch or TensorFlow).
 """
 
 from encdec_flax.models.auto import (
-    FLAX_MODEL_FOR_CAUSAL_LM_MAPPING,
-    FLAX_MODEL_MAPPING,
+    MODELS,
     FlaxAutoModel,
     FlaxAutoModelForCausalLM,
 )
@@ -16,8 +15,7 @@ from encdec_flax.models.modeling_outputs import FlaxSeq2SeqLMOutput
 from encdec_flax.models.modeling_utils import params_to_state_dict, state_dict_to_params
 
 __all__ = [
-    "FLAX_MODEL_FOR_CAUSAL_LM_MAPPING",
-    "FLAX_MODEL_MAPPING",
+    "MODELS",
     "FlaxAutoModel",
     "FlaxAutoModelForCausalLM",
     "FlaxBertForCausalLM",

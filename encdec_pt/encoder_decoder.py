@@ -22,6 +22,7 @@ from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedCon
 from encdec.hub import HUB_KWARGS
 from encdec.modeling_utils import newly_initialised_report, split_prefixed_kwargs
 from encdec.naming.schema import needs_enc_to_dec_proj, schema_for
+from encdec.registry import check_decoder_contract
 from encdec_pt.generation.utils import GenerationMixin
 from encdec_pt.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions, Seq2SeqLMOutput
 from encdec_pt.modeling_utils import (
@@ -36,6 +37,9 @@ from encdec_pt.modeling_utils import (
 from encdec_pt.models.auto import AutoModel, AutoModelForCausalLM
 
 logger = logging.getLogger("encdec")
+
+# What generation and the static cache call on a decoder (docs/architectures.md).
+DECODER_CONTRACT = ("decoder_embed", "decoder_layers", "decoder_logits")
 
 # `from_pretrained` arguments of a sub-model (the rest of its prefixed kwargs override its config).
 _LOAD_KWARGS = frozenset({"torch_dtype", "dtype", "from_pt", "from_tf", "from_flax", "add_pooling_layer"})
@@ -99,6 +103,7 @@ class EncoderDecoderModel(PreTrainedModel, GenerationMixin):
                 f"The encoder {type(encoder).__name__} should not have a LM head: pass a base model such as "
                 "BertModel (AutoModel), not a model with an output layer"
             )
+        check_decoder_contract(decoder, DECODER_CONTRACT)
         if "encoder_hidden_states" not in inspect.signature(decoder.forward).parameters:
             raise ValueError(
                 f"The selected decoder {type(decoder).__name__} is not prepared for the encoder hidden states: "

@@ -17,7 +17,8 @@ import tensorflow as tf
 from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedConfig
 from encdec.hub import HUB_KWARGS
 from encdec.modeling_utils import split_prefixed_kwargs
-from encdec.naming.schema import architecture, needs_enc_to_dec_proj
+from encdec.naming.schema import needs_enc_to_dec_proj
+from encdec.registry import architecture, check_decoder_contract
 from encdec_tf.generation import TFGenerationMixin
 from encdec_tf.layers import Dense
 from encdec_tf.modeling_outputs import ModelOutput, TFBaseModelOutputWithPoolingAndCrossAttentions, TFSeq2SeqLMOutput
@@ -33,6 +34,9 @@ from encdec_tf.modeling_utils import (
 from encdec_tf.models.auto import TFAutoModel, TFAutoModelForCausalLM
 
 logger = logging.getLogger(__name__)
+
+# What generation and the static cache call on a decoder (docs/architectures.md).
+DECODER_CONTRACT = ("decoder_embed", "decoder_layers", "decoder_logits", "cross_key_value")
 
 # Keywords of `from_pretrained` that choose files or names, not config fields.
 _LOAD_FLAGS = frozenset({"from_pt", "from_tf", "from_flax", "name", "load_weight_prefix"}) | HUB_KWARGS
@@ -108,6 +112,7 @@ class TFEncoderDecoderModel(TFGenerationMixin, TFPreTrainedModel):
             )
         if hasattr(self.encoder, "cls") or hasattr(self.encoder, "lm_head"):
             raise ValueError(f"The encoder {type(self.encoder).__name__} should not have a LM Head. Please use a model without LM Head")
+        check_decoder_contract(self.decoder, DECODER_CONTRACT)
         if "encoder_hidden_states" not in inspect.signature(self.decoder.call).parameters:
             raise ValueError(
                 "The selected decoder is not prepared for the encoder hidden states to be passed. Please see the "

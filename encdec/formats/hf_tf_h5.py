@@ -28,7 +28,8 @@ import numpy as np
 
 from encdec.checkpoint import CheckpointError
 from encdec.naming.layout import LEAF_RULES, from_framework, to_framework
-from encdec.naming.schema import CONV1D, EMBEDDING, ARCHITECTURES, ParamSpec, Schema
+from encdec.naming.schema import CONV1D, EMBEDDING, ParamSpec, Schema
+from encdec.registry import records
 
 TF_WEIGHTS_NAME = "tf_model.h5"
 
@@ -65,15 +66,16 @@ class Rename:
 
 
 # Main-layer names of the reference's TF classes (``TFBertModel.bert``, ``TFGPT2Model.transformer``):
-# the PyTorch base-model prefixes, hence read from the schema registry.
-_MAIN = "|".join(sorted({a.base_model_prefix for a in ARCHITECTURES.values()}))
+# the PyTorch base-model prefixes, read from the architecture records.
+_MAIN = "|".join(sorted({record.base_model_prefix for record in records()}))
 
 NAME_RULES: List[Rename] = [
     Rename(r"(?<=/)(?P<attr>[A-Za-z]\w*)_\._(?P<i>\d+)(?=/|$)", r"\g<attr>/\g<i>",
            r"(?<=/)(?P<attr>[A-Za-z]\w*)/(?P<i>\d+)(?=/|$)", r"\g<attr>_._\g<i>",
            why="list items: Keras names `layer_._0`, PyTorch `layer.0`"),
-    Rename(r"(^|(?<=/))mlm___cls(?=/|$)", "cls", r"(^|(?<=/))cls(?=/|$)", "mlm___cls",
-           why="TFBertLMHeadModel's head layer is named `mlm___cls`, the PyTorch attribute `cls`"),
+    *[Rename(rf"(^|(?<=/)){re.escape(tf_name)}(?=/|$)", attr, rf"(^|(?<=/)){re.escape(attr)}(?=/|$)", tf_name,
+             why=f"the reference's TF {record.model_type} names its `{attr}` layer `{tf_name}`")
+      for record in records() for attr, tf_name in record.tf_layer_names.items()],
     Rename(rf"^encoder/(?P<main>{_MAIN})/", "encoder/", r"^encoder/", r"encoder/{main}/", when="composite",
            why="TFEncoderDecoderModel's encoder is a TFBertModel with a MainLayer level; PyTorch's has none"),
     Rename(rf"^(?P<main>{_MAIN})/", "", r"^", "{main}/", when="base",
@@ -88,10 +90,7 @@ SHAPE_RULES = {
 }
 
 # Tied canonical names the reference's TF classes have no variable for (they reuse the owner).
-WRITE_IGNORED = [
-    (re.compile(r"(^|\.)cls\.predictions\.decoder\.(weight|bias)$"), "TF BERT's LM head reuses the word embeddings and `predictions.bias`"),
-    (re.compile(r"(^|\.)lm_head\.weight$"), "TF GPT-2 has no lm_head variable: it reuses `wte`"),
-]
+WRITE_IGNORED = [(re.compile(pattern), why) for record in records() for pattern, why in record.tf_reused]
 
 
 def _situation(schema: Schema) -> str:
@@ -412,8 +411,9 @@ def _remove_stale_tf_files(directory: str, keep: set) -> None:
 
 
 def _guess_main(schema: Schema, situation: str) -> str:
-    names = schema.names()
+    names = set(schema.names())
     prefix = "encoder." if situation == "composite" else ""
-    if any(n.startswith(prefix + "wte.") for n in names):
-        return ARCHITECTURES["gpt2"].base_model_prefix
-    return ARCHITECTURES["bert"].base_model_prefix
+    for record in records():
+        if {prefix + record.word_embeddings, f"{prefix}{record.base_model_prefix}.{record.word_embeddings}"} & names:
+            return record.base_model_prefix
+    raise TFH5Error(f"no registered architecture has the word embeddings of this model (names like {sorted(names)[:3]})")

@@ -1,4 +1,5 @@
-"""The parameter schema of every supported model, derived from its config alone.
+"""The parameter schema of a model, derived from its config alone (each architecture's own part is in
+its record, ``encdec/architectures``; the composite is built here).
 
 Every parameter has one canonical name: its Hugging Face PyTorch state-dict key
 (``encoder.encoder.layer.0.attention.self.query.weight``). A ``ParamSpec`` records the name, the
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from encdec.configuration import BertConfig, EncoderDecoderConfig, GPT2Config, PretrainedConfig
+from encdec.configuration import EncoderDecoderConfig
+from encdec.registry import DECODER, architecture, require_role
 
 # Module kinds. Layout rules per framework are keyed by (kind, leaf) in layout.py.
 LINEAR = "linear"  # nn.Linear: weight (out, in), bias (out,)
@@ -118,147 +120,29 @@ def _reanchor(pattern: str, prefix: str) -> str:
 # Building blocks
 
 
-def _linear(name: str, out_features: int, in_features: int, bias: bool = True) -> List[ParamSpec]:
+def linear(name: str, out_features: int, in_features: int, bias: bool = True) -> List[ParamSpec]:
     specs = [ParamSpec(f"{name}.weight", (out_features, in_features), LINEAR)]
     if bias:
         specs.append(ParamSpec(f"{name}.bias", (out_features,), LINEAR))
     return specs
 
 
-def _conv1d(name: str, in_features: int, out_features: int) -> List[ParamSpec]:
+def conv1d(name: str, in_features: int, out_features: int) -> List[ParamSpec]:
     return [
         ParamSpec(f"{name}.weight", (in_features, out_features), CONV1D),
         ParamSpec(f"{name}.bias", (out_features,), CONV1D),
     ]
 
 
-def _layernorm(name: str, n: int) -> List[ParamSpec]:
+def layernorm(name: str, n: int) -> List[ParamSpec]:
     return [ParamSpec(f"{name}.weight", (n,), LAYERNORM), ParamSpec(f"{name}.bias", (n,), LAYERNORM)]
 
 
-def _embedding(name: str, num: int, dim: int) -> List[ParamSpec]:
+def embedding(name: str, num: int, dim: int) -> List[ParamSpec]:
     return [ParamSpec(f"{name}.weight", (num, dim), EMBEDDING)]
 
 
-# --------------------------------------------------------------------------------------------
-# BERT
-
-BERT_IGNORED = [
-    IgnoredKey(r"^embeddings\.position_ids$", "buffer arange(max_position_embeddings); rebuilt by the model"),
-    IgnoredKey(r"^embeddings\.token_type_ids$", "buffer of zeros; rebuilt by the model"),
-]
-
-
-def bert_model_schema(config: BertConfig, add_pooling_layer: bool = True) -> Schema:
-    """``BertModel``: embeddings, layers (with cross-attention when configured), pooler."""
-    h, i = config.hidden_size, config.intermediate_size
-    specs: List[ParamSpec] = []
-    specs += _embedding("embeddings.word_embeddings", config.vocab_size, h)
-    specs += _embedding("embeddings.position_embeddings", config.max_position_embeddings, h)
-    specs += _embedding("embeddings.token_type_embeddings", config.type_vocab_size, h)
-    specs += _layernorm("embeddings.LayerNorm", h)
-    for n in range(config.num_hidden_layers):
-        layer = f"encoder.layer.{n}"
-        attentions = ["attention"] + (["crossattention"] if config.add_cross_attention else [])
-        for att in attentions:
-            for proj in ("query", "key", "value"):
-                specs += _linear(f"{layer}.{att}.self.{proj}", h, h)
-            specs += _linear(f"{layer}.{att}.output.dense", h, h)
-            specs += _layernorm(f"{layer}.{att}.output.LayerNorm", h)
-        specs += _linear(f"{layer}.intermediate.dense", i, h)
-        specs += _linear(f"{layer}.output.dense", h, i)
-        specs += _layernorm(f"{layer}.output.LayerNorm", h)
-    if add_pooling_layer:
-        specs += _linear("pooler.dense", h, h)
-    return Schema(specs, BERT_IGNORED)
-
-
-def bert_lm_head_schema(config: BertConfig) -> Schema:
-    """``BertLMHeadModel``: ``bert.`` (no pooler) plus the ``cls.predictions`` head."""
-    h, v = config.hidden_size, config.vocab_size
-    schema = bert_model_schema(config, add_pooling_layer=False).prefixed("bert.")
-    word = "bert.embeddings.word_embeddings.weight"
-    head = _linear("cls.predictions.transform.dense", h, h) + _layernorm("cls.predictions.transform.LayerNorm", h)
-    head.append(ParamSpec("cls.predictions.bias", (v,), BIAS))
-    head.append(
-        ParamSpec("cls.predictions.decoder.weight", (v, h), LINEAR, word if config.tie_word_embeddings else None)
-    )
-    # `decoder.bias` is always the same Parameter as `predictions.bias` in the reference.
-    head.append(ParamSpec("cls.predictions.decoder.bias", (v,), LINEAR, "cls.predictions.bias"))
-    for p in head:
-        schema.add(p)
-    return schema
-
-
-# --------------------------------------------------------------------------------------------
-# GPT-2
-
-GPT2_IGNORED = [
-    IgnoredKey(r"^h\.\d+\.(attn|crossattention)\.bias$", "causal-mask buffer of old checkpoints; the mask is built per call"),
-    IgnoredKey(r"^h\.\d+\.(attn|crossattention)\.masked_bias$", "constant buffer of old checkpoints; masks use the dtype minimum"),
-]
-
-
-def gpt2_model_schema(config: GPT2Config) -> Schema:
-    """``GPT2Model``: token/position embeddings, blocks (cross-attention when configured), ``ln_f``."""
-    h, inner = config.n_embd, config.inner_size
-    specs: List[ParamSpec] = []
-    specs += _embedding("wte", config.vocab_size, h)
-    specs += _embedding("wpe", config.n_positions, h)
-    for n in range(config.n_layer):
-        block = f"h.{n}"
-        specs += _layernorm(f"{block}.ln_1", h)
-        specs += _conv1d(f"{block}.attn.c_attn", h, 3 * h)
-        specs += _conv1d(f"{block}.attn.c_proj", h, h)
-        specs += _layernorm(f"{block}.ln_2", h)
-        if config.add_cross_attention:
-            specs += _conv1d(f"{block}.crossattention.c_attn", h, 2 * h)
-            specs += _conv1d(f"{block}.crossattention.q_attn", h, h)
-            specs += _conv1d(f"{block}.crossattention.c_proj", h, h)
-            specs += _layernorm(f"{block}.ln_cross_attn", h)
-        specs += _conv1d(f"{block}.mlp.c_fc", h, inner)
-        specs += _conv1d(f"{block}.mlp.c_proj", inner, h)
-    specs += _layernorm("ln_f", h)
-    return Schema(specs, GPT2_IGNORED)
-
-
-def gpt2_lm_head_schema(config: GPT2Config) -> Schema:
-    """``GPT2LMHeadModel``: ``transformer.`` plus ``lm_head`` (no bias, tied to ``wte``)."""
-    schema = gpt2_model_schema(config).prefixed("transformer.")
-    owner = "transformer.wte.weight" if config.tie_word_embeddings else None
-    schema.add(ParamSpec("lm_head.weight", (config.vocab_size, config.n_embd), LINEAR, owner))
-    return schema
-
-
-# --------------------------------------------------------------------------------------------
-# Registry: model_type -> architecture facts. Add an architecture by adding one entry.
-
-
-@dataclasses.dataclass(frozen=True)
-class Architecture:
-    base_model_prefix: str  # the attribute holding the base model inside the LM-head model
-    base_schema: Callable[..., Schema]  # (config, add_pooling_layer=...) -> Schema
-    causal_lm_schema: Callable[[PretrainedConfig], Schema]
-    has_pooler: bool
-
-
-ARCHITECTURES: Dict[str, Architecture] = {
-    "bert": Architecture("bert", bert_model_schema, bert_lm_head_schema, has_pooler=True),
-    "gpt2": Architecture("transformer", lambda c, add_pooling_layer=True: gpt2_model_schema(c), gpt2_lm_head_schema,
-                         has_pooler=False),
-}
-
-
-def architecture(config: PretrainedConfig) -> Architecture:
-    try:
-        return ARCHITECTURES[config.model_type]
-    except KeyError:
-        raise ValueError(
-            f"no schema for model_type {config.model_type!r}; supported: {sorted(ARCHITECTURES)}"
-        ) from None
-
-
-def needs_enc_to_dec_proj(config: EncoderDecoderConfig) -> bool:
+def needs_enc_to_dec_proj(config: Any) -> bool:
     """The reference's rule: project when hidden sizes differ and the decoder sets no
     ``cross_attention_hidden_size``. A set one must equal the encoder's hidden size."""
     cross = getattr(config.decoder, "cross_attention_hidden_size", None)
@@ -272,23 +156,23 @@ def needs_enc_to_dec_proj(config: EncoderDecoderConfig) -> bool:
     return config.encoder.hidden_size != config.decoder.hidden_size
 
 
-def encoder_decoder_schema(config: EncoderDecoderConfig) -> Schema:
+def encoder_decoder_schema(config: Any) -> Schema:
     """``EncoderDecoderModel``: ``encoder.`` (base model, pooler included), ``decoder.``
     (causal LM with cross-attention), ``enc_to_dec_proj`` when hidden sizes differ, and the
     encoder->decoder ties of ``tie_encoder_decoder``."""
-    enc_arch, dec_arch = architecture(config.encoder), architecture(config.decoder)
+    enc_arch, dec_arch = architecture(config.encoder), require_role(config.decoder, DECODER)
     encoder = enc_arch.base_schema(config.encoder, add_pooling_layer=True).prefixed("encoder.")
     decoder = dec_arch.causal_lm_schema(config.decoder).prefixed("decoder.")
     if config.tie_encoder_decoder:
         encoder = _tie_encoder_to_decoder(config, encoder, decoder, dec_arch.base_model_prefix)
     schema = encoder.merge(decoder)
     if needs_enc_to_dec_proj(config):
-        for p in _linear("enc_to_dec_proj", config.decoder.hidden_size, config.encoder.hidden_size):
+        for p in linear("enc_to_dec_proj", config.decoder.hidden_size, config.encoder.hidden_size):
             schema.add(p)
     return schema
 
 
-def _tie_encoder_to_decoder(config: EncoderDecoderConfig, encoder: Schema, decoder: Schema, base_prefix: str) -> Schema:
+def _tie_encoder_to_decoder(config: Any, encoder: Schema, decoder: Schema, base_prefix: str) -> Schema:
     if config.encoder.model_type != config.decoder.model_type:
         raise ValueError(
             "tie_encoder_decoder=True needs encoder and decoder of the same model_type, got "
@@ -304,7 +188,7 @@ def _tie_encoder_to_decoder(config: EncoderDecoderConfig, encoder: Schema, decod
     return Schema(tied, encoder.ignored)
 
 
-def schema_for(config: PretrainedConfig, head: str = "base", add_pooling_layer: bool = True) -> Schema:
+def schema_for(config: Any, head: str = "base", add_pooling_layer: bool = True) -> Schema:
     """The schema of a model: ``EncoderDecoderConfig`` -> the composite; otherwise
     ``head="base"`` (``AutoModel``) or ``head="causal_lm"`` (``AutoModelForCausalLM``)."""
     if isinstance(config, EncoderDecoderConfig):
@@ -313,5 +197,5 @@ def schema_for(config: PretrainedConfig, head: str = "base", add_pooling_layer: 
     if head == "base":
         return arch.base_schema(config, add_pooling_layer=add_pooling_layer)
     if head == "causal_lm":
-        return arch.causal_lm_schema(config)
+        return require_role(config, DECODER).causal_lm_schema(config)
     raise ValueError(f"head must be 'base' or 'causal_lm', got {head!r}")

@@ -38,8 +38,10 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from jax import lax
 
 from encdec.generation_utils import GenerationSettings, resolve_generation_settings
+from encdec.naming.layout import framework_path
+from encdec.naming.schema import CONV1D, schema_for
+from encdec.registry import architecture
 from encdec_flax.generation.logits_process import process_scores
-from encdec_flax.models.gpt2 import is_conv1d_kernel
 
 # Encoder keyword arguments generate() passes through (everything else must be a generation setting).
 _ENCODER_KWARGS = ("token_type_ids", "position_ids")
@@ -105,9 +107,22 @@ def _length_penalties(max_length: int, length_penalty: float) -> np.ndarray:
                       dtype=np.float32)
 
 
-def _is_cross(path) -> bool:
-    """A cache leaf of a cross-attention module (BERT and GPT-2 both name it ``crossattention``)."""
-    return any(getattr(p, "key", None) == "crossattention" for p in path)
+def _is_cross(path, cross_attention: str) -> bool:
+    """A cache leaf under the decoder's cross-attention module (named by its record's ``DecoderLayout``)."""
+    return any(getattr(p, "key", None) == cross_attention for p in path)
+
+
+def loop_kernel_paths(config) -> Tuple[Tuple[str, ...], ...]:
+    """The params paths of the (out, in) kernels a cached decoding step multiplies by: the decoder's
+    ``conv1d`` weights of the schema (GPT-2's ``FlaxConv1D``; ``linear`` kernels are stored (in, out)
+    already), less the cross-attention's key/value projections, used once when the cache is made."""
+    layout = architecture(config.decoder).decoder
+    once = tuple(f".{layout.cross_attention}.{projection}." for projection in layout.cross_key_value)
+    return tuple(sorted(
+        framework_path(spec, "flax") for spec in schema_for(config)
+        if spec.kind == CONV1D and spec.leaf == "weight" and spec.tied_to is None and spec.name.startswith("decoder.")
+        and not any(part in spec.name for part in once)
+    ))
 
 
 def _kernel_key(path: Tuple[str, ...]) -> str:
@@ -159,13 +174,14 @@ class _Decoder:
     """Fixed-shape decoder steps on the cache from ``init_cache`` (traced inside the loop)."""
 
     def __init__(self, module, parts: _SharedParts, params, hidden, mask, max_length: int, expand: int = 1,
-                 loop_kernels: Optional[Dict[str, Any]] = None):
+                 loop_kernels: Optional[Dict[str, Any]] = None, cross_attention: str = ""):
         """``hidden`` (B, S, E) and ``mask`` (B, S) per input; every row is repeated ``expand`` times
         (beams / returned samples) for the decoder. ``loop_kernels``: (in, out) copies of (out, in)
         decoder kernels, by params path (``_with_loop_kernels``), for the steps of the loop."""
         from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModule
 
         self.module, self.params, self.loop_kernels = module, params, loop_kernels or {}
+        self.cross_attention = cross_attention
         self.decode = FlaxEncoderDecoderModule.decode
         # Cross K/V once per input (``parts.cross_cache``); the self K/V buffers of that one-token
         # pass (1 slot) are replaced by zeros (N, H, max_length, D). No decoder pass over
@@ -177,7 +193,7 @@ class _Decoder:
         def preallocate(path, leaf):
             if leaf.ndim == 0:  # cache_index
                 return leaf
-            if _is_cross(path):
+            if _is_cross(path, cross_attention):
                 return jnp.repeat(leaf, expand, axis=0) if expand > 1 else leaf
             return jnp.zeros((n_rows, leaf.shape[1], max_length, leaf.shape[3]), leaf.dtype)
 
@@ -199,12 +215,11 @@ class _Decoder:
         )
         return out.logits[:, -1, :].astype(jnp.float32), mutated["cache"]
 
-    @staticmethod
-    def reorder(cache, beam_idx):
+    def reorder(self, cache, beam_idx):
         """Rows of the self-attention cache follow their beams. Cross keys/values are equal for every
         beam of an input (rows were repeated), and beams never move across inputs: left as they are."""
         def gather(path, leaf):
-            if leaf.ndim == 0 or _is_cross(path):
+            if leaf.ndim == 0 or _is_cross(path, self.cross_attention):
                 return leaf
             return jnp.take(leaf, beam_idx, axis=0)
 
@@ -239,15 +254,12 @@ class FlaxGenerationMixin:
     """Adds ``generate`` to ``FlaxEncoderDecoderModel``."""
 
     def _prepacked_kernels(self, params) -> Dict[str, Any]:
-        """(in, out) copies of the (out, in) kernels a decoding step multiplies by (GPT-2's
-        ``FlaxConv1D``; BERT's ``Dense`` kernels are stored (in, out) already), by params path;
-        empty for other decoders."""
-        if self.config.decoder.model_type != "gpt2":
+        """(in, out) copies of the (out, in) kernels a decoding step multiplies by
+        (``loop_kernel_paths``), by params path; empty for decoders that have none."""
+        paths = loop_kernel_paths(self.config)
+        if not paths:
             return {}
         flat = flatten_dict(params)
-        paths = tuple(sorted(path for path, leaf in flat.items()
-                             if path[0] == "decoder" and is_conv1d_kernel(path, cached_step=True)
-                             and getattr(leaf, "ndim", 0) == 2))
         store = self.__dict__.get("_prepacked_store")
         if store is None:
             store = self.__dict__["_prepacked_store"] = _PrepackedKernels()
@@ -401,7 +413,8 @@ def _make_generate_fn(module, s: GenerationSettings, vocab_size: int, signature,
             hidden = source
         batch_size = hidden.shape[0]
         # === One row per beam / returned sample ===
-        decoder = _Decoder(module, parts, params, hidden, attention_mask, s.max_length, expand, loop_kernels)
+        decoder = _Decoder(module, parts, params, hidden, attention_mask, s.max_length, expand, loop_kernels,
+                           cross_attention=architecture(self.config.decoder).decoder.cross_attention)
         input_ids = jnp.full((batch_size * expand, s.max_length), s.pad_token_id, dtype=jnp.int32)
         input_ids = input_ids.at[:, 0].set(s.decoder_start_token_id)
         if s.is_beam:

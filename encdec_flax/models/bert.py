@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from encdec.configuration import BertConfig
+from encdec.architectures.bert import BertConfig
 from encdec_flax.models.layers import Dense, Embed, LayerNorm, ShapeCheckedParams
 from encdec_flax.models.modeling_outputs import (
     FlaxBaseModelOutputWithPoolingAndCrossAttentions,

@@ -53,9 +53,10 @@ from encdec.configuration import AutoConfig, EncoderDecoderConfig
 from encdec.generation_config import GenerationConfig
 from encdec.modeling_utils import newly_initialised_report, split_prefixed_kwargs
 from encdec.naming.layout import framework_path
-from encdec.naming.schema import architecture, needs_enc_to_dec_proj, schema_for
+from encdec.naming.schema import needs_enc_to_dec_proj, schema_for
+from encdec.registry import architecture
 from encdec_flax.generation.utils import FlaxGenerationMixin
-from encdec_flax.models.auto import FLAX_MODEL_FOR_CAUSAL_LM_MAPPING, FLAX_MODEL_MAPPING, _lookup
+from encdec_flax.models.auto import FlaxAutoModel, FlaxAutoModelForCausalLM
 from encdec_flax.models.layers import Dense
 from encdec_flax.models.modeling_outputs import FlaxCausalLMOutputWithCrossAttentions, FlaxSeq2SeqLMOutput
 from encdec_flax.models.modeling_utils import (
@@ -105,8 +106,8 @@ class FlaxEncoderDecoderModule(nn.Module):
 
     def setup(self):
         cfg = self.config
-        encoder_module = _lookup(FLAX_MODEL_MAPPING, cfg.encoder, "encoder").module_class
-        decoder_module = _lookup(FLAX_MODEL_FOR_CAUSAL_LM_MAPPING, cfg.decoder, "decoder").module_class
+        encoder_module = FlaxAutoModel.model_class(cfg.encoder).module_class
+        decoder_module = FlaxAutoModelForCausalLM.model_class(cfg.decoder).module_class
         self.encoder = encoder_module(cfg.encoder, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing)
         self.decoder = decoder_module(cfg.decoder, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing)
         if needs_enc_to_dec_proj(cfg):

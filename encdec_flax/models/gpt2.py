@@ -16,28 +16,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from encdec.configuration import GPT2Config
+from encdec.architectures.gpt2 import GPT2Config
 from encdec_flax.models.layers import Dense, Embed, LayerNorm, ShapeCheckedParams
 from encdec_flax.models.modeling_outputs import (
     FlaxBaseModelOutputWithPastAndCrossAttentions,
     FlaxCausalLMOutputWithCrossAttentions,
 )
 from encdec_flax.models.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask, normal_init
-
-
-# Attribute names of the ``FlaxConv1D`` layers in a GPT-2 block (attention, cross-attention, MLP).
-# Their kernels are the (out, in) leaves that generate may lay out as (in, out) for its loop
-# (``encdec_flax/generation/utils.py``); a test checks this list against the modules a model calls.
-CONV1D_LAYER_NAMES = ("c_attn", "q_attn", "c_proj", "c_fc")
-
-
-def is_conv1d_kernel(path, cached_step: bool = False) -> bool:
-    """Whether a params path (a tuple of names) is a ``FlaxConv1D`` kernel. With ``cached_step``, only
-    those a decoding step with a cache multiplies by: the cross-attention's ``c_attn`` projects the
-    encoder states once, when the cache is made."""
-    if not (len(path) >= 2 and path[-1] == "kernel" and path[-2] in CONV1D_LAYER_NAMES):
-        return False
-    return not (cached_step and path[-2] == "c_attn" and len(path) >= 3 and path[-3] == "crossattention")
 
 
 class FlaxConv1D(ShapeCheckedParams, nn.Module):

@@ -335,7 +335,7 @@ class FlaxPreTrainedModel:
         output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = cfg.return_dict if return_dict is None else return_dict
         check_ids(cfg.vocab_size, input_ids=input_ids)
-        check_positions(cfg, input_ids, position_ids, token_type_ids if self.base_model_prefix == "bert" else None)
+        check_positions(cfg, input_ids, position_ids, token_type_ids)
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from encdec_pt.modeling_utils import RuntimeCache
-from encdec_pt.models.gpt2 import Conv1D
+from encdec_pt.layers import Conv1D
 
 # The row count the weights are laid out for. Measured (768 -> 3072, 2-core AMD EPYC): a layout for
 # 32 rows ran at 21 / 16 / 6 GB/s with 1 / 4 / 32 rows, within 8 % of the best layout for each. A
@@ -86,7 +86,7 @@ def _tensor_key(t: Optional[torch.Tensor]) -> Tuple:
 
 
 def _weight_out_in(module: nn.Module) -> torch.Tensor:
-    """The weight as (out, in), the layout oneDNN's linear takes (GPT-2's Conv1D stores (in, out))."""
+    """The weight as (out, in), the layout oneDNN's linear takes (``Conv1D`` stores (in, out))."""
     return module.weight.t() if isinstance(module, Conv1D) else module.weight
 
 

@@ -54,42 +54,24 @@ class StaticLayerCache:
         return (self.self_kv.key, self.self_kv.value, self.cross[0], self.cross[1])[index]
 
 
-def _bert_parts(decoder, input_ids, position):
-    hidden = decoder.bert.embeddings(input_ids=input_ids, position_ids=position[None, :])  # (N, 1, E)
-    return hidden, decoder.bert.encoder.layer, decoder.cls
-
-
-def _gpt2_parts(decoder, input_ids, position):
-    gpt2 = decoder.transformer
-    hidden = gpt2.drop(gpt2.wte(input_ids) + gpt2.wpe(position[None, :]))  # (N, 1, E)
-    return hidden, gpt2.h, lambda h: decoder.lm_head(gpt2.ln_f(h))
-
-
-# decoder model_type -> (decoder, input_ids, position) -> (embedded (N, 1, E), layers, head: hidden -> logits)
-STATIC_DECODER_PARTS = {"bert": _bert_parts, "gpt2": _gpt2_parts}
-
-
 def static_decoder_step(decoder: torch.nn.Module, input_ids: torch.Tensor, position: torch.Tensor,
                         encoder_hidden_states: torch.Tensor, cross_bias: Optional[torch.Tensor],
                         buffers: Sequence[torch.Tensor]) -> torch.Tensor:
-    """One decoding step with fixed shapes: next-token logits (N, V) for ``input_ids`` (N, 1) at ``position`` (1,).
+    """One decoding step with fixed shapes: next-token logits (N, V) for ``input_ids`` (N, 1) at ``position`` (1,),
+    through the decoder contract (``decoder_embed``, ``decoder_layers``, ``decoder_logits``).
 
     ``buffers`` is the flat list ``[self_k, self_v, cross_k, cross_v] * num_layers``; the self
     buffers are updated in place. Keys at positions > ``position`` are masked (finfo.min).
     """
-    parts = STATIC_DECODER_PARTS.get(decoder.config.model_type)
-    if parts is None:
-        raise ValueError(f"cache_implementation='static' supports the decoders {sorted(STATIC_DECODER_PARTS)}, "
-                         f"not {decoder.config.model_type!r}")
-    hidden, layers, head = parts(decoder, input_ids, position)
+    hidden = decoder.decoder_embed(input_ids, position[None, :])  # (N, 1, E)
     max_length = buffers[0].shape[2]
     keep = (torch.arange(max_length, device=position.device) <= position)[None, None, None, :]  # (1, 1, 1, L)
     self_bias = attention_bias(keep, hidden.dtype)
-    for i, layer in enumerate(layers):
+    for i, layer in enumerate(decoder.decoder_layers()):
         key, value, cross_key, cross_value = buffers[4 * i: 4 * i + 4]
         cache = StaticLayerCache(StaticSelfKV(key, value, position), cross_key, cross_value)
         hidden = layer(hidden, self_bias, None, encoder_hidden_states, cross_bias, cache)[0]  # (N, 1, E)
-    return head(hidden)[:, -1, :]  # (N, V)
+    return decoder.decoder_logits(hidden)[:, -1, :]  # (N, V)
 
 
 def allocate_static_cache(first_past, max_length: int) -> List[torch.Tensor]:

@@ -1,6 +1,6 @@
 """Model parts: BERT and GPT-2 (one file each), and the ``model_type`` registries."""
 
-from encdec_pt.models.auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_MAPPING, AutoModel, AutoModelForCausalLM
+from encdec_pt.models.auto import MODELS, AutoModel, AutoModelForCausalLM
 from encdec_pt.models.bert import BertLMHeadModel, BertModel
 from encdec_pt.models.gpt2 import GPT2LMHeadModel, GPT2Model
 
@@ -11,6 +11,5 @@ __all__ = [
     "BertModel",
     "GPT2LMHeadModel",
     "GPT2Model",
-    "MODEL_FOR_CAUSAL_LM_MAPPING",
-    "MODEL_MAPPING",
+    "MODELS",
 ]

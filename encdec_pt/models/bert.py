@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from encdec.configuration import BertConfig
+from encdec.architectures.bert import BertConfig
 from encdec_pt.activations import get_activation
 from encdec_pt.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions, CausalLMOutputWithCrossAttentions
 from encdec_pt.modeling_utils import (
@@ -550,6 +550,20 @@ class BertLMHeadModel(BertPreTrainedModel):
         self.bert = BertModel(config, add_pooling_layer=False)
         self.cls = BertOnlyMLMHead(config)
         self.post_init()
+
+    # --- the decoder contract (docs/architectures.md) -------------------------------------------
+    def decoder_embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (N, Q) at ``position_ids`` (1|N, Q) -> layer input (N, Q, E)."""
+        return self.bert.embeddings(input_ids=input_ids, position_ids=position_ids)
+
+    def decoder_layers(self) -> nn.ModuleList:
+        """The layers, each called ``layer(hidden, self_bias, head_mask, encoder_hidden_states,
+        cross_bias, cache)`` with ``cache`` the 4-tuple ``(self_k, self_v, cross_k, cross_v)``."""
+        return self.bert.encoder.layer
+
+    def decoder_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The last layer's output (N, Q, E) -> next-token logits (N, Q, V)."""
+        return self.cls(hidden_states)
 
     def tie_weights(self) -> None:
         head = self.cls.predictions

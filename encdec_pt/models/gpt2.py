@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from encdec.configuration import GPT2Config
+from encdec.architectures.gpt2 import GPT2Config
 from encdec_pt.activations import get_activation
+from encdec_pt.layers import Conv1D
 from encdec_pt.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions, CausalLMOutputWithCrossAttentions
 from encdec_pt.modeling_utils import (
     PreTrainedModel,
@@ -33,27 +34,6 @@ from encdec_pt.modeling_utils import (
     past_length,
     self_attention_bias,
 )
-
-
-class Conv1D(nn.Module):
-    """GPT-2's linear layer: ``weight (in, out)``, ``bias (out,)``; y = x @ weight + bias.
-
-    Args:
-        nf: output features.
-        nx: input features.
-    """
-
-    def __init__(self, nf: int, nx: int):
-        super().__init__()
-        self.nf = nf
-        self.weight = nn.Parameter(torch.empty(nx, nf))
-        self.bias = nn.Parameter(torch.zeros(nf))
-        nn.init.normal_(self.weight, std=0.02)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size_out = x.shape[:-1] + (self.nf,)
-        x = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight)
-        return x.view(size_out)
 
 
 class GPT2Attention(nn.Module):
@@ -396,6 +376,21 @@ class GPT2LMHeadModel(GPT2PreTrainedModel):
         self.transformer = GPT2Model(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
+
+    # --- the decoder contract (docs/architectures.md) -------------------------------------------
+    def decoder_embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (N, Q) at ``position_ids`` (1|N, Q) -> layer input (N, Q, E)."""
+        gpt2 = self.transformer
+        return gpt2.drop(gpt2.wte(input_ids) + gpt2.wpe(position_ids))
+
+    def decoder_layers(self) -> nn.ModuleList:
+        """The blocks, each called ``block(hidden, self_bias, head_mask, encoder_hidden_states,
+        cross_bias, cache)`` with ``cache`` the 4-tuple ``(self_k, self_v, cross_k, cross_v)``."""
+        return self.transformer.h
+
+    def decoder_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The last block's output (N, Q, E) -> next-token logits (N, Q, V) (``ln_f`` then ``lm_head``)."""
+        return self.lm_head(self.transformer.ln_f(hidden_states))
 
     def tie_weights(self) -> None:
         if self.config.tie_word_embeddings:

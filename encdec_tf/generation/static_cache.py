@@ -20,7 +20,7 @@ from typing import List, Sequence, Tuple
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
-from encdec_tf.layers import matmul_last, split_heads
+from encdec_tf.layers import split_heads
 from encdec_tf.modeling_utils import additive_mask
 
 
@@ -65,7 +65,8 @@ class StaticLayerCache:
 def static_decoder_step(decoder, input_ids: tf.Tensor, position: tf.Tensor, encoder_hidden_states: tf.Tensor,
                         cross_bias: tf.Tensor, buffers: Sequence[tf.Tensor]) -> Tuple[tf.Tensor, List[tf.Tensor]]:
     """One decoding step with fixed shapes: next-token logits (N, V) for ``input_ids`` (N, 1) at
-    ``position`` (scalar int32), and the updated buffers.
+    ``position`` (scalar int32), and the updated buffers, through the decoder contract
+    (``decoder_embed``, ``decoder_layers``, ``decoder_logits``).
 
     ``buffers`` is the flat list ``[self_k, self_v, cross_k, cross_v] * num_layers``. Keys at
     positions > ``position`` are masked (finfo.min).
@@ -74,35 +75,16 @@ def static_decoder_step(decoder, input_ids: tf.Tensor, position: tf.Tensor, enco
     keep = (tf.range(max_length) <= position)[None, None, None, :]  # (1, 1, 1, L)
     position_ids = tf.reshape(position, (1, 1))  # (1, 1)
     start = tf.stack([0, 0, position, 0])  # where the step's keys/values go in each (N, H, L, Dh) buffer
-    if hasattr(decoder, "bert"):
-        layers = decoder.bert.encoder.layer
-        hidden = decoder.bert.embeddings(input_ids=input_ids, position_ids=position_ids)  # (N, 1, E)
-    elif hasattr(decoder, "transformer"):
-        gpt2 = decoder.transformer
-        layers = gpt2.h
-        hidden = gpt2.drop(gpt2.wte(input_ids) + gpt2.wpe(position_ids))  # (N, 1, E)
-    else:
-        raise ValueError(f"generate supports BERT and GPT-2 decoders, not {type(decoder).__name__}")
+    hidden = decoder.decoder_embed(input_ids, position_ids)  # (N, 1, E)
     self_bias = additive_mask(keep, hidden.dtype)
     new_buffers: List[tf.Tensor] = []
-    for i, layer in enumerate(layers):
+    for i, layer in enumerate(decoder.decoder_layers()):
         k, v, ck, cv = buffers[4 * i: 4 * i + 4]
         cache = StaticLayerCache(StaticSelfKV(k, v, start), ck, cv)
         hidden = layer(hidden, attention_mask=self_bias, encoder_hidden_states=encoder_hidden_states,
                        encoder_attention_mask=cross_bias, past_key_value=cache)[0]
         new_buffers += [cache.self_kv.key, cache.self_kv.value, ck, cv]
-    return lm_logits(decoder, hidden)[:, -1, :], new_buffers
-
-
-def lm_logits(decoder, hidden: tf.Tensor) -> tf.Tensor:
-    """The decoder's language-model head on its last hidden states (N, Q, E) -> (N, Q, V)."""
-    if hasattr(decoder, "bert"):
-        tied = decoder.bert.embeddings.word_embeddings.embeddings if decoder.config.tie_word_embeddings else None
-        return decoder.cls(hidden, word_embeddings=tied)
-    hidden = decoder.transformer.ln_f(hidden)
-    if decoder.lm_head is None:
-        return matmul_last(hidden, decoder.transformer.wte.embeddings, transpose_b=True)  # (N, Q, V)
-    return decoder.lm_head(hidden)
+    return decoder.decoder_logits(hidden)[:, -1, :], new_buffers
 
 
 def allocate_static_cache(decoder, encoder_hidden_states: tf.Tensor, max_length: int) -> List[tf.Tensor]:
@@ -114,15 +96,9 @@ def allocate_static_cache(decoder, encoder_hidden_states: tf.Tensor, max_length:
     heads = config.num_attention_heads
     head_dim = config.hidden_size // heads
     buffers: List[tf.Tensor] = []  # (N, H, S, Dh) each
-    if hasattr(decoder, "bert"):
-        for layer in decoder.bert.encoder.layer:
-            cross = layer.crossattention.self_attention
-            buffers += [split_heads(cross.key(encoder_hidden_states), heads),
-                        split_heads(cross.value(encoder_hidden_states), heads)]
-    else:
-        for block in decoder.transformer.h:
-            key, value = tf.split(block.crossattention.c_attn(encoder_hidden_states), 2, axis=2)
-            buffers += [split_heads(key, heads), split_heads(value, heads)]
+    for layer in decoder.decoder_layers():
+        key, value = decoder.cross_key_value(layer, encoder_hidden_states)  # (N, S, E) each
+        buffers += [split_heads(key, heads), split_heads(value, heads)]
     zeros = tf.zeros((n, heads, max_length, head_dim), encoder_hidden_states.dtype)
     flat: List[tf.Tensor] = []
     for i in range(0, len(buffers), 2):

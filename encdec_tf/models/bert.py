@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Tuple
 import keras
 import tensorflow as tf
 
-from encdec.configuration import BertConfig
+from encdec.architectures.bert import BertConfig
 from encdec_tf.activations import get_activation
 from encdec_tf.layers import DeferredInit, Dense, Dropout, Embedding, LayerNorm, XLATraceCall, matmul_last, merge_heads, split_heads
 from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
@@ -406,6 +406,26 @@ class TFBertLMHeadModel(TFPreTrainedModel):
 
     def get_input_embeddings(self) -> keras.layers.Embedding:
         return self.bert.get_input_embeddings()
+
+    # --- the decoder contract (docs/architectures.md) -------------------------------------------
+    def decoder_embed(self, input_ids, position_ids):
+        """Token ids (N, Q) at ``position_ids`` (1|N, Q) -> layer input (N, Q, E)."""
+        return self.bert.embeddings(input_ids=input_ids, position_ids=position_ids)
+
+    def decoder_layers(self):
+        """The layers, each called ``layer(hidden, attention_mask=, encoder_hidden_states=,
+        encoder_attention_mask=, past_key_value=)`` with the 4-tuple cache ``(self_k, self_v, cross_k, cross_v)``."""
+        return self.bert.encoder.layer
+
+    def decoder_logits(self, hidden_states):
+        """The last layer's output (N, Q, E) -> next-token logits (N, Q, V)."""
+        tied = self.bert.embeddings.word_embeddings.embeddings if self.config.tie_word_embeddings else None
+        return self.cls(hidden_states, word_embeddings=tied)
+
+    def cross_key_value(self, layer, encoder_hidden_states):
+        """A layer's cross-attention keys and values (N, S, E) of the encoder states (N, S, E)."""
+        cross = layer.crossattention.self_attention
+        return cross.key(encoder_hidden_states), cross.value(encoder_hidden_states)
 
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
              encoder_hidden_states=None, encoder_attention_mask=None, labels=None, past_key_values=None,

@@ -13,7 +13,7 @@ from typing import Any, Dict
 import keras
 import tensorflow as tf
 
-from encdec.configuration import GPT2Config
+from encdec.architectures.gpt2 import GPT2Config
 from encdec_tf.activations import get_activation
 from encdec_tf.layers import DeferredInit, Dense, Dropout, Embedding, LayerNorm, XLATraceCall, matmul_last, merge_heads, split_heads
 from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
@@ -305,6 +305,28 @@ class TFGPT2LMHeadModel(TFPreTrainedModel):
 
     def get_input_embeddings(self) -> keras.layers.Embedding:
         return self.transformer.wte
+
+    # --- the decoder contract (docs/architectures.md) -------------------------------------------
+    def decoder_embed(self, input_ids, position_ids):
+        """Token ids (N, Q) at ``position_ids`` (1|N, Q) -> layer input (N, Q, E)."""
+        gpt2 = self.transformer
+        return gpt2.drop(gpt2.wte(input_ids) + gpt2.wpe(position_ids))
+
+    def decoder_layers(self):
+        """The blocks, each called ``block(hidden, attention_mask=, encoder_hidden_states=,
+        encoder_attention_mask=, past_key_value=)`` with the 4-tuple cache ``(self_k, self_v, cross_k, cross_v)``."""
+        return self.transformer.h
+
+    def decoder_logits(self, hidden_states):
+        """The last block's output (N, Q, E) -> next-token logits (N, Q, V) (``ln_f``, then the head)."""
+        hidden_states = self.transformer.ln_f(hidden_states)
+        if self.lm_head is None:
+            return matmul_last(hidden_states, self.transformer.wte.embeddings, transpose_b=True)  # (N, Q, V)
+        return self.lm_head(hidden_states)
+
+    def cross_key_value(self, block, encoder_hidden_states):
+        """A block's cross-attention keys and values (N, S, E) of the encoder states (N, S, E)."""
+        return tf.split(block.crossattention.c_attn(encoder_hidden_states), 2, axis=2)
 
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
              encoder_hidden_states=None, encoder_attention_mask=None, labels=None, past_key_values=None,

@@ -416,8 +416,8 @@ def _captured_call(model, monkeypatch, *args, **kwargs):
 
 def test_prepacked_kernels_are_every_conv1d_of_a_decoding_step():
     """The kernels generate copies as (in, out) are exactly those of the FlaxConv1D modules a cached
-    decoding step calls (so CONV1D_LAYER_NAMES cannot fall behind the model), and for a BERT decoder
-    none."""
+    decoding step calls (so the schema's conv1d kinds and the record's cross key/value projections
+    cannot fall behind the model), and for a BERT decoder none."""
     import flax.linen as nn
     import jax.numpy as jnp
 

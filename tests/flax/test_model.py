@@ -302,9 +302,9 @@ def test_from_encoder_decoder_pretrained_minilm(tmp_path, caplog):
 
 def test_parts_registries_and_standalone_cache():
     from encdec.testing import tiny_gpt2_config
-    from encdec_flax import FLAX_MODEL_FOR_CAUSAL_LM_MAPPING, FlaxAutoModelForCausalLM
+    from encdec_flax import FlaxAutoModelForCausalLM
 
-    assert FLAX_MODEL_FOR_CAUSAL_LM_MAPPING["gpt2"] is FlaxGPT2LMHeadModel
+    assert FlaxAutoModelForCausalLM.model_class(tiny_gpt2_config()) is FlaxGPT2LMHeadModel
     model = FlaxAutoModelForCausalLM.from_config(tiny_gpt2_config())
     ids = np.array([[5, 6, 7, 8]])
     full = model(ids).logits

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from encdec.configuration import AutoConfig, BertConfig, EncoderDecoderConfig, GPT2Config
+from encdec import AutoConfig, BertConfig, EncoderDecoderConfig, GPT2Config
 from encdec.generation_config import GenerationConfig
 from encdec.testing import minilm_path, tiny_bert_config, tiny_config, tiny_gpt2_config
 

@@ -14,7 +14,7 @@ from encdec.naming.schema import schema_for
 from encdec.testing import deterministic_state_dict, tiny_config, tiny_inputs
 from encdec_pt import EncoderDecoderModel
 from encdec_pt.generation.prepacked import prepacking_available
-from encdec_pt.models.gpt2 import Conv1D
+from encdec_pt.layers import Conv1D
 
 SCORE_TOL = 1e-5
 ARCHS = ("bert2bert", "bert2gpt2")

@@ -1,0 +1,12 @@
+"""The architectures this library knows, one record each (see ``encdec.registry``).
+
+Importing this package registers them; ``encdec/__init__.py`` does so, so every ``encdec``
+import sees the full registry. Adding an architecture: its record here (config class, schema,
+roles, decoder layout, tokenizer family, legacy names), its modules in each framework and one
+registration per framework (``docs/architectures.md``).
+"""
+
+from encdec.architectures.bert import BERT, BertConfig
+from encdec.architectures.gpt2 import GPT2, GPT2Config
+
+__all__ = ["BERT", "BertConfig", "GPT2", "GPT2Config"]

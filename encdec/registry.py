@@ -1,0 +1,252 @@
+"""Architecture records: everything shared code needs to know about an architecture, as data.
+
+One ``Architecture`` per architecture (``encdec/architectures/bert.py``, ``gpt2.py``, ...) holds
+its config class and model_type(s), its parameter schema, the roles it can play (encoder; decoder
+with cross-attention), where its decoder's attention and caches live, its legacy TF/Flax name
+rules and its tokenizer family. Formats, conversion, the tokenizer, generation, static caches, the
+auto classes and the testing helpers read these records; none of them tests a model_type, a class
+name or an attribute name.
+
+``ModelRegistry`` is the one mechanism by which each framework registers its module classes for a
+record (``encdec_pt/models/auto.py``, ``encdec_tf/models/auto.py``, ``encdec_flax/models/auto.py``).
+
+This module imports nothing from the rest of ``encdec``, so every layer can read the records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, Generic, Iterator, Optional, Tuple, Type, TypeVar
+
+ENCODER = "encoder"
+DECODER = "decoder"
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderLayout:
+    """Where a causal LM with cross-attention keeps what decoding reads (canonical names, no prefix).
+
+    Args:
+        cross_attention: the attribute name of each layer's cross-attention module (its cache
+            entries and parameters sit under it): ``"crossattention"``.
+        cross_key_value: the projections, inside ``cross_attention``, that map the encoder states
+            to keys/values: computed once per input when the cache is made, never in a step.
+        new_weights: a regex over canonical names: the weights that ``add_cross_attention`` adds
+            (reported as "newly initialised, expected" when a decoder is warm-started).
+        num_layers: the config attribute with the decoder's own layer count.
+    """
+
+    cross_attention: str
+    cross_key_value: Tuple[str, ...]
+    new_weights: str
+    num_layers: str = "num_hidden_layers"
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerFamily:
+    """The tokenizer an architecture's checkpoints ship, as ``encdec.tokenizer`` reads it.
+
+    Args:
+        name: ``"wordpiece"`` (``vocab.txt``) or ``"byte_level_bpe"`` (``vocab.json`` + ``merges.txt``).
+        marker: a vocabulary entry that tells this family's ``tokenizer.json`` from the others'.
+        special_tokens: defaults for special tokens the folder does not name.
+        model_input_names: what ``__call__`` returns.
+    """
+
+    name: str
+    marker: Optional[str]
+    special_tokens: Dict[str, str]
+    model_input_names: Tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """One architecture's facts.
+
+    Args:
+        model_type: the ``config.json`` model_type; ``aliases`` are further model_types served by
+            the same modules.
+        config_class: its ``PretrainedConfig`` subclass.
+        base_model_prefix: the attribute holding the base model inside the LM-head model
+            (``bert``, ``transformer``); also the reference TF classes' main-layer name.
+        base_schema: ``(config, add_pooling_layer) -> Schema`` of the base model.
+        causal_lm_schema: ``config -> Schema`` of the causal LM, or None when it cannot be a decoder.
+        decoder: where decoding reads its parts, or None when it cannot be a decoder.
+        tokenizer: its tokenizer family.
+        word_embeddings: canonical name (base model) of the input embedding matrix.
+        lm_head: the attribute of the causal LM's output head (``cls``, ``lm_head``).
+        tf_layer_names: attributes the reference's TF classes name differently (``{"cls": "mlm___cls"}``).
+        tf_reused: (regex over canonical names, why) of tied tensors the reference's TF classes
+            have no variable for.
+        tiny: config fields of a tiny instance for tests (distinct odd sizes).
+    """
+
+    model_type: str
+    config_class: Type[Any]
+    base_model_prefix: str
+    base_schema: Callable[..., Any]
+    causal_lm_schema: Optional[Callable[[Any], Any]]
+    decoder: Optional[DecoderLayout]
+    tokenizer: TokenizerFamily
+    word_embeddings: str
+    lm_head: str
+    has_pooler: bool = False
+    aliases: Tuple[str, ...] = ()
+    tf_layer_names: Dict[str, str] = dataclasses.field(default_factory=dict)
+    tf_reused: Tuple[Tuple[str, str], ...] = ()
+    tiny: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def model_types(self) -> Tuple[str, ...]:
+        return (self.model_type,) + self.aliases
+
+    @property
+    def roles(self) -> Tuple[str, ...]:
+        return (ENCODER, DECODER) if self.decoder is not None and self.causal_lm_schema is not None else (ENCODER,)
+
+    def tiny_config(self, **overrides: Any) -> Any:
+        values = dict(self.tiny)
+        values.update(overrides)
+        return self.config_class(**values)
+
+
+ARCHITECTURES: Dict[str, Architecture] = {}
+
+
+def register_architecture(record: Architecture) -> Architecture:
+    """Add ``record`` under each of its model_types (a second record for one model_type is an error)."""
+    for model_type in record.model_types:
+        known = ARCHITECTURES.get(model_type)
+        if known is not None and known is not record:
+            raise ValueError(f"model_type {model_type!r} is already registered (config {known.config_class.__name__})")
+        ARCHITECTURES[model_type] = record
+    return record
+
+
+def architecture(config_or_model_type: Any) -> Architecture:
+    """The record of a config (its ``model_type``) or of a model_type string."""
+    model_type = config_or_model_type if isinstance(config_or_model_type, str) else config_or_model_type.model_type
+    try:
+        return ARCHITECTURES[model_type]
+    except KeyError:
+        raise ValueError(
+            f"unsupported model_type {model_type!r}; registered architectures: {sorted(ARCHITECTURES)}"
+        ) from None
+
+
+def records() -> Iterator[Architecture]:
+    """Each registered record once, in registration order."""
+    seen = set()
+    for record in ARCHITECTURES.values():
+        if id(record) not in seen:
+            seen.add(id(record))
+            yield record
+
+
+def require_role(config: Any, role: str) -> Architecture:
+    """The record of ``config``, or a ``ValueError`` naming the architecture and what it lacks for ``role``."""
+    record = architecture(config)
+    if role == DECODER and DECODER not in record.roles:
+        raise ValueError(
+            f"{record.model_type!r} cannot be the decoder of an encoder-decoder model: its architecture has no "
+            "causal LM with cross-attention (a decoder needs causal self-attention, cross-attention over the "
+            "encoder states and a key/value cache; see docs/architectures.md)"
+        )
+    return record
+
+
+M = TypeVar("M")
+
+
+class ModelRegistry(Generic[M]):
+    """One framework's module classes per record and role: ``register`` once per architecture,
+    ``lookup`` by config. The three frameworks' auto classes share this mechanism.
+
+    Args:
+        framework: ``"PyTorch"``, ``"TensorFlow"`` or ``"Flax"`` (for messages).
+    """
+
+    def __init__(self, framework: str):
+        self.framework = framework
+        self._classes: Dict[Tuple[str, str], M] = {}
+
+    def register(self, model_type: str, *, encoder: Optional[M] = None, decoder: Optional[M] = None) -> None:
+        """The base model (``encoder``) and the causal LM (``decoder``) of a registered architecture."""
+        record = architecture(model_type)
+        if decoder is not None and DECODER not in record.roles:
+            raise ValueError(f"{model_type!r} has no decoder role in its record; cannot register {decoder!r}")
+        for model_type_ in record.model_types:
+            if encoder is not None:
+                self._classes[(model_type_, ENCODER)] = encoder
+            if decoder is not None:
+                self._classes[(model_type_, DECODER)] = decoder
+
+    def lookup(self, config: Any, role: str) -> M:
+        record = require_role(config, role) if role == DECODER else architecture(config)
+        try:
+            return self._classes[(config.model_type, role)]
+        except KeyError:
+            have = sorted({t for (t, r) in self._classes if r == role})
+            raise ValueError(
+                f"no {self.framework} {role} class registered for model_type {config.model_type!r} "
+                f"({record.config_class.__name__}); registered: {have}"
+            ) from None
+
+    def model_types(self, role: str) -> Tuple[str, ...]:
+        return tuple(sorted(t for (t, r) in self._classes if r == role))
+
+
+class AutoFactory:
+    """Base of the auto classes of every framework (``AutoModel``, ``TFAutoModelForCausalLM``, ...):
+    the class for a config's model_type and role, read from a ``ModelRegistry``.
+
+    Subclasses set ``registry`` (the framework's ``ModelRegistry``) and ``role`` (``ENCODER`` for
+    base models, ``DECODER`` for causal LMs with cross-attention).
+    """
+
+    registry: ModelRegistry = ModelRegistry("")
+    role: str = ENCODER
+
+    def __init__(self) -> None:
+        raise EnvironmentError(f"{type(self).__name__} is a factory: use from_config or from_pretrained")
+
+    @classmethod
+    def model_class(cls, config: Any) -> Any:
+        return cls.registry.lookup(config, cls.role)
+
+    @classmethod
+    def from_config(cls, config: Any, **kwargs: Any) -> Any:
+        return cls.model_class(config)(config, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, *model_args: Any, **kwargs: Any) -> Any:
+        """The registered class of the folder's ``config.json`` (or of ``config=``), loaded by its own
+        ``from_pretrained``."""
+        config = kwargs.pop("config", None)
+        if config is None:
+            from encdec.configuration import AutoConfig
+            from encdec.hub import HUB_KWARGS
+
+            config = AutoConfig.from_pretrained(
+                pretrained_model_name_or_path, **{k: v for k, v in kwargs.items() if k in HUB_KWARGS}
+            )
+        return cls.model_class(config).from_pretrained(pretrained_model_name_or_path, *model_args, config=config,
+                                                       **kwargs)
+
+    @classmethod
+    def register(cls, model_type: str, model_class: Any) -> None:
+        """Register ``model_class`` for ``model_type`` in this factory's role."""
+        cls.registry.register(model_type, **{cls.role: model_class})
+
+
+def check_decoder_contract(decoder: Any, methods: Tuple[str, ...]) -> None:
+    """Refuse, naming the architecture and what is missing, a model that cannot be the decoder of an
+    encoder-decoder model: its record has no decoder role, or it lacks a method of its framework's
+    decoder contract (``docs/architectures.md``)."""
+    record = require_role(decoder.config, DECODER)
+    missing = [name for name in methods if not callable(getattr(decoder, name, None))]
+    if missing:
+        raise ValueError(
+            f"{type(decoder).__name__} ({record.model_type!r}) cannot be the decoder of an encoder-decoder model: "
+            f"it lacks {', '.join(missing)} of the decoder contract (see docs/architectures.md)"
+        )
