@@ -76,7 +76,8 @@ class TokenizerFamily:
 _FAMILIES = {
     "bert": TokenizerFamily(
         "bert", "BertTokenizer",
-        {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]"},
+        {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+         "mask_token": "[MASK]"},
         ("input_ids", "token_type_ids", "attention_mask"),
         {"do_lower_case": ("lowercase", True), "strip_accents": ("strip_accents", None),
          "tokenize_chinese_chars": ("handle_chinese_chars", True)},
@@ -211,7 +212,8 @@ class Tokenizer:
         if "added_tokens_decoder" not in config:
             for key, value in _read_json(find(SPECIAL_TOKENS_MAP_FILE)).items():
                 if key == "additional_special_tokens":
-                    config[key] = list(config.get(key) or []) + [t for t in value if t not in (config.get(key) or [])]
+                    known = list(config.get(key) or [])
+                    config[key] = known + [t for t in value if t not in known]
                 else:
                     config[key] = value
 
@@ -229,7 +231,8 @@ class Tokenizer:
             backend, files = None, "bpe"
         else:
             raise OSError(
-                f"{str(path_or_id)!r} has no tokenizer: looked for {TOKENIZER_FILE}, vocab.txt, vocab.json + merges.txt"
+                f"{str(path_or_id)!r} has no tokenizer: looked for {TOKENIZER_FILE}, vocab.txt, "
+                "vocab.json + merges.txt"
             )
         family = _tokenizer_family(config.get("tokenizer_class"), files)
         if cls._family is not None and family.name != cls._family:
@@ -238,18 +241,20 @@ class Tokenizer:
                 f"{cls.__name__}'s family ({cls._family}); load it with AutoTokenizer.from_pretrained"
             )
         for key in set(kwargs) & set(_KEPT_CONFIG):
+            normalizer_key = key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
             if key in ("add_prefix_space", "add_bos_token") and family.name == "bert" or (
-                    key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars") and not family.normalizer_options):
+                    normalizer_key and not family.normalizer_options):
                 raise ValueError(f"{key}= does not apply to a {family.class_name or 'generic'} tokenizer")
         config.update(kwargs)
         built_here = backend is None
         if built_here:
-            backend = _wordpiece(vocab_txt, config) if files == "wordpiece" else _byte_level_bpe(vocab_json, merges, config)
+            backend = (_wordpiece(vocab_txt, config) if files == "wordpiece"
+                       else _byte_level_bpe(vocab_json, merges, config))
 
         # Sides a tokenizer.json fixes are the defaults (as the reference); then the config's.
         padding_side = (backend.padding or {}).get("direction", "right").lower()
         truncation_side = (backend.truncation or {}).get("direction", "right").lower()
-        specials = {name: _token_text(config.get(name, family.defaults.get(name)), name) for name in SPECIAL_TOKEN_NAMES}
+        specials = {name: config.get(name, family.defaults.get(name)) for name in SPECIAL_TOKEN_NAMES}
         additional = config.get("additional_special_tokens") or []
         _rewrite_normalizer(backend, family, config)
         _rewrite_prefix_space(backend, config.get("add_prefix_space", False))
@@ -264,27 +269,13 @@ class Tokenizer:
             truncation_side=config.get("truncation_side", truncation_side),
         )
         tok.extra_config.setdefault("tokenizer_class", family.class_name)
-        # As the reference: the tokens of the config's added_tokens_decoder the backend lacks (a folder
-        # without tokenizer.json), then every special token, become added tokens of the backend, a new
-        # id at the end of the vocabulary when it is not in it (bos, eos, ..., then additional).
-        present = {repr(t) for t in backend.get_added_tokens_decoder().values()}
-        to_add = [token for _, token in sorted(
-            (int(i), _added_token(t, special=bool(t.get("special")) if isinstance(t, dict) else True))
-            for i, t in (config.get("added_tokens_decoder") or {}).items())]
-        to_add = [t for t in to_add if repr(t) not in present]
-        contents = {t.content for t in backend.get_added_tokens_decoder().values()} | {t.content for t in to_add}
-        raw = [(name, config.get(name, family.defaults.get(name))) for name in SPECIAL_TOKEN_NAMES]
-        for name, token in raw + [("additional_special_tokens", t) for t in additional]:
-            text = _token_text(token, name)
-            if text is None or text in contents:
-                continue
-            contents.add(text)
-            # The slow classes of some families wrap these as normalized AddedTokens, and the
-            # reference converts a folder without tokenizer.json through them.
-            normalized = built_here and isinstance(token, str) and name in family.slow_normalized
-            to_add.append(_added_token(token, special=True, normalized=True if normalized else None))
+        to_add = _tokens_to_add(backend, config, family, built_here)
         if to_add:
             backend.add_tokens(to_add)
+        if built_here and files == "wordpiece":
+            # After the additions: a [CLS] / [SEP] may be an added token (the reference's converter
+            # takes their ids from the slow tokenizer, which has added them by then).
+            backend.post_processor = _bert_post_processor(backend, tok.cls_token, tok.sep_token)
         return tok
 
     # --- special tokens ------------------------------------------------------------------------
@@ -491,7 +482,8 @@ class Tokenizer:
             else:
                 inputs = [tuple(t) if isinstance(t, (list, tuple)) else t for t in text]
         else:
-            raise TypeError(f"text must be a string, a list of strings or of (text, pair) tuples, got {type(text).__name__}")
+            raise TypeError(
+                f"text must be a string, a list of strings or of (text, pair) tuples, got {type(text).__name__}")
         for item in inputs:
             parts = item if isinstance(item, tuple) else (item,)
             if len(parts) > 2 or not all(isinstance(p, str) for p in parts):
@@ -654,6 +646,30 @@ def _added_token(value: Any, special: bool, name: str = "token", normalized: Opt
     raise ValueError(f"{name} must be a string or an AddedToken, got {value!r}")
 
 
+def _tokens_to_add(backend: Any, config: Mapping[str, Any], family: TokenizerFamily, built_here: bool) -> List[Any]:
+    """As the reference: the tokens of the config's ``added_tokens_decoder`` the backend lacks (a
+    folder without tokenizer.json), then every special token not yet an added token (bos, eos, ...,
+    then the additional ones); each gets a new id at the end of the vocabulary when it is not in it."""
+    present = list(backend.get_added_tokens_decoder().values())
+    saved = sorted((int(i), _added_token(t, special=bool(t.get("special")) if isinstance(t, dict) else True))
+                   for i, t in (config.get("added_tokens_decoder") or {}).items())
+    present_exactly = {repr(t) for t in present}  # content and flags
+    to_add = [t for _, t in saved if repr(t) not in present_exactly]
+    contents = {t.content for t in present} | {t.content for t in to_add}
+    named = [(name, config.get(name, family.defaults.get(name))) for name in SPECIAL_TOKEN_NAMES]
+    additional = [("additional_special_tokens", t) for t in config.get("additional_special_tokens") or []]
+    for name, token in named + additional:
+        text = _token_text(token, name)
+        if text is None or text in contents:
+            continue
+        contents.add(text)
+        # The slow classes of some families wrap these as normalized AddedTokens, and the reference
+        # converts a folder without tokenizer.json through them.
+        normalized = built_here and isinstance(token, str) and name in family.slow_normalized
+        to_add.append(_added_token(token, special=True, normalized=True if normalized else None))
+    return to_add
+
+
 def _side(side: Any, name: str) -> str:
     if side not in _SIDES:
         raise ValueError(f"{name} must be 'right' or 'left', got {side!r}")
@@ -731,22 +747,28 @@ def _as_tensor(array: np.ndarray, kind: str) -> Any:
 
 def _wordpiece(vocab_file: str, config: Mapping[str, Any]) -> Any:
     from tokenizers import Tokenizer as Backend
-    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import decoders, models, normalizers, pre_tokenizers
 
     unk = _token_text(config.get("unk_token"), "unk_token") or "[UNK]"
-    cls_tok = _token_text(config.get("cls_token"), "cls_token") or "[CLS]"
-    sep = _token_text(config.get("sep_token"), "sep_token") or "[SEP]"
     vocab = models.WordPiece.read_file(vocab_file)
     backend = Backend(models.WordPiece(vocab, unk_token=unk, max_input_chars_per_word=100))
     backend.normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=config.get("tokenize_chinese_chars", True),
         strip_accents=config.get("strip_accents"), lowercase=config.get("do_lower_case", True))
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"{cls_tok}:0 $A:0 {sep}:0", pair=f"{cls_tok}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-        special_tokens=[(cls_tok, vocab[cls_tok]), (sep, vocab[sep])])
     backend.decoder = decoders.WordPiece(prefix="##")
     return backend
+
+
+def _bert_post_processor(backend: Any, cls_tok: Optional[str], sep: Optional[str]) -> Any:
+    from tokenizers import processors
+
+    ids = {t: backend.token_to_id(t) for t in (cls_tok, sep) if t is not None}
+    if cls_tok is None or sep is None or None in ids.values():
+        raise ValueError(f"a BERT tokenizer needs its cls and sep tokens in the vocabulary, got {cls_tok!r}, {sep!r}")
+    return processors.TemplateProcessing(
+        single=f"{cls_tok}:0 $A:0 {sep}:0", pair=f"{cls_tok}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=list(ids.items()))
 
 
 def _byte_level_bpe(vocab_file: str, merges_file: str, config: Mapping[str, Any]) -> Any:

@@ -225,6 +225,12 @@ def test_added_tokens_equal_oracle_and_survive_save(folder, tmp_path):
         assert_same_encoding(reloaded, oracle, texts)
     oracle.save_pretrained(tmp_path / "oracle")
     assert_same_state(AutoTokenizer.from_pretrained(tmp_path / "oracle"), oracle)
+    # Without tokenizer.json both rebuild from the vocabulary files and the config's added tokens.
+    (tmp_path / "oracle" / "tokenizer.json").unlink()
+    ours, oracle = AutoTokenizer.from_pretrained(tmp_path / "oracle"), transformers.AutoTokenizer.from_pretrained(
+        tmp_path / "oracle")
+    assert_same_state(ours, oracle)
+    assert_same_encoding(ours, oracle, texts)
 
 
 def test_special_tokens_set_as_attributes_equal_oracle():
