@@ -49,13 +49,14 @@ _KEPT_CONFIG = ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "add
 
 
 @dataclass(frozen=True)
-class TokenizerFamily:
-    """What a tokenizer class of the reference adds to a ``tokenizers`` backend.
+class TokenizerRules:
+    """What a tokenizer class of the reference adds to a ``tokenizers`` backend (fields named as in
+    ``encdec.registry.TokenizerFamily`` where they overlap).
 
     Args:
-        name: short name (``"bert"``).
+        name: ``"wordpiece"`` (BERT), ``"byte_level_bpe"`` (GPT-2) or ``"generic"``.
         class_name: ``tokenizer_class`` written to ``tokenizer_config.json``.
-        defaults: special tokens the reference's class sets when the folder does not name them.
+        special_tokens: defaults the reference's class sets for special tokens the folder does not name.
         model_input_names: what ``__call__`` returns by default.
         normalizer_options: keyword -> (field of the backend's normalizer, default), rewritten
             into the normalizer when they differ from it (``do_lower_case`` of BERT).
@@ -66,7 +67,7 @@ class TokenizerFamily:
 
     name: str
     class_name: Optional[str]
-    defaults: Mapping[str, str]
+    special_tokens: Mapping[str, str]
     model_input_names: Tuple[str, ...]
     normalizer_options: Mapping[str, Tuple[str, Any]]
     class_names: Tuple[str, ...] = ()
@@ -74,8 +75,8 @@ class TokenizerFamily:
 
 
 _FAMILIES = {
-    "bert": TokenizerFamily(
-        "bert", "BertTokenizer",
+    "wordpiece": TokenizerRules(
+        "wordpiece", "BertTokenizer",
         {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
          "mask_token": "[MASK]"},
         ("input_ids", "token_type_ids", "attention_mask"),
@@ -84,27 +85,29 @@ _FAMILIES = {
         ("BertTokenizer", "BertTokenizerFast", "ElectraTokenizer", "ElectraTokenizerFast",
          "DistilBertTokenizer", "DistilBertTokenizerFast"),
     ),
-    "gpt2": TokenizerFamily(
-        "gpt2", "GPT2Tokenizer",
+    "byte_level_bpe": TokenizerRules(
+        "byte_level_bpe", "GPT2Tokenizer",
         {"unk_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"},
         ("input_ids", "attention_mask"), {}, ("GPT2Tokenizer", "GPT2TokenizerFast"),
         ("bos_token", "eos_token", "unk_token", "pad_token"),
     ),
     # The reference's PreTrainedTokenizerFast: no default special tokens.
-    "generic": TokenizerFamily("generic", None, {}, ("input_ids", "token_type_ids", "attention_mask"), {}),
+    "generic": TokenizerRules("generic", None, {}, ("input_ids", "token_type_ids", "attention_mask"), {}),
 }
 
 
-def _tokenizer_family(tokenizer_class: Optional[str], files: str) -> TokenizerFamily:
-    """The family of a folder from its ``tokenizer_class``, else from its files: ``"wordpiece"``
-    (vocab.txt or a WordPiece tokenizer.json) is BERT, ``"bpe"`` GPT-2. Unknown classes get the
-    reference's generic fast tokenizer (no default special tokens)."""
+def _tokenizer_family(tokenizer_class: Optional[str], files: str) -> TokenizerRules:
+    """The rules of a folder's tokenizer from its ``tokenizer_class``, else from its files
+    (``files``: ``"wordpiece"`` for vocab.txt or a WordPiece tokenizer.json, ``"bpe"``). Unknown
+    classes get the reference's generic fast tokenizer (no default special tokens).
+
+    The one place that knows the families: the architecture records may take it over."""
     if tokenizer_class is not None:
         for family in _FAMILIES.values():
             if tokenizer_class in family.class_names:
                 return family
         return _FAMILIES["generic"]
-    return _FAMILIES.get({"wordpiece": "bert", "bpe": "gpt2"}.get(files, "generic"), _FAMILIES["generic"])
+    return _FAMILIES[{"wordpiece": "wordpiece", "bpe": "byte_level_bpe"}.get(files, "generic")]
 
 
 class BatchEncoding(dict):
@@ -242,7 +245,7 @@ class Tokenizer:
             )
         for key in set(kwargs) & set(_KEPT_CONFIG):
             normalizer_key = key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
-            if key in ("add_prefix_space", "add_bos_token") and family.name == "bert" or (
+            if key in ("add_prefix_space", "add_bos_token") and family.name == "wordpiece" or (
                     normalizer_key and not family.normalizer_options):
                 raise ValueError(f"{key}= does not apply to a {family.class_name or 'generic'} tokenizer")
         config.update(kwargs)
@@ -254,7 +257,7 @@ class Tokenizer:
         # Sides a tokenizer.json fixes are the defaults (as the reference); then the config's.
         padding_side = (backend.padding or {}).get("direction", "right").lower()
         truncation_side = (backend.truncation or {}).get("direction", "right").lower()
-        specials = {name: config.get(name, family.defaults.get(name)) for name in SPECIAL_TOKEN_NAMES}
+        specials = {name: config.get(name, family.special_tokens.get(name)) for name in SPECIAL_TOKEN_NAMES}
         additional = config.get("additional_special_tokens") or []
         _rewrite_normalizer(backend, family, config)
         _rewrite_prefix_space(backend, config.get("add_prefix_space", False))
@@ -593,14 +596,14 @@ class BertTokenizer(Tokenizer):
     """``Tokenizer`` for BERT WordPiece folders only (the reference's ``BertTokenizer`` /
     ``BertTokenizerFast``; both names are this class)."""
 
-    _family = "bert"
+    _family = "wordpiece"
 
 
 class GPT2Tokenizer(Tokenizer):
     """``Tokenizer`` for GPT-2 byte-level BPE folders only (the reference's ``GPT2Tokenizer`` /
     ``GPT2TokenizerFast``; both names are this class)."""
 
-    _family = "gpt2"
+    _family = "byte_level_bpe"
 
 
 BertTokenizerFast = BertTokenizer
@@ -646,7 +649,7 @@ def _added_token(value: Any, special: bool, name: str = "token", normalized: Opt
     raise ValueError(f"{name} must be a string or an AddedToken, got {value!r}")
 
 
-def _tokens_to_add(backend: Any, config: Mapping[str, Any], family: TokenizerFamily, built_here: bool) -> List[Any]:
+def _tokens_to_add(backend: Any, config: Mapping[str, Any], family: TokenizerRules, built_here: bool) -> List[Any]:
     """As the reference: the tokens of the config's ``added_tokens_decoder`` the backend lacks (a
     folder without tokenizer.json), then every special token not yet an added token (bos, eos, ...,
     then the additional ones); each gets a new id at the end of the vocabulary when it is not in it."""
@@ -656,7 +659,7 @@ def _tokens_to_add(backend: Any, config: Mapping[str, Any], family: TokenizerFam
     present_exactly = {repr(t) for t in present}  # content and flags
     to_add = [t for _, t in saved if repr(t) not in present_exactly]
     contents = {t.content for t in present} | {t.content for t in to_add}
-    named = [(name, config.get(name, family.defaults.get(name))) for name in SPECIAL_TOKEN_NAMES]
+    named = [(name, config.get(name, family.special_tokens.get(name))) for name in SPECIAL_TOKEN_NAMES]
     additional = [("additional_special_tokens", t) for t in config.get("additional_special_tokens") or []]
     for name, token in named + additional:
         text = _token_text(token, name)
@@ -696,7 +699,7 @@ def _id_list(token_ids: Any) -> List[int]:
     return [int(i) for i in array]
 
 
-def _rewrite_normalizer(backend: Any, family: TokenizerFamily, config: Mapping[str, Any]) -> None:
+def _rewrite_normalizer(backend: Any, family: TokenizerRules, config: Mapping[str, Any]) -> None:
     """Make the backend's normalizer follow ``do_lower_case`` & co., as BertTokenizerFast does."""
     if not family.normalizer_options or backend.normalizer is None:
         return
