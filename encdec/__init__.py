@@ -8,7 +8,15 @@ checkpoint files, hub resolution, the tokenizer and the generation config. The m
 from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedConfig
 from encdec.architectures import BertConfig, GPT2Config  # registers the built-in architectures
 from encdec.generation_config import GenerationConfig
-from encdec.tokenizer import AutoTokenizer, BatchEncoding, Tokenizer
+from encdec.tokenizer import (
+    AutoTokenizer,
+    BatchEncoding,
+    BertTokenizer,
+    BertTokenizerFast,
+    GPT2Tokenizer,
+    GPT2TokenizerFast,
+    Tokenizer,
+)
 
 __version__ = "0.1.0"
 
@@ -17,8 +25,12 @@ __all__ = [
     "AutoTokenizer",
     "BatchEncoding",
     "BertConfig",
+    "BertTokenizer",
+    "BertTokenizerFast",
     "EncoderDecoderConfig",
     "GPT2Config",
+    "GPT2Tokenizer",
+    "GPT2TokenizerFast",
     "GenerationConfig",
     "PretrainedConfig",
     "Tokenizer",
