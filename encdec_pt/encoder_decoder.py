@@ -12,37 +12,30 @@ Semantics shared with the TF and Flax classes (``docs/semantics.md``):
 from __future__ import annotations
 
 import inspect
-import logging
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
-from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedConfig
-from encdec.hub import HUB_KWARGS
-from encdec.modeling_utils import newly_initialised_report, split_prefixed_kwargs
+from encdec.configuration import EncoderDecoderConfig, PretrainedConfig
+from encdec.loading import load_encoder_decoder_pretrained
 from encdec.naming.schema import needs_enc_to_dec_proj, schema_for
 from encdec.registry import check_decoder_contract
 from encdec_pt.generation.utils import GenerationMixin
 from encdec_pt.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions, Seq2SeqLMOutput
 from encdec_pt.modeling_utils import (
     PreTrainedModel,
+    TorchLoader,
     check_rank,
     check_same_batch,
     check_token_ids,
-    resolve_dtype,
     set_parameter,
     token_cross_entropy,
 )
 from encdec_pt.models.auto import AutoModel, AutoModelForCausalLM
 
-logger = logging.getLogger("encdec")
-
 # What generation and the static cache call on a decoder (docs/architectures.md).
 DECODER_CONTRACT = ("decoder_embed", "decoder_layers", "decoder_logits")
-
-# `from_pretrained` arguments of a sub-model (the rest of its prefixed kwargs override its config).
-_LOAD_KWARGS = frozenset({"torch_dtype", "dtype", "from_pt", "from_tf", "from_flax", "add_pooling_layer"})
 
 
 def shift_tokens_right(input_ids: torch.Tensor, pad_token_id: Optional[int],
@@ -81,7 +74,6 @@ class EncoderDecoderModel(PreTrainedModel, GenerationMixin):
 
     config_class = EncoderDecoderConfig
     base_model_prefix = "encoder_decoder"
-    _align_with_base_model_prefix = False
 
     def __init__(self, config: Optional[EncoderDecoderConfig] = None, encoder: Optional[PreTrainedModel] = None,
                  decoder: Optional[PreTrainedModel] = None):
@@ -342,53 +334,27 @@ class EncoderDecoderModel(PreTrainedModel, GenerationMixin):
         *model_args: Any,
         **kwargs: Any,
     ) -> "EncoderDecoderModel":
-        """Warm-start from a pretrained encoder and decoder.
+        """Warm-start from a pretrained encoder and decoder (``encdec.loading.load_encoder_decoder_pretrained``).
 
         ``encoder_*`` / ``decoder_*`` kwargs go to that side with the prefix stripped: ``model``
-        (a ready instance), ``config``, load arguments (``torch_dtype``, hub arguments), and config
-        overrides (``encoder_hidden_dropout_prob=0.33``). Top-level names such as
-        ``decoder_start_token_id`` stay top-level and go to the ``EncoderDecoderConfig``.
-        The decoder gets ``is_decoder`` and ``add_cross_attention``; its new cross-attention
-        weights are reported in one line per group on the ``encdec`` logger, and any other
-        weight that the checkpoints lacked in a warning that names it. Returns the model in eval mode.
+        (a ready instance), ``config``, ``from_pt`` / ``from_tf`` / ``from_flax``, hub arguments, and
+        config overrides (``encoder_hidden_dropout_prob=0.33``). Top-level names such as
+        ``decoder_start_token_id`` go to the ``EncoderDecoderConfig``; ``torch_dtype`` / ``dtype``
+        cast the whole model; ``output_loading_info=True`` also returns the load-info dict.
+        The encoder's config is reset to ``is_decoder=False`` / ``add_cross_attention=False``, the
+        decoder's gets both True; the weights no checkpoint holds (cross-attention, ``enc_to_dec_proj``)
+        are initialised and reported in one line per group on the ``encdec`` logger, any other
+        missing weight in a warning that names it. Returns the model in eval mode.
         """
-        kwargs_encoder, kwargs_decoder, kwargs = split_prefixed_kwargs(kwargs)
-        dtype = resolve_dtype(kwargs.pop("torch_dtype", kwargs.pop("dtype", None)))
-        new_weights = []
-
-        encoder = kwargs_encoder.pop("model", None)
-        if encoder is None:
-            if encoder_pretrained_model_name_or_path is None:
-                raise ValueError("pass encoder_pretrained_model_name_or_path, or a ready encoder as encoder_model=")
-            encoder, missing = _load_side(
-                AutoModel, encoder_pretrained_model_name_or_path, kwargs_encoder, model_args, is_decoder=False
-            )
-            new_weights += ["encoder." + k for k in missing]
-
-        decoder = kwargs_decoder.pop("model", None)
-        if decoder is None:
-            if decoder_pretrained_model_name_or_path is None:
-                raise ValueError("pass decoder_pretrained_model_name_or_path, or a ready decoder as decoder_model=")
-            decoder, missing = _load_side(
-                AutoModelForCausalLM, decoder_pretrained_model_name_or_path, kwargs_decoder, (), is_decoder=True
-            )
-            new_weights += ["decoder." + k for k in missing]
-
-        config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config, **kwargs)
-        model = cls(config=config, encoder=encoder, decoder=decoder)
-        if model.enc_to_dec_proj is not None:
-            new_weights += ["enc_to_dec_proj.weight", "enc_to_dec_proj.bias"]
-        if config.tie_encoder_decoder:
-            tied = model.schema().ties()
-            new_weights = [k for k in new_weights if k not in tied]
-        name = (f"EncoderDecoderModel({encoder_pretrained_model_name_or_path or type(encoder).__name__}, "
-                f"{decoder_pretrained_model_name_or_path or type(decoder).__name__})")
-        for line in newly_initialised_report(new_weights, name):
-            logger.warning(line)
-        if dtype is not None:
-            model.to(dtype)
+        dtype = kwargs.pop("torch_dtype", None)
+        dtype = kwargs.pop("dtype", dtype)
+        loaded, args = load_encoder_decoder_pretrained(
+            TorchLoader(dtype), cls, encoder_pretrained_model_name_or_path, decoder_pretrained_model_name_or_path,
+            model_args, kwargs,
+        )
+        model = loaded.model
         model.eval()
-        return model
+        return (model, loaded.info) if args.output_loading_info else model
 
 
 def _share_config(model: nn.Module, config: PretrainedConfig) -> None:
@@ -397,27 +363,3 @@ def _share_config(model: nn.Module, config: PretrainedConfig) -> None:
     for module in model.modules():
         if getattr(module, "config", None) is old:
             module.config = config
-
-
-def _load_side(factory, path: str, side_kwargs: dict, model_args: Tuple[Any, ...], is_decoder: bool):
-    """Load one side; its kwargs are split into load arguments and config overrides."""
-    load_kwargs = {k: side_kwargs.pop(k) for k in list(side_kwargs) if k in _LOAD_KWARGS}
-    hub_kwargs = {k: side_kwargs.pop(k) for k in list(side_kwargs) if k in HUB_KWARGS}
-    config: Optional[PretrainedConfig] = side_kwargs.pop("config", None)
-    if config is None:
-        config = AutoConfig.from_pretrained(path, **hub_kwargs, **side_kwargs)
-    else:
-        config = config.copy()
-        for key, value in side_kwargs.items():
-            setattr(config, key, value)
-    role = "decoder" if is_decoder else "encoder"
-    if bool(config.is_decoder) != is_decoder or bool(config.add_cross_attention) != is_decoder:
-        logger.info(
-            "Setting is_decoder=%s and add_cross_attention=%s on the %s config of %s",
-            is_decoder, is_decoder, role, path,
-        )
-        config.is_decoder = is_decoder
-        config.add_cross_attention = is_decoder
-    model_class = factory.model_class(config)
-    model, info = model_class._load_pretrained(path, *model_args, config=config, **hub_kwargs, **load_kwargs)
-    return model, info["missing_keys"]

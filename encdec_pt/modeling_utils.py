@@ -8,25 +8,18 @@ themselves are read and written by ``encdec.checkpoint`` (numpy), shared with TF
 from __future__ import annotations
 
 import io
-import logging
 import os
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Type
 
 import numpy as np
 import torch
 from torch import nn
 
-from encdec.checkpoint import align_to_schema, atomic_write_bytes, load_checkpoint, save_state_dict
-from encdec.configuration import AutoConfig, PretrainedConfig
+from encdec.checkpoint import atomic_write_bytes, save_state_dict
+from encdec.configuration import PretrainedConfig
 from encdec.generation_config import GenerationConfig
-from encdec.hub import HUB_KWARGS
-from encdec.modeling_utils import newly_initialised_report
+from encdec.loading import load_pretrained
 from encdec.naming.schema import Schema, schema_for
-
-logger = logging.getLogger("encdec")
-
-# Arguments of `from_pretrained` that choose the file to read.
-_PREFER_FLAGS = {"from_pt": "pt", "from_tf": "tf", "from_flax": "flax"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,8 +240,6 @@ class PreTrainedModel(nn.Module):
     supports_gradient_checkpointing: bool = True
     # Constructor arguments that `from_pretrained` passes to the class instead of the config.
     _init_kwargs: Tuple[str, ...] = ()
-    # Whether a checkpoint of the base model loads into this model and back (see align_to_schema).
-    _align_with_base_model_prefix: bool = True
 
     def __init__(self, config: PretrainedConfig):
         super().__init__()
@@ -294,9 +285,9 @@ class PreTrainedModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def _materialise(self, loaded: Dict[str, Any]) -> None:
+    def _materialise(self, missing: Iterable[str]) -> None:
         """Give every parameter left on the meta device (a model built under ``torch.device("meta")``)
-        CPU memory, and initialise those that ``loaded`` (canonical names) will not fill.
+        CPU memory, and initialise those of the canonical names ``missing`` (what loading will not fill).
 
         The initialisation is the one construction gives: for every module above such a parameter,
         bottom-up as ``post_init``'s ``apply``, the module's ``reset_parameters`` (torch's default),
@@ -316,8 +307,7 @@ class PreTrainedModel(nn.Module):
                     )
         self.tie_weights()
         params = self._all_parameters()
-        filled = {id(params[name]) for name in loaded if name in params}
-        pending = {id(p) for p in self.parameters() if id(p) not in filled}
+        pending = {id(params[name]) for name in missing if name in params}
         if not pending:
             return
 
@@ -412,77 +402,31 @@ class PreTrainedModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, *model_args: Any, **kwargs: Any):
-        """Build from ``config.json`` and load any checkpoint format of the folder or hub repo.
+        """Build from ``config.json`` and load any checkpoint format of the folder or hub repo
+        (the one loading path, ``encdec.loading.load_pretrained``).
 
         Args:
             pretrained_model_name_or_path: a folder or a hub id.
             config: a config to use instead of the folder's ``config.json``.
             torch_dtype / dtype: parameter dtype (a torch dtype, its name, or ``"auto"``).
-            from_pt / from_tf / from_flax: prefer that file when several are present (never needed).
-            output_loading_info: also return ``{"missing_keys", "unexpected_keys", "mismatched_keys"}``.
+            from_pt / from_tf / from_flax: prefer that file when several are present (never needed;
+                at most one may be set).
+            output_loading_info: also return ``{"missing_keys", "unexpected_keys", "mismatched_keys",
+                "ignored_keys"}``.
             **kwargs: hub arguments (``revision``, ``cache_dir``, ...), constructor arguments
                 (``add_pooling_layer``), the rest override config fields.
 
-        Returns the model in eval mode.
+        Weights the checkpoint lacks are initialised by the model's rules and reported; a shape
+        mismatch raises a ``CheckpointError``. Returns the model in eval mode.
         """
-        output_loading_info = kwargs.pop("output_loading_info", False)
-        model, info = cls._load_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        name = f"{type(model).__name__} from {pretrained_model_name_or_path}"
-        for line in newly_initialised_report(info["missing_keys"], name):
-            logger.warning(line)
-        if info["unexpected_keys"]:
-            logger.info(
-                "%s: checkpoint tensors not used by the model: %s", name, ", ".join(info["unexpected_keys"][:8])
-            )
-        return (model, info) if output_loading_info else model
-
-    @classmethod
-    def _load_pretrained(cls, path: str, *model_args: Any, **kwargs: Any):
-        config = kwargs.pop("config", None)
-        dtype_arg = kwargs.pop("torch_dtype", None)
-        dtype_arg = kwargs.pop("dtype", dtype_arg)
-        prefer = None
-        for flag, fmt in _PREFER_FLAGS.items():
-            if kwargs.pop(flag, False):
-                prefer = fmt
-        hub_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in HUB_KWARGS}
-        init_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in cls._init_kwargs}
-        if config is None:
-            config = AutoConfig.from_pretrained(path, **hub_kwargs, **kwargs)
-        else:
-            config = config.copy()
-            for key, value in kwargs.items():
-                setattr(config, key, value)
-        if cls.config_class is not PretrainedConfig and not isinstance(config, cls.config_class):
-            raise ValueError(
-                f"{cls.__name__} needs a {cls.config_class.__name__}, but {path} holds a "
-                f"{type(config).__name__} (model_type {config.model_type!r})"
-            )
-        # Built on the meta device: no memory and no random initialisation for the tensors the
-        # checkpoint is about to replace (for the base bert2gpt2, 6 of the 10 s from_pretrained took
-        # before); only the tensors it lacks are initialised, by the model's own rules.
-        with torch.device("meta"):
-            model = cls(config, *model_args, **init_kwargs)
-        schema = model.schema()
-        checkpoint = load_checkpoint(path, schema=schema, prefer=prefer, **hub_kwargs)
-        prefix = cls.base_model_prefix if cls._align_with_base_model_prefix else ""
-        aligned = align_to_schema(checkpoint.state, schema, source=checkpoint.source, base_model_prefix=prefix or None)
-        aligned.raise_for_errors(allow_missing=lambda name: True, allow_unexpected=True)
-        model._materialise(loaded=aligned.tensors)
-        model.load_canonical(aligned.tensors, strict=False, assign=True)
-        dtype = resolve_dtype(dtype_arg, config, checkpoint.state)
-        if dtype is not None:
-            model.to(dtype)
-            model.config.dtype = str(dtype).replace("torch.", "")
-        model.generation_config = GenerationConfig.for_model(path, model.config, **hub_kwargs)
+        dtype = kwargs.pop("torch_dtype", None)
+        dtype = kwargs.pop("dtype", dtype)
+        loaded, args = load_pretrained(TorchLoader(dtype), cls, pretrained_model_name_or_path, model_args, kwargs,
+                                       cls._init_kwargs)
+        model = loaded.model
+        model.generation_config = GenerationConfig.for_model(pretrained_model_name_or_path, model.config, **args.hub)
         model.eval()
-        info = {
-            "missing_keys": list(aligned.missing),
-            "unexpected_keys": list(aligned.unexpected),
-            "mismatched_keys": list(aligned.mismatched),
-            "ignored_keys": dict(aligned.ignored),
-        }
-        return model, info
+        return (model, loaded.info) if args.output_loading_info else model
 
     # --- training helpers --------------------------------------------------------------------
     def gradient_checkpointing_enable(self) -> None:
@@ -544,6 +488,31 @@ class PreTrainedModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class TorchLoader:
+    """PyTorch's part of the loading path (``encdec.loading``): build on the meta device (no
+    memory, no random numbers for the tensors the checkpoint replaces), initialise only what the
+    checkpoint lacks by the model's own rules, take the checkpoint's arrays as parameters without a
+    copy where dtype and layout allow, then cast to ``dtype`` (``torch_dtype`` / ``dtype``)."""
+
+    def __init__(self, dtype: Any = None):
+        self.dtype = dtype
+
+    def build(self, model_class: Type["PreTrainedModel"], config: PretrainedConfig, *model_args: Any,
+              **init_kwargs: Any) -> "PreTrainedModel":
+        with torch.device("meta"):
+            return model_class(config, *model_args, **init_kwargs)
+
+    def initialise_missing(self, model: "PreTrainedModel", names: List[str]) -> None:
+        model._materialise(missing=names)
+
+    def assign(self, model: "PreTrainedModel", tensors: Dict[str, np.ndarray]) -> None:
+        model.load_canonical(tensors, strict=False, assign=True)
+        dtype = resolve_dtype(self.dtype, model.config, tensors)
+        if dtype is not None:
+            model.to(dtype)
+            model.config.dtype = str(dtype).replace("torch.", "")
 
 
 def set_parameter(module: nn.Module, dotted_name: str, param: nn.Parameter) -> None:

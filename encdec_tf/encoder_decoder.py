@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import keras
 import tensorflow as tf
 
-from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedConfig
-from encdec.hub import HUB_KWARGS
-from encdec.modeling_utils import split_prefixed_kwargs
+from encdec.configuration import EncoderDecoderConfig
+from encdec.loading import load_encoder_decoder_pretrained
 from encdec.naming.schema import needs_enc_to_dec_proj
 from encdec.registry import architecture, check_decoder_contract
 from encdec_tf.generation import TFGenerationMixin
 from encdec_tf.layers import Dense
 from encdec_tf.modeling_outputs import ModelOutput, TFBaseModelOutputWithPoolingAndCrossAttentions, TFSeq2SeqLMOutput
 from encdec_tf.modeling_utils import (
+    TFLoader,
     TFPreTrainedModel,
     as_int_tensor,
     check_ids,
@@ -37,9 +37,6 @@ logger = logging.getLogger(__name__)
 
 # What generation and the static cache call on a decoder (docs/architectures.md).
 DECODER_CONTRACT = ("decoder_embed", "decoder_layers", "decoder_logits", "cross_key_value")
-
-# Keywords of `from_pretrained` that choose files or names, not config fields.
-_LOAD_FLAGS = frozenset({"from_pt", "from_tf", "from_flax", "name", "load_weight_prefix"}) | HUB_KWARGS
 
 
 def shift_tokens_right(labels: tf.Tensor, pad_token_id: Optional[int], decoder_start_token_id: Optional[int]) -> tf.Tensor:
@@ -160,59 +157,20 @@ class TFEncoderDecoderModel(TFGenerationMixin, TFPreTrainedModel):
         cls, encoder_pretrained_model_name_or_path: Optional[str] = None,
         decoder_pretrained_model_name_or_path: Optional[str] = None, *model_args: Any, **kwargs: Any,
     ) -> "TFEncoderDecoderModel":
-        """Warm-start from a pretrained encoder and decoder. ``encoder_*`` / ``decoder_*``
-        keywords go to that part (config overrides such as ``decoder_hidden_dropout_prob=0.2``,
-        ``encoder_from_pt=True``, ``encoder_model=`` an instance); reserved names such as
-        ``decoder_start_token_id`` stay top-level. The decoder gets ``is_decoder`` and
-        ``add_cross_attention``; its new cross-attention weights are reported in one line.
+        """Warm-start from a pretrained encoder and decoder (``encdec.loading.load_encoder_decoder_pretrained``).
+        ``encoder_*`` / ``decoder_*`` keywords go to that part (config overrides such as
+        ``decoder_hidden_dropout_prob=0.2``, ``encoder_from_pt=True``, ``encoder_model=`` an instance);
+        reserved names such as ``decoder_start_token_id`` stay top-level; ``name=`` names the Keras
+        model; ``output_loading_info=True`` also returns the load-info dict. The encoder's config is
+        reset to ``is_decoder=False`` / ``add_cross_attention=False``, the decoder's gets both True;
+        the weights no checkpoint holds are initialised and reported in one report.
         """
-        kwargs_encoder, kwargs_decoder, kwargs = split_prefixed_kwargs(kwargs)
-        report: List[str] = []
-        encoder = kwargs_encoder.pop("model", None)
-        if encoder is None:
-            if encoder_pretrained_model_name_or_path is None:
-                raise ValueError(
-                    "If `encoder_model` is not defined as an argument, a `encoder_pretrained_model_name_or_path` has "
-                    "to be defined."
-                )
-            config = kwargs_encoder.pop("config", None) or _part_config(encoder_pretrained_model_name_or_path, kwargs_encoder)
-            if config.is_decoder or config.add_cross_attention:
-                logger.info("Initializing %s as an encoder: cross-attention and causal mask are disabled.",
-                            encoder_pretrained_model_name_or_path)
-                config.is_decoder = False
-                config.add_cross_attention = False
-            encoder, lines = TFAutoModel.from_pretrained_with_report(
-                encoder_pretrained_model_name_or_path, *model_args, config=config, **_load_kwargs(kwargs_encoder),
-                allow_missing=lambda name: False,
-            )
-            report += lines
-        decoder = kwargs_decoder.pop("model", None)
-        if decoder is None:
-            if decoder_pretrained_model_name_or_path is None:
-                raise ValueError(
-                    "If `decoder_model` is not defined as an argument, a `decoder_pretrained_model_name_or_path` has "
-                    "to be defined."
-                )
-            config = kwargs_decoder.pop("config", None) or _part_config(decoder_pretrained_model_name_or_path, kwargs_decoder)
-            if not config.is_decoder or not config.add_cross_attention:
-                logger.info("Initializing %s as a decoder: is_decoder and add_cross_attention are set.",
-                            decoder_pretrained_model_name_or_path)
-                config.is_decoder = True
-                config.add_cross_attention = True
-            decoder, lines = TFAutoModelForCausalLM.from_pretrained_with_report(
-                decoder_pretrained_model_name_or_path, config=config, **_load_kwargs(kwargs_decoder),
-                allow_missing=lambda name: True,  # reported below, cross-attention as expected
-            )
-            report += lines
-        config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config, **kwargs)
-        model = cls(config=config, encoder=encoder, decoder=decoder)
-        for line in report:
-            logger.warning("%s", line)
-        return model
-
-    @classmethod
-    def _from_config_for_load(cls, config: EncoderDecoderConfig, *model_args: Any, name: Optional[str] = None):
-        return cls(config, **({"name": name} if name else {}))
+        kwargs.pop("load_weight_prefix", None)
+        loaded, args = load_encoder_decoder_pretrained(
+            TFLoader(), cls, encoder_pretrained_model_name_or_path, decoder_pretrained_model_name_or_path,
+            model_args, kwargs, ("name",),
+        )
+        return (loaded.model, loaded.info) if args.output_loading_info else loaded.model
 
     # --- forward ----------------------------------------------------------------------------
     def call(self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
@@ -324,14 +282,3 @@ def _labels_into_inputs(data: Any) -> Any:
         raise ValueError("TFEncoderDecoderModel trains on its internal loss; sample weights are not supported, "
                          "use -100 labels to leave tokens out")
     return (x,)
-
-
-def _part_config(path: str, part_kwargs: Dict[str, Any]) -> PretrainedConfig:
-    """The part's config with its overrides applied (the reference drops them and crashes)."""
-    hub_kwargs = {k: v for k, v in part_kwargs.items() if k in HUB_KWARGS}
-    overrides = {k: part_kwargs.pop(k) for k in list(part_kwargs) if k not in _LOAD_FLAGS}
-    return AutoConfig.from_pretrained(path, **hub_kwargs, **overrides)
-
-
-def _load_kwargs(part_kwargs: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: v for k, v in part_kwargs.items() if k in _LOAD_FLAGS}

@@ -18,10 +18,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from encdec.checkpoint import align_to_schema, load_checkpoint, owned_only, save_state_dict
+from encdec.checkpoint import owned_only, save_state_dict
 from encdec.configuration import AutoConfig, PretrainedConfig
 from encdec.generation_config import GenerationConfig
-from encdec.modeling_utils import check_token_ids, newly_initialised_report
+from encdec.loading import load_pretrained
+from encdec.modeling_utils import check_token_ids
 from encdec.naming.layout import framework_path, from_framework, to_framework
 from encdec.naming.schema import Schema
 from encdec_tf.layers import XLATraceCall, deferred_initialisers, run_initialisers
@@ -275,53 +276,42 @@ class TFPreTrainedModel(XLATraceCall, keras.Model):
     def from_pretrained(cls, pretrained_model_name_or_path: str, *model_args: Any, **kwargs: Any) -> "TFPreTrainedModel":
         """Load from a folder or hub id holding any layout this library reads: ``model.safetensors``
         (ours or PyTorch's), ``pytorch_model.bin``, HF ``tf_model.h5`` / ``flax_model.msgpack``,
-        single or sharded. ``from_pt`` / ``from_tf`` / ``from_flax`` only set which file wins
-        when several are present. Other keywords override config fields.
+        single or sharded (the one loading path, ``encdec.loading.load_pretrained``).
+
+        ``from_pt`` / ``from_tf`` / ``from_flax`` only set which file wins when several are present
+        (at most one may be set). ``name=`` names the Keras model; ``output_loading_info=True`` also
+        returns ``{"missing_keys", "unexpected_keys", "mismatched_keys", "ignored_keys"}``. Weights the
+        checkpoint lacks are initialised by their initializers and reported; a shape mismatch raises a
+        ``CheckpointError``. Other keywords override config fields.
         """
-        model, _ = cls._from_pretrained_with_report(pretrained_model_name_or_path, *model_args, **kwargs)
+        kwargs.pop("load_weight_prefix", None)  # the reference's TF plumbing; names here never depend on it
+        loaded, args = load_pretrained(TFLoader(), cls, pretrained_model_name_or_path, model_args, kwargs, ("name",))
+        model = loaded.model
+        model.generation_config = GenerationConfig.for_model(pretrained_model_name_or_path, model.config, **args.hub)
+        return (model, loaded.info) if args.output_loading_info else model
+
+
+class TFLoader:
+    """TensorFlow's part of the loading path (``encdec.loading``): build with every weight created
+    as zeros and its initializer recorded (``deferred_initialisers``), run the initializers only for
+    the weights the checkpoint lacks, assign the checkpoint's tensors."""
+
+    def __init__(self) -> None:
+        self.initialisers: Dict[int, Any] = {}
+
+    def build(self, model_class: Any, config: PretrainedConfig, *model_args: Any, name: Optional[str] = None,
+              **init_kwargs: Any) -> TFPreTrainedModel:
+        if name:
+            init_kwargs["name"] = name
+        with deferred_initialisers() as initialisers:
+            model = model_class(config, *model_args, **init_kwargs)
+        self.initialisers = initialisers
         return model
 
-    @classmethod
-    def _from_pretrained_with_report(
-        cls, path: str, *model_args: Any, allow_missing=None, **kwargs: Any
-    ) -> Tuple["TFPreTrainedModel", List[str]]:
-        from encdec.hub import HUB_KWARGS
-
-        config = kwargs.pop("config", None)
-        prefer = None
-        for flag, fmt in (("from_pt", "pt"), ("from_tf", "tf"), ("from_flax", "flax")):
-            if kwargs.pop(flag, False):
-                prefer = fmt
-        name = kwargs.pop("name", None)
-        kwargs.pop("load_weight_prefix", None)  # the reference's TF plumbing; names here never depend on it
-        hub_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in HUB_KWARGS}
-        if config is None:
-            config = AutoConfig.from_pretrained(path, **hub_kwargs, **kwargs)
-            if cls.config_class is not PretrainedConfig and not isinstance(config, cls.config_class):
-                raise ValueError(f"{path} holds a {type(config).__name__}, but {cls.__name__} needs a {cls.config_class.__name__}")
-        else:
-            for key, value in kwargs.items():
-                setattr(config, key, value)
-        with deferred_initialisers() as initialisers:
-            model = cls._from_config_for_load(config, *model_args, name=name)
-        schema = model.schema()
-        checkpoint = load_checkpoint(path, schema=schema, prefer=prefer, **hub_kwargs)
-        aligned = align_to_schema(
-            checkpoint.state, schema, source=checkpoint.source, base_model_prefix=cls.base_model_prefix or None
-        )
-        aligned.raise_for_errors(allow_missing=allow_missing, allow_unexpected=True)
-        if aligned.unexpected:
-            logger.warning("%s: %d weights of the checkpoint were not used: %s", checkpoint.source,
-                           len(aligned.unexpected), ", ".join(aligned.unexpected[:8]))
-        missing = model.load_state_dict(aligned.tensors, strict=False)
-        if missing:  # what the checkpoint lacks gets its initializer's values (the rest started as zeros)
+    def initialise_missing(self, model: TFPreTrainedModel, names: List[str]) -> None:
+        if names:
             variables = model.canonical_variables()
-            run_initialisers(initialisers, [variables[name] for name in missing if name in variables])
-        model.generation_config = GenerationConfig.for_model(path, model.config, **hub_kwargs)
-        report = newly_initialised_report(aligned.missing, type(model).__name__) if aligned.missing else []
-        return model, report
+            run_initialisers(self.initialisers, [variables[name] for name in names if name in variables])
 
-    @classmethod
-    def _from_config_for_load(cls, config: PretrainedConfig, *model_args: Any, name: Optional[str] = None):
-        kwargs = {"name": name} if name else {}
-        return cls(config, *model_args, **kwargs)
+    def assign(self, model: TFPreTrainedModel, tensors: Dict[str, np.ndarray]) -> None:
+        model.load_state_dict(tensors, strict=False)

@@ -48,28 +48,23 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from encdec.checkpoint import align_to_schema, load_checkpoint
-from encdec.configuration import AutoConfig, EncoderDecoderConfig
+from encdec.configuration import EncoderDecoderConfig
 from encdec.generation_config import GenerationConfig
-from encdec.modeling_utils import newly_initialised_report, split_prefixed_kwargs
+from encdec.loading import load_encoder_decoder_pretrained
 from encdec.naming.layout import framework_path
 from encdec.naming.schema import needs_enc_to_dec_proj, schema_for
-from encdec.registry import architecture
 from encdec_flax.generation.utils import FlaxGenerationMixin
 from encdec_flax.models.auto import FlaxAutoModel, FlaxAutoModelForCausalLM
 from encdec_flax.models.layers import Dense
 from encdec_flax.models.modeling_outputs import FlaxCausalLMOutputWithCrossAttentions, FlaxSeq2SeqLMOutput
 from encdec_flax.models.modeling_utils import (
+    FlaxLoader,
     FlaxPreTrainedModel,
-    _prefer,
-    _split_hub_kwargs,
+    _flax_result,
     check_ids,
     check_labels,
     check_positions,
     normal_init,
-    params_to_state_dict,
-    reading_schema,
-    state_dict_to_params,
 )
 
 logger = logging.getLogger("encdec_flax")
@@ -530,17 +525,6 @@ class FlaxEncoderDecoderModel(FlaxGenerationMixin, FlaxPreTrainedModel):
 
     # --- loading -----------------------------------------------------------------------------
     @classmethod
-    def _reading_schema(cls, config):
-        return schema_for(config)
-
-    @classmethod
-    def _align_prefix(cls):
-        return None
-
-    def _params_from_aligned(self, aligned, strict: bool = True):
-        return super()._params_from_aligned(aligned, strict=strict)
-
-    @classmethod
     def from_encoder_decoder_pretrained(
         cls,
         encoder_pretrained_model_name_or_path: Optional[str] = None,
@@ -548,74 +532,22 @@ class FlaxEncoderDecoderModel(FlaxGenerationMixin, FlaxPreTrainedModel):
         *model_args: Any,
         **kwargs: Any,
     ) -> "FlaxEncoderDecoderModel":
-        """Build from a pretrained encoder and decoder (folders or hub ids, any checkpoint format).
+        """Build from a pretrained encoder and decoder (folders or hub ids, any checkpoint format;
+        ``encdec.loading.load_encoder_decoder_pretrained``).
 
         ``encoder_*`` / ``decoder_*`` kwargs go to that side (``encoder_config=``,
         ``decoder_hidden_dropout_prob=``, ``decoder_from_pt=``, hub options); reserved top-level names
-        such as ``decoder_start_token_id`` stay on the composite config. The decoder gets
-        ``is_decoder`` and ``add_cross_attention``; the weights it lacks (cross-attention,
-        ``enc_to_dec_proj``) are initialised randomly and reported in one line per group.
+        such as ``decoder_start_token_id`` stay on the composite config; ``dtype``, ``seed``,
+        ``input_shape`` and ``gradient_checkpointing`` go to the constructor;
+        ``output_loading_info=True`` also returns the load-info dict. The encoder's config is reset to
+        ``is_decoder=False`` / ``add_cross_attention=False``, the decoder's gets both True; the
+        weights no checkpoint holds (cross-attention, ``enc_to_dec_proj``) are initialised randomly
+        and reported in one line per group (also in ``model.loading_info``).
         """
-        if model_args:
-            raise TypeError("from_encoder_decoder_pretrained takes the two paths positionally and the rest by keyword")
-        encoder_kwargs, decoder_kwargs, kwargs = split_prefixed_kwargs(kwargs)
-        dtype = kwargs.pop("dtype", jnp.float32)
-        seed = kwargs.pop("seed", 0)
-        gradient_checkpointing = kwargs.pop("gradient_checkpointing", False)
-
-        sides = {}
-        for role, path, side_kwargs in (
-            ("encoder", encoder_pretrained_model_name_or_path, encoder_kwargs),
-            ("decoder", decoder_pretrained_model_name_or_path, decoder_kwargs),
-        ):
-            if path is None:
-                raise ValueError(f"from_encoder_decoder_pretrained needs the {role} checkpoint path or hub id")
-            hub_kwargs, side_kwargs = _split_hub_kwargs(dict(side_kwargs))
-            prefer = _prefer(side_kwargs.pop("from_pt", False), side_kwargs.pop("from_flax", False),
-                             side_kwargs.pop("from_tf", False))
-            config = side_kwargs.pop("config", None)
-            if config is None:
-                config = AutoConfig.from_pretrained(path, **hub_kwargs, **side_kwargs)
-            else:
-                config = config.copy()
-                for key, value in side_kwargs.items():
-                    setattr(config, key, value)
-            if role == "decoder" and not (config.is_decoder and config.add_cross_attention):
-                logger.info(f"decoder config of {path}: setting is_decoder=True and add_cross_attention=True")
-                config.is_decoder = True
-                config.add_cross_attention = True
-            sides[role] = (path, config, hub_kwargs, prefer)
-
-        config = EncoderDecoderConfig.from_encoder_decoder_configs(sides["encoder"][1], sides["decoder"][1], **kwargs)
-        model = cls(config, dtype=dtype, seed=seed, gradient_checkpointing=gradient_checkpointing)
-        schema = model.schema()
-
-        state: Dict[str, np.ndarray] = {}
-        unexpected = []
-        for role, head in (("encoder", "base"), ("decoder", "causal_lm")):
-            path, side_config, hub_kwargs, prefer = sides[role]
-            side_schema = schema_for(side_config, head=head)
-            ckpt = load_checkpoint(path, schema=reading_schema(side_config), prefer=prefer, **hub_kwargs)
-            aligned = align_to_schema(ckpt.state, side_schema, source=ckpt.source,
-                                      base_model_prefix=architecture(side_config).base_model_prefix)
-            aligned.raise_for_errors(allow_missing=lambda name: True, allow_unexpected=True)
-            unexpected += [f"{role}.{k}" for k in aligned.unexpected]
-            for name, value in aligned.tensors.items():
-                if f"{role}.{name}" in schema:
-                    state[f"{role}.{name}"] = value
-
-        owned = [spec.name for spec in schema.owned()]
-        missing = [name for name in owned if name not in state]
-        report = newly_initialised_report(missing, cls.__name__)
-        for line in report:
-            logger.warning(line)
-        if unexpected:
-            logger.warning(f"{cls.__name__}: {len(unexpected)} checkpoint tensors not used "
-                           f"(e.g. {', '.join(unexpected[:4])})")
-        if missing:
-            random_state = params_to_state_dict(model.params, schema)
-            state = {name: state.get(name, random_state[name]) for name in owned}
-        model.params = state_dict_to_params({name: state[name] for name in owned}, schema)
-        model.loading_info = {"missing_keys": missing, "unexpected_keys": unexpected, "report": report}
-        model.generation_config = GenerationConfig.from_model_config(config)
-        return model
+        loaded, args = load_encoder_decoder_pretrained(
+            FlaxLoader(), cls, encoder_pretrained_model_name_or_path, decoder_pretrained_model_name_or_path,
+            model_args, kwargs, ("dtype", "seed", "input_shape", "gradient_checkpointing"),
+        )
+        model = loaded.model
+        model.generation_config = GenerationConfig.from_model_config(model.config)
+        return _flax_result(model, loaded, True, args.output_loading_info)

@@ -20,11 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from encdec.checkpoint import align_to_schema, load_checkpoint, save_state_dict
+from encdec.checkpoint import save_state_dict
 from encdec.configuration import PretrainedConfig
 from encdec.generation_config import GenerationConfig
-from encdec.hub import HUB_KWARGS
-from encdec.modeling_utils import check_token_ids, newly_initialised_report
+from encdec.loading import load_pretrained
+from encdec.modeling_utils import check_token_ids
 from encdec.naming.layout import framework_path, from_framework, to_framework
 from encdec.naming.schema import Schema, schema_for
 
@@ -133,11 +133,6 @@ def check_labels(labels: Any, vocab_size: int) -> None:
     check_token_ids(np.where(labels == -100, 0, labels), vocab_size, "labels")
 
 
-def reading_schema(config: PretrainedConfig) -> Schema:
-    """Base model (with pooler) and causal-LM names of ``config``'s architecture, merged."""
-    return schema_for(config, head="base", add_pooling_layer=True).merge(schema_for(config, head="causal_lm"))
-
-
 def check_positions(config: PretrainedConfig, ids: Any = None, position_ids: Any = None,
                     token_type_ids: Any = None, prefix: str = "") -> None:
     """Host-side checks of what JAX would clamp silently: sequence length and position ids against
@@ -161,15 +156,6 @@ def check_positions(config: PretrainedConfig, ids: Any = None, position_ids: Any
         if bad.any():
             pos = tuple(int(i) for i in np.argwhere(bad)[0])
             raise ValueError(f"{name} holds {int(arr[pos])} at position {pos}, outside [0, {bound})")
-
-
-def _split_hub_kwargs(kwargs: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    hub = {k: kwargs.pop(k) for k in list(kwargs) if k in HUB_KWARGS}
-    return hub, kwargs
-
-
-def _prefer(from_pt: bool, from_flax: bool, from_tf: bool) -> Optional[str]:
-    return "pt" if from_pt else "flax" if from_flax else "tf" if from_tf else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,14 +377,6 @@ class FlaxPreTrainedModel:
         return save_state_dict(state, save_directory, max_shard_size=max_shard_size)
 
     @classmethod
-    def _config_from_pretrained(cls, path, config, hub_kwargs, config_kwargs):
-        if config is None:
-            return cls.config_class.from_pretrained(path, **hub_kwargs, **config_kwargs)
-        for key, value in config_kwargs.items():
-            setattr(config, key, value)
-        return config
-
-    @classmethod
     def from_pretrained(
         cls,
         pretrained_model_name_or_path: str,
@@ -415,61 +393,71 @@ class FlaxPreTrainedModel:
     ):
         """Load any checkpoint of this library or of Hugging Face: ``model.safetensors`` (single or
         sharded), ``pytorch_model.bin`` (no flag needed), ``flax_model.msgpack`` (single or sharded),
-        ``tf_model.h5``. ``from_pt`` / ``from_flax`` / ``from_tf`` only choose which file wins when a
-        folder holds several. Remaining kwargs override config fields (``add_pooling_layer`` for BERT
-        is a module option). With ``_do_init=False`` returns ``(model, params)``.
+        ``tf_model.h5`` (the one loading path, ``encdec.loading.load_pretrained``). ``from_pt`` /
+        ``from_flax`` / ``from_tf`` only choose which file wins when a folder holds several (at most
+        one may be set). Remaining kwargs override config fields (``add_pooling_layer`` for BERT is
+        a module option). Weights the checkpoint lacks are initialised and reported (also in
+        ``model.loading_info``); a shape mismatch raises a ``CheckpointError``.
+
+        Returns the model, or with ``_do_init=False`` ``(model, params)``; with
+        ``output_loading_info=True`` the load-info dict comes last in either.
         """
-        hub_kwargs, kwargs = _split_hub_kwargs(dict(kwargs))
-        module_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in ("add_pooling_layer",)}
-        config = cls._config_from_pretrained(pretrained_model_name_or_path, config, hub_kwargs, kwargs)
-        model = cls(config, input_shape=input_shape, seed=seed, dtype=dtype, _do_init=False,
-                    gradient_checkpointing=gradient_checkpointing, **module_kwargs)
-        schema = model.schema()
-        ckpt = load_checkpoint(pretrained_model_name_or_path, schema=cls._reading_schema(config),
-                               prefer=_prefer(from_pt, from_flax, from_tf), **hub_kwargs)
-        aligned = align_to_schema(ckpt.state, schema, source=ckpt.source, base_model_prefix=cls._align_prefix())
-        params = model._params_from_aligned(aligned)
+        loader = FlaxLoader(dtype=dtype, input_shape=input_shape, seed=seed,
+                            gradient_checkpointing=gradient_checkpointing)
+        flags = {"from_pt": from_pt, "from_flax": from_flax, "from_tf": from_tf}
+        loaded, args = load_pretrained(loader, cls, pretrained_model_name_or_path, (),
+                                       dict(kwargs, config=config, **flags), ("add_pooling_layer",))
+        model = loaded.model
         model.generation_config = (
-            GenerationConfig.for_model(pretrained_model_name_or_path, config, **hub_kwargs)
+            GenerationConfig.for_model(pretrained_model_name_or_path, model.config, **args.hub)
             if model.can_generate() else None
         )
-        if not _do_init:
-            return model, params
-        model.params = params
-        return model
+        return _flax_result(model, loaded, _do_init, args.output_loading_info)
 
-    @classmethod
-    def _reading_schema(cls, config: PretrainedConfig) -> Schema:
-        """The names a checkpoint for this architecture may hold: base model (with pooler) and
-        causal LM, so that TF/Flax files of either head can be read; ``align_to_schema`` then
-        keeps what this model has and reports the rest."""
-        return reading_schema(config)
 
-    @classmethod
-    def _align_prefix(cls) -> Optional[str]:
-        return cls.base_model_prefix or None
+def _flax_result(model: "FlaxPreTrainedModel", loaded: Any, do_init: bool, output_loading_info: bool):
+    """The Flax idiom: ``_do_init=False`` hands the params back instead of keeping them."""
+    model.loading_info = dict(loaded.info, report=loaded.report)
+    if do_init:
+        out = (model,)
+    else:
+        params, model.params = model.params, None
+        out = (model, params)
+    if output_loading_info:
+        out += (loaded.info,)
+    return out[0] if len(out) == 1 else out
 
-    def _params_from_aligned(self, aligned, strict: bool = False):
-        """Params from a checkpoint matched to the schema. Shape mismatches always raise; for a
-        part (not ``strict``) missing weights are randomly initialised and reported in one line per
-        group, and unexpected keys (an MLM head loaded into a base model) are reported and dropped."""
-        if strict:
-            aligned.raise_for_errors()
-        else:
-            aligned.raise_for_errors(allow_missing=lambda name: True, allow_unexpected=True)
-        owned = {spec.name: aligned.tensors[spec.name] for spec in self.schema().owned() if spec.name in aligned.tensors}
-        report = newly_initialised_report(aligned.missing, type(self).__name__) if aligned.missing else []
-        for line in report:
-            logger.warning(line)
-        if aligned.unexpected:
-            logger.warning(
-                f"{type(self).__name__}: {len(aligned.unexpected)} checkpoint tensors not used "
-                f"(e.g. {', '.join(aligned.unexpected[:4])})"
+
+class FlaxLoader:
+    """Flax's part of the loading path (``encdec.loading``): build with ``_do_init=False`` (no
+    params), draw the random init only when the checkpoint lacks something, put the checkpoint's
+    tensors into the params tree.
+
+    Args:
+        **init_kwargs: constructor arguments (``dtype``, ``input_shape``, ``seed``, ...).
+    """
+
+    def __init__(self, **init_kwargs: Any):
+        self.init_kwargs = init_kwargs
+
+    def build(self, model_class: Any, config: PretrainedConfig, *model_args: Any,
+              **init_kwargs: Any) -> "FlaxPreTrainedModel":
+        instances = sorted(set(init_kwargs) & {"encoder", "decoder"})
+        if instances:
+            raise ValueError(
+                f"{model_class.__name__} is built from configs and takes no ready {' or '.join(instances)} instance; "
+                "pass the checkpoint paths instead"
             )
-        self.loading_info = {"missing_keys": list(aligned.missing), "unexpected_keys": list(aligned.unexpected),
-                             "report": report}
-        if aligned.missing:
-            random_state = params_to_state_dict(self.init_weights(self.key, self.input_shape), self.schema())
-            random_state.update(owned)
-            owned = random_state
-        return state_dict_to_params(owned, self.schema())
+        if model_args:
+            raise TypeError(f"{model_class.__name__}.from_pretrained takes no positional model arguments")
+        return model_class(config, _do_init=False, **{**self.init_kwargs, **init_kwargs})
+
+    def initialise_missing(self, model: "FlaxPreTrainedModel", names: List[str]) -> None:
+        if names:
+            model.params = model.init_weights(model.key, model.input_shape)
+
+    def assign(self, model: "FlaxPreTrainedModel", tensors: Dict[str, np.ndarray]) -> None:
+        schema = model.schema()
+        state = params_to_state_dict(model.params, schema) if model.params is not None else {}
+        state.update(tensors)
+        model.params = state_dict_to_params(state, schema)

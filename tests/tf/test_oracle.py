@@ -174,9 +174,10 @@ def test_warm_start_applies_overrides_and_reports_new_cross_attention(tmp_path, 
     assert model.config.decoder_start_token_id == 101
     assert model.config.decoder.is_decoder and model.config.decoder.add_cross_attention
     lines = [r.getMessage() for r in caplog.records if "cross-attention" in r.getMessage()]
-    assert lines == ["cross-attention: 60 tensors newly initialised in TFBertLMHeadModel (expected; fine-tune before use)"], lines
+    assert lines == [f"cross-attention: 60 tensors newly initialised in TFEncoderDecoderModel({path}, {path}) "
+                     "(expected; fine-tune before use)"], lines
     # MiniLM has no LM head: said once, as a warning naming the weights.
-    assert any(r.getMessage().startswith("5 weights in TFBertLMHeadModel") for r in caplog.records)
+    assert any(r.getMessage().startswith("5 weights in TFEncoderDecoderModel") for r in caplog.records)
     model.save_pretrained(str(tmp_path))  # no dummy call needed
     # The encoder is the real MiniLM: equal to the reference's BertModel on the same text.
     import torch
