@@ -16,7 +16,7 @@ This module imports nothing from the rest of ``encdec``, so every layer can read
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, Generic, Iterator, Optional, Tuple, Type, TypeVar
+from typing import Any, Callable, Dict, Generic, Iterator, Mapping, Optional, Tuple, Type, TypeVar
 
 ENCODER = "encoder"
 DECODER = "decoder"
@@ -44,19 +44,29 @@ class DecoderLayout:
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerFamily:
-    """The tokenizer an architecture's checkpoints ship, as ``encdec.tokenizer`` reads it.
+    """What a tokenizer class of the reference adds to a ``tokenizers`` backend, as ``encdec.tokenizer``
+    reads it for the architectures that use it.
 
     Args:
-        name: ``"wordpiece"`` (``vocab.txt``) or ``"byte_level_bpe"`` (``vocab.json`` + ``merges.txt``).
-        marker: a vocabulary entry that tells this family's ``tokenizer.json`` from the others'.
-        special_tokens: defaults for special tokens the folder does not name.
-        model_input_names: what ``__call__`` returns.
+        name: the backend's algorithm as built from vocabulary files: ``"wordpiece"`` (``vocab.txt``),
+            ``"byte_level_bpe"`` (``vocab.json`` + ``merges.txt``), or ``"generic"`` (``tokenizer.json`` only).
+        class_name: ``tokenizer_class`` written to ``tokenizer_config.json``.
+        special_tokens: defaults the reference's class sets for special tokens the folder does not name.
+        model_input_names: what ``__call__`` returns by default.
+        normalizer_options: keyword -> (field of the backend's normalizer, default), rewritten
+            into the normalizer when they differ from it (``do_lower_case`` of BERT).
+        class_names: the ``tokenizer_class`` values of the folders of this family.
+        slow_normalized: special tokens that the reference's slow class makes normalized
+            AddedTokens when given as strings (it converts folders without tokenizer.json through it).
     """
 
     name: str
-    marker: Optional[str]
-    special_tokens: Dict[str, str]
+    class_name: Optional[str]
+    special_tokens: Mapping[str, str]
     model_input_names: Tuple[str, ...]
+    normalizer_options: Mapping[str, Tuple[str, Any]] = dataclasses.field(default_factory=dict)
+    class_names: Tuple[str, ...] = ()
+    slow_normalized: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from encdec.checkpoint import atomic_write_text
 from encdec.hub import HUB_KWARGS
+from encdec.registry import TokenizerFamily, records
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -48,66 +48,29 @@ _KEPT_CONFIG = ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "add
                 "tokenizer_class")
 
 
-@dataclass(frozen=True)
-class TokenizerRules:
-    """What a tokenizer class of the reference adds to a ``tokenizers`` backend (fields named as in
-    ``encdec.registry.TokenizerFamily`` where they overlap).
-
-    Args:
-        name: ``"wordpiece"`` (BERT), ``"byte_level_bpe"`` (GPT-2) or ``"generic"``.
-        class_name: ``tokenizer_class`` written to ``tokenizer_config.json``.
-        special_tokens: defaults the reference's class sets for special tokens the folder does not name.
-        model_input_names: what ``__call__`` returns by default.
-        normalizer_options: keyword -> (field of the backend's normalizer, default), rewritten
-            into the normalizer when they differ from it (``do_lower_case`` of BERT).
-        class_names: the ``tokenizer_class`` values of the folders of this family.
-        slow_normalized: special tokens that the reference's slow class makes normalized
-            AddedTokens when given as strings (it converts folders without tokenizer.json through it).
-    """
-
-    name: str
-    class_name: Optional[str]
-    special_tokens: Mapping[str, str]
-    model_input_names: Tuple[str, ...]
-    normalizer_options: Mapping[str, Tuple[str, Any]]
-    class_names: Tuple[str, ...] = ()
-    slow_normalized: Tuple[str, ...] = ()
+# The reference's PreTrainedTokenizerFast, for folders of a class no record names: no default special tokens.
+GENERIC = TokenizerFamily("generic", None, {}, ("input_ids", "token_type_ids", "attention_mask"))
 
 
-_FAMILIES = {
-    "wordpiece": TokenizerRules(
-        "wordpiece", "BertTokenizer",
-        {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-         "mask_token": "[MASK]"},
-        ("input_ids", "token_type_ids", "attention_mask"),
-        {"do_lower_case": ("lowercase", True), "strip_accents": ("strip_accents", None),
-         "tokenize_chinese_chars": ("handle_chinese_chars", True)},
-        ("BertTokenizer", "BertTokenizerFast", "ElectraTokenizer", "ElectraTokenizerFast",
-         "DistilBertTokenizer", "DistilBertTokenizerFast"),
-    ),
-    "byte_level_bpe": TokenizerRules(
-        "byte_level_bpe", "GPT2Tokenizer",
-        {"unk_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"},
-        ("input_ids", "attention_mask"), {}, ("GPT2Tokenizer", "GPT2TokenizerFast"),
-        ("bos_token", "eos_token", "unk_token", "pad_token"),
-    ),
-    # The reference's PreTrainedTokenizerFast: no default special tokens.
-    "generic": TokenizerRules("generic", None, {}, ("input_ids", "token_type_ids", "attention_mask"), {}),
-}
+def _families() -> Dict[str, TokenizerFamily]:
+    """The tokenizer families of the registered architectures, by name, and the generic one."""
+    families = {record.tokenizer.name: record.tokenizer for record in records()}
+    families.setdefault(GENERIC.name, GENERIC)
+    return families
 
 
-def _tokenizer_family(tokenizer_class: Optional[str], files: str) -> TokenizerRules:
+def _tokenizer_family(tokenizer_class: Optional[str], files: str) -> TokenizerFamily:
     """The rules of a folder's tokenizer from its ``tokenizer_class``, else from its files
     (``files``: ``"wordpiece"`` for vocab.txt or a WordPiece tokenizer.json, ``"bpe"``). Unknown
-    classes get the reference's generic fast tokenizer (no default special tokens).
-
-    The one place that knows the families: the architecture records may take it over."""
+    classes get the reference's generic fast tokenizer (no default special tokens). The families
+    are the architecture records' (``Architecture.tokenizer``)."""
+    families = _families()
     if tokenizer_class is not None:
-        for family in _FAMILIES.values():
+        for family in families.values():
             if tokenizer_class in family.class_names:
                 return family
-        return _FAMILIES["generic"]
-    return _FAMILIES[{"wordpiece": "wordpiece", "bpe": "byte_level_bpe"}.get(files, "generic")]
+        return GENERIC
+    return families.get({"wordpiece": "wordpiece", "bpe": "byte_level_bpe"}.get(files, ""), GENERIC)
 
 
 class BatchEncoding(dict):
@@ -649,7 +612,7 @@ def _added_token(value: Any, special: bool, name: str = "token", normalized: Opt
     raise ValueError(f"{name} must be a string or an AddedToken, got {value!r}")
 
 
-def _tokens_to_add(backend: Any, config: Mapping[str, Any], family: TokenizerRules, built_here: bool) -> List[Any]:
+def _tokens_to_add(backend: Any, config: Mapping[str, Any], family: TokenizerFamily, built_here: bool) -> List[Any]:
     """As the reference: the tokens of the config's ``added_tokens_decoder`` the backend lacks (a
     folder without tokenizer.json), then every special token not yet an added token (bos, eos, ...,
     then the additional ones); each gets a new id at the end of the vocabulary when it is not in it."""
@@ -699,7 +662,7 @@ def _id_list(token_ids: Any) -> List[int]:
     return [int(i) for i in array]
 
 
-def _rewrite_normalizer(backend: Any, family: TokenizerRules, config: Mapping[str, Any]) -> None:
+def _rewrite_normalizer(backend: Any, family: TokenizerFamily, config: Mapping[str, Any]) -> None:
     """Make the backend's normalizer follow ``do_lower_case`` & co., as BertTokenizerFast does."""
     if not family.normalizer_options or backend.normalizer is None:
         return

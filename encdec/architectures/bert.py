@@ -99,6 +99,19 @@ def bert_lm_head_schema(config: BertConfig) -> Schema:
     return schema
 
 
+# BERT's WordPiece tokenizer (``BertTokenizer``); ELECTRA's and DistilBERT's folders use the same rules.
+WORDPIECE = TokenizerFamily(
+    name="wordpiece",
+    class_name="BertTokenizer",
+    special_tokens={"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                    "mask_token": "[MASK]"},
+    model_input_names=("input_ids", "token_type_ids", "attention_mask"),
+    normalizer_options={"do_lower_case": ("lowercase", True), "strip_accents": ("strip_accents", None),
+                        "tokenize_chinese_chars": ("handle_chinese_chars", True)},
+    class_names=("BertTokenizer", "BertTokenizerFast", "ElectraTokenizer", "ElectraTokenizerFast",
+                 "DistilBertTokenizer", "DistilBertTokenizerFast"),
+)
+
 BERT = register_architecture(Architecture(
     model_type="bert",
     config_class=BertConfig,
@@ -110,13 +123,7 @@ BERT = register_architecture(Architecture(
         cross_key_value=("self.key", "self.value"),
         new_weights=r"\.crossattention\.",
     ),
-    tokenizer=TokenizerFamily(
-        name="wordpiece",
-        marker="[CLS]",
-        special_tokens={"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-                        "mask_token": "[MASK]"},
-        model_input_names=("input_ids", "token_type_ids", "attention_mask"),
-    ),
+    tokenizer=WORDPIECE,
     word_embeddings="embeddings.word_embeddings.weight",
     lm_head="cls",
     has_pooler=True,

@@ -104,6 +104,16 @@ def _gpt2_base_schema(config: GPT2Config, add_pooling_layer: bool = True) -> Sch
     return gpt2_model_schema(config)  # GPT-2 has no pooler
 
 
+# GPT-2's byte-level BPE tokenizer (``GPT2Tokenizer``).
+BYTE_LEVEL_BPE = TokenizerFamily(
+    name="byte_level_bpe",
+    class_name="GPT2Tokenizer",
+    special_tokens={"unk_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"},
+    model_input_names=("input_ids", "attention_mask"),
+    class_names=("GPT2Tokenizer", "GPT2TokenizerFast"),
+    slow_normalized=("bos_token", "eos_token", "unk_token", "pad_token"),
+)
+
 GPT2 = register_architecture(Architecture(
     model_type="gpt2",
     config_class=GPT2Config,
@@ -115,12 +125,7 @@ GPT2 = register_architecture(Architecture(
         cross_key_value=("c_attn",),
         new_weights=r"\.(crossattention|ln_cross_attn)\.",
     ),
-    tokenizer=TokenizerFamily(
-        name="byte_level_bpe",
-        marker="<|endoftext|>",
-        special_tokens={"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"},
-        model_input_names=("input_ids", "attention_mask"),
-    ),
+    tokenizer=BYTE_LEVEL_BPE,
     word_embeddings="wte.weight",
     lm_head="lm_head",
     tf_reused=((r"(^|\.)lm_head\.weight$", "TF GPT-2 has no lm_head variable: it reuses `wte`"),),

@@ -12,7 +12,7 @@ Shape letters: B batch, Q query length, K key length, H heads, D head dim.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -524,6 +524,9 @@ class FlaxBertModel(FlaxPreTrainedModel):
     base_model_prefix = "bert"
     schema_head = "base"
     module_class = FlaxBertModule
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True, **kwargs: Any):
+        super().__init__(config, add_pooling_layer=add_pooling_layer, **kwargs)
 
 
 class FlaxBertForCausalLM(FlaxPreTrainedModel):
