@@ -476,7 +476,7 @@ def _make_generate_fn(module, s: GenerationSettings, vocab_size: int, signature,
         batch_size = hidden.shape[0]
         # === One row per beam / returned sample ===
         decoder = _Decoder(module, parts, params, hidden, attention_mask, s.max_length, expand, loop_kernels,
-                           cross_attention=architecture(self.config.decoder).decoder.cross_attention)
+                           cross_attention=architecture(module.config.decoder).decoder.cross_attention)
         input_ids = jnp.full((batch_size * expand, s.max_length), s.pad_token_id, dtype=jnp.int32)
         input_ids = input_ids.at[:, 0].set(s.decoder_start_token_id)
         if s.is_beam:
