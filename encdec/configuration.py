@@ -51,6 +51,39 @@ _NOT_SERIALISED = {"_name_or_path", "_commit_hash", "_attn_implementation", "nam
 
 ENCDEC_VERSION = "0.1.0"
 
+# The generation attributes every reference config carries with these defaults (its
+# `PretrainedConfig._get_global_generation_defaults`). Read through `config.max_length` etc. when
+# not set; a value set on the config (or read from `config.json`) is stored, written back, and
+# honoured by `generate` while the model's generation config is the one derived from the config
+# (`encdec.generation_utils.prepare_generation_config`).
+LEGACY_GENERATION_DEFAULTS: Dict[str, Any] = {
+    "max_length": 20,
+    "min_length": 0,
+    "do_sample": False,
+    "early_stopping": False,
+    "num_beams": 1,
+    "temperature": 1.0,
+    "top_k": 50,
+    "top_p": 1.0,
+    "typical_p": 1.0,
+    "repetition_penalty": 1.0,
+    "length_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "num_return_sequences": 1,
+    "output_scores": False,
+    "return_dict_in_generate": False,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "remove_invalid_values": False,
+    "exponential_decay_length_penalty": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "num_beam_groups": 1,
+    "diversity_penalty": 0.0,
+}
+
 
 class PretrainedConfig:
     """Base of every config: HF ``config.json`` fields as attributes.
@@ -94,7 +127,52 @@ class PretrainedConfig:
         amap = type(self).attribute_map
         if key in amap:
             return getattr(self, amap[key])
+        if key in LEGACY_GENERATION_DEFAULTS:
+            return copy.deepcopy(LEGACY_GENERATION_DEFAULTS[key])
         raise AttributeError(f"{type(self).__name__} has no attribute {key!r}")
+
+    def update(self, config_dict: Dict[str, Any]) -> None:
+        """Set every key of ``config_dict`` as an attribute (aliases resolved), as the reference does."""
+        for key, value in config_dict.items():
+            setattr(self, key, value)
+
+    def update_from_string(self, update_str: str) -> None:
+        """``"n_embd=10,resid_pdrop=0.2,scale_attn_weights=false"``: each value is parsed to the type
+        of the attribute it replaces (bool, int, float or str), as the reference does."""
+        for item in update_str.split(","):
+            key, sep, text = item.partition("=")
+            if not sep:
+                raise ValueError(f"update_from_string needs key=value pairs separated by commas, got {item!r}")
+            if not hasattr(self, key):
+                raise ValueError(f"key {key!r} in {update_str!r} is not an attribute of {type(self).__name__}")
+            old = getattr(self, key)
+            if isinstance(old, bool):
+                if text.lower() not in ("true", "1", "y", "yes", "false", "0", "n", "no"):
+                    raise ValueError(f"can't parse {text!r} as a bool for key {key!r}")
+                value: Any = text.lower() in ("true", "1", "y", "yes")
+            elif isinstance(old, int):
+                value = int(text)
+            elif isinstance(old, float):
+                value = float(text)
+            elif isinstance(old, str):
+                value = text
+            else:
+                raise ValueError(f"can't set {key!r} from a string: its value {old!r} is not a bool, int, float or str")
+            setattr(self, key, value)
+
+    def get_text_config(self, decoder: bool = True) -> "PretrainedConfig":
+        """The config of the text part: the config itself for a single model."""
+        return self
+
+    def _get_non_default_generation_parameters(self) -> Dict[str, Any]:
+        """The legacy generation attributes set on this config (top level) to a value other than
+        the default; None means "no opinion" and is never reported (the reference's rule)."""
+        out = {}
+        for key, default in LEGACY_GENERATION_DEFAULTS.items():
+            value = self.__dict__.get(key)
+            if value is not None and value != default:
+                out[key] = value
+        return out
 
     # --- derived values --------------------------------------------------------------------
     @property

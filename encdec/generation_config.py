@@ -46,6 +46,10 @@ GENERATION_DEFAULTS: Dict[str, Any] = {
 
 TOKEN_KEYS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")
 
+# Bookkeeping, not settings: never compared, hashed or written (``_from_model_config`` is written
+# when True, as the reference does, so a reloaded model keeps honouring its config).
+_METADATA = ("_from_model_config", "_original_object_hash", "_transformers_version")
+
 
 class GenerationConfig:
     """Decoding settings. Unknown keys are kept and written back.
@@ -56,11 +60,17 @@ class GenerationConfig:
 
     def __init__(self, **kwargs: Any):
         self._from_model_config = bool(kwargs.pop("_from_model_config", False))
+        # The version of the library that wrote the file (None: this one): decides how a
+        # `generation_config=` passed to generate is completed (``prepare_generation_config``).
+        self._transformers_version = kwargs.pop("_transformers_version", None)
         for key, value in GENERATION_DEFAULTS.items():
             setattr(self, key, copy.deepcopy(value))
         for key, value in kwargs.items():
             setattr(self, key, value)
         self.validate()
+        # Set where the reference sets it (from a model config or a file): whether the instance
+        # was modified since is part of the legacy rule of ``prepare_generation_config``.
+        self._original_object_hash = None
 
     def validate(self) -> None:
         if self.early_stopping not in (True, False, "never"):
@@ -84,7 +94,9 @@ class GenerationConfig:
                 if value != default:
                     values[key] = value
                     break
-        return cls(_from_model_config=True, **values)
+        config = cls(_from_model_config=True, **values)
+        config._original_object_hash = hash(config)
+        return config
 
     def update(self, **kwargs: Any) -> Dict[str, Any]:
         """Set the known keys; return the ones that are not generation settings."""
@@ -98,7 +110,11 @@ class GenerationConfig:
         return unused
 
     def to_dict(self) -> Dict[str, Any]:
-        return {k: copy.deepcopy(v) for k, v in self.__dict__.items()}
+        return {k: copy.deepcopy(v) for k, v in self.__dict__.items() if k == "_from_model_config" or k not in _METADATA}
+
+    def settings_dict(self) -> Dict[str, Any]:
+        """Every setting, no bookkeeping: what equality and the hash compare."""
+        return {k: v for k, v in self.to_dict().items() if k not in _METADATA}
 
     def to_diff_dict(self) -> Dict[str, Any]:
         out = {}
@@ -128,9 +144,11 @@ class GenerationConfig:
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "GenerationConfig":
         data = dict(data)
-        data.pop("transformers_version", None)
+        data["_transformers_version"] = data.pop("transformers_version", None)
         data.pop("encdec_version", None)
-        return cls(**data)
+        config = cls(**data)
+        config._original_object_hash = hash(config)
+        return config
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, **hub_kwargs: Any) -> "GenerationConfig":
@@ -154,7 +172,10 @@ class GenerationConfig:
         return cls.from_model_config(config)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, GenerationConfig) and self.to_dict() == other.to_dict()
+        return isinstance(other, GenerationConfig) and self.settings_dict() == other.settings_dict()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.settings_dict(), sort_keys=True, default=repr))
 
     def __repr__(self) -> str:
         return f"GenerationConfig {self.to_json_string()}"

@@ -1,8 +1,10 @@
 """One resolution of ``generate`` settings, shared by the three frameworks.
 
-Every value is taken from, in order: the argument to ``generate``, the model's
-``generation_config``, the top-level model config, the decoder sub-config
-(``docs/generation.md``). The result is a frozen ``GenerationSettings``: the frameworks only run
+Every value is taken from, in order: the keyword argument to ``generate``, the
+``generation_config=`` passed to it, the model's ``generation_config``, the legacy generation
+attributes of the model config (``config.max_length = 4`` set after loading), the decoder
+sub-config (``docs/generation.md``; ``prepare_generation_config`` is the reference's
+``_prepare_generation_config``). The result is a frozen ``GenerationSettings``: the frameworks only run
 the decoding loop, so PyTorch, TensorFlow and Flax cannot disagree about what was asked.
 
 Lengths count decoder tokens *including* the start token, as the reference does:
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from encdec.configuration import PretrainedConfig
@@ -80,18 +84,94 @@ def _as_id_list(value: Any) -> Tuple[int, ...]:
     return (int(value),)
 
 
+def _written_before_4_50(config: GenerationConfig) -> bool:
+    """Whether the file was written by transformers older than 4.50 (``None``: this library or a new one)."""
+    version = getattr(config, "_transformers_version", None)
+    match = re.match(r"(\d+)\.(\d+)", str(version)) if version else None
+    return bool(match) and (int(match.group(1)), int(match.group(2))) < (4, 50)
+
+
+def prepare_generation_config(
+    model_config: PretrainedConfig,
+    model_generation_config: Optional[GenerationConfig],
+    generation_config: Optional[GenerationConfig] = None,
+    use_model_defaults: Optional[bool] = None,
+) -> GenerationConfig:
+    """The generation config a ``generate`` call starts from (a copy), by the reference's rule
+    (transformers 4.57 ``GenerationMixin._prepare_generation_config``):
+
+    - no ``generation_config``: the model's. If the model's was derived from its config
+      (``_from_model_config``), is unmodified since, and the config holds non-default legacy
+      generation attributes (``config.max_length = 4``), it is derived again from the config and
+      replaces the model's *in place* (the reference rebinds ``model.generation_config``), with the
+      reference's warning.
+    - a ``generation_config``: each of its values still at the global default takes the model's
+      non-default value (the model's token ids, ``num_beams`` ...). For a model generation config
+      written by transformers < 4.50, or with ``use_model_defaults=False``, only the token ids are
+      taken from the model, as the reference does.
+    """
+    if model_generation_config is None:
+        model_generation_config = GenerationConfig.from_model_config(model_config)
+    if generation_config is None:
+        model = model_generation_config
+        if (model._from_model_config and model._original_object_hash == hash(model)
+                and model_config._get_non_default_generation_parameters()):
+            derived = GenerationConfig.from_model_config(model_config)
+            if derived != model:
+                warnings.warn(
+                    "You have modified the pretrained model configuration to control generation. This is a "
+                    "deprecated strategy to control generation: set model.generation_config instead.",
+                    UserWarning,
+                )
+                model.__dict__.clear()
+                model.__dict__.update(derived.__dict__)
+        return copy.deepcopy(model)
+    if not isinstance(generation_config, GenerationConfig):
+        raise TypeError(f"generation_config must be an encdec GenerationConfig, got {type(generation_config).__name__}")
+    config = copy.deepcopy(generation_config)
+    if use_model_defaults is True or (use_model_defaults is None
+                                      and not _written_before_4_50(model_generation_config)):
+        defaults = GenerationConfig()
+        for key, model_value in model_generation_config.__dict__.items():
+            if key.startswith("_"):
+                continue
+            default = getattr(defaults, key, None)
+            if getattr(config, key, None) == default and model_value != default:
+                setattr(config, key, copy.deepcopy(model_value))
+        # `temperature=0.0` with a model that samples by default means greedy (the reference's edge case).
+        if config.temperature == 0.0:
+            config.do_sample = False
+    else:
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
+            if getattr(config, key, None) is None:
+                setattr(config, key, getattr(model_generation_config, key, None))
+    return config
+
+
+def check_generation_config_argument(generation_config: Any) -> None:
+    """``generate``'s second positional argument is ``generation_config`` (as in the reference);
+    an array there is most likely an attention mask passed the old way."""
+    if generation_config is not None and not isinstance(generation_config, GenerationConfig):
+        raise TypeError(
+            "the second argument of generate is generation_config (a GenerationConfig), as in transformers; "
+            f"got {type(generation_config).__name__}. Pass the attention mask by keyword: attention_mask=..."
+        )
+
+
 def resolve_generation_settings(
     model_config: PretrainedConfig,
-    generation_config: Optional[GenerationConfig] = None,
+    model_generation_config: Optional[GenerationConfig] = None,
     vocab_size: Optional[int] = None,
+    generation_config: Optional[GenerationConfig] = None,
+    use_model_defaults: Optional[bool] = None,
     **kwargs: Any,
 ) -> Tuple[GenerationSettings, Dict[str, Any]]:
-    """(settings, remaining model kwargs such as ``attention_mask`` / ``encoder_outputs``)."""
-    base = copy.deepcopy(generation_config) if generation_config is not None else \
-        GenerationConfig.from_model_config(model_config)
-    override = kwargs.pop("generation_config", None)
-    if override is not None:
-        base = copy.deepcopy(override)
+    """(settings, remaining model kwargs such as ``attention_mask`` / ``encoder_outputs``).
+
+    ``model_generation_config`` is the model's ``generation_config`` (None: derived from
+    ``model_config``); ``generation_config`` the one passed to ``generate``; ``kwargs`` the
+    settings passed to ``generate``, which win over both (``prepare_generation_config``)."""
+    base = prepare_generation_config(model_config, model_generation_config, generation_config, use_model_defaults)
     model_kwargs = {k: v for k, v in kwargs.items() if k not in GENERATION_DEFAULTS}
     for key in GENERATION_DEFAULTS:
         if key in kwargs and kwargs[key] is not None:

@@ -160,8 +160,11 @@ class EncoderDecoderModel(PreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.decoder.set_output_embeddings(new_embeddings)
 
-    def resize_token_embeddings(self, new_num_tokens: int, side: str = "decoder") -> nn.Embedding:
-        """Resize the vocabulary of the ``"decoder"`` (default), the ``"encoder"`` or ``"both"``.
+    def resize_token_embeddings(self, new_num_tokens: Optional[int] = None, pad_to_multiple_of: Optional[int] = None,
+                                side: str = "decoder") -> nn.Embedding:
+        """Resize the vocabulary of the ``"decoder"`` (default), the ``"encoder"`` or ``"both"``
+        (``new_num_tokens`` / ``pad_to_multiple_of`` as in the reference's sub-models; the
+        reference's composite raises ``NotImplementedError`` instead).
 
         With ``tie_encoder_decoder`` both sides share embeddings, so both are resized.
         Returns the resized input embeddings of the (last) side.
@@ -172,11 +175,11 @@ class EncoderDecoderModel(PreTrainedModel, GenerationMixin):
             side = "decoder"  # the encoder's embeddings are the decoder's
         out = None
         if side in ("encoder", "both"):
-            out = self.encoder.resize_token_embeddings(new_num_tokens)
+            out = self.encoder.resize_token_embeddings(new_num_tokens, pad_to_multiple_of=pad_to_multiple_of)
         if side in ("decoder", "both"):
-            out = self.decoder.resize_token_embeddings(new_num_tokens)
+            out = self.decoder.resize_token_embeddings(new_num_tokens, pad_to_multiple_of=pad_to_multiple_of)
         if self.config.tie_encoder_decoder:
-            self.config.encoder.vocab_size = new_num_tokens
+            self.config.encoder.vocab_size = out.num_embeddings
         self.tie_weights()
         return out
 

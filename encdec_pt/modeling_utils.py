@@ -245,6 +245,42 @@ class PreTrainedModel(nn.Module):
         super().__init__()
         self.config = config
 
+    # --- what other libraries read (the reference's PreTrainedModel / ModuleUtilsMixin) ------------
+    @property
+    def device(self) -> torch.device:
+        """The device of the parameters (the first one's; a model here lives on one device)."""
+        for param in self.parameters():
+            return param.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the first floating-point parameter (float32 unless converted)."""
+        for param in self.parameters():
+            if param.is_floating_point():
+                return param.dtype
+        return torch.get_default_dtype()
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """Whether ``generate`` is available (the composite models; their halves are not generated alone)."""
+        return callable(getattr(cls, "generate", None))
+
+    @property
+    def generation_config(self) -> Optional[GenerationConfig]:
+        """The model's decoding defaults: the one loaded with it, else derived from its config on first
+        read (as the reference does at construction); None for a model that cannot generate."""
+        config = self.__dict__.get("_generation_config")
+        if config is None and self.can_generate():
+            config = self.__dict__["_generation_config"] = GenerationConfig.from_model_config(self.config)
+        return config
+
+    @generation_config.setter
+    def generation_config(self, value: Optional[GenerationConfig]) -> None:
+        if value is not None and not isinstance(value, GenerationConfig):
+            raise TypeError(f"generation_config must be a GenerationConfig, got {type(value).__name__}")
+        self.__dict__["_generation_config"] = value
+
     # --- initialisation and ties -------------------------------------------------------------
     def post_init(self) -> None:
         """Initialise every parameter, then restore ties (called last in every constructor)."""
@@ -429,11 +465,37 @@ class PreTrainedModel(nn.Module):
         return (model, loaded.info) if args.output_loading_info else model
 
     # --- training helpers --------------------------------------------------------------------
-    def gradient_checkpointing_enable(self) -> None:
-        """Recompute each layer in the backward pass (modules with a ``gradient_checkpointing`` flag)."""
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[Dict[str, Any]] = None) -> None:
+        """Recompute each layer in the backward pass (modules with a ``gradient_checkpointing`` flag).
+
+        ``gradient_checkpointing_kwargs`` as in the reference; the only key is ``use_reentrant``.
+        Layers are always checkpointed without re-entry (``torch.utils.checkpoint(use_reentrant=False)``,
+        what PyTorch recommends): the gradients are those of re-entrant checkpointing, and they reach
+        the parameters even when no input requires grad, which re-entrant checkpointing needs
+        ``enable_input_require_grads`` for. So both values of ``use_reentrant`` are accepted."""
+        if not self.supports_gradient_checkpointing:
+            raise ValueError(f"{type(self).__name__} does not support gradient checkpointing.")
+        unknown = sorted(set(gradient_checkpointing_kwargs or {}) - {"use_reentrant"})
+        if unknown:
+            raise ValueError(f"gradient_checkpointing_kwargs supports only 'use_reentrant', got {unknown}")
         for module in self.modules():
             if hasattr(module, "gradient_checkpointing"):
                 module.gradient_checkpointing = True
+
+    def enable_input_require_grads(self) -> None:
+        """Make the output of the input embeddings require grad (a forward hook), so that adapters
+        trained over frozen embeddings (PEFT) get gradients; undone by ``disable_input_require_grads``."""
+        def make_inputs_require_grads(module, inputs, output):
+            output.requires_grad_(True)
+
+        self.disable_input_require_grads()
+        self.__dict__["_require_grads_hook"] = self.get_input_embeddings().register_forward_hook(
+            make_inputs_require_grads)
+
+    def disable_input_require_grads(self) -> None:
+        hook = self.__dict__.pop("_require_grads_hook", None)
+        if hook is not None:
+            hook.remove()
 
     def gradient_checkpointing_disable(self) -> None:
         for module in self.modules():
@@ -444,12 +506,19 @@ class PreTrainedModel(nn.Module):
     def is_gradient_checkpointing(self) -> bool:
         return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
 
-    def resize_token_embeddings(self, new_num_tokens: int) -> nn.Embedding:
+    def resize_token_embeddings(self, new_num_tokens: Optional[int] = None,
+                                pad_to_multiple_of: Optional[int] = None) -> nn.Embedding:
         """Grow or shrink the vocabulary: old rows kept, new rows initialised like the model,
-        the output layer (and its bias) resized with it and ties restored."""
+        the output layer (and its bias) resized with it and ties restored.
+
+        ``new_num_tokens=None`` keeps the size; ``pad_to_multiple_of`` rounds the size up to a multiple
+        of it (the reference's arguments; its new rows are drawn around the old rows' mean instead)."""
         old = self.get_input_embeddings()
         if old is None:
             raise NotImplementedError(f"{type(self).__name__} has no input embeddings to resize")
+        new_num_tokens = padded_vocab_size(old.num_embeddings, new_num_tokens, pad_to_multiple_of)
+        if new_num_tokens == old.num_embeddings:
+            return old
         new = self._resized_embedding(old, new_num_tokens)
         self.set_input_embeddings(new)
         output = self.get_output_embeddings()
@@ -486,8 +555,27 @@ class PreTrainedModel(nn.Module):
     def _resize_output_bias(self, n: int) -> None:
         """Models with a separate output bias (BERT) resize it here."""
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Distinct parameters (a tied weight counts once), as the reference counts them:
+        ``only_trainable`` those that require grad, ``exclude_embeddings`` without the weights of
+        ``nn.Embedding`` modules (word, position and token-type embeddings; a tied output layer with them)."""
+        params = dict(self.named_parameters())  # deduplicated: a shared Parameter under its first name
+        if exclude_embeddings:
+            embeddings = {f"{name}.weight" for name, module in self.named_modules() if isinstance(module, nn.Embedding)}
+            params = {name: p for name, p in params.items() if name not in embeddings}
+        return sum(p.numel() for p in params.values() if p.requires_grad or not only_trainable)
+
+
+def padded_vocab_size(current: int, new_num_tokens: Optional[int], pad_to_multiple_of: Optional[int]) -> int:
+    """The vocabulary size ``resize_token_embeddings`` makes (the reference's rule)."""
+    size = current if new_num_tokens is None else int(new_num_tokens)
+    if pad_to_multiple_of is not None:
+        if not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of!r}")
+        size = -(-size // pad_to_multiple_of) * pad_to_multiple_of
+    if size < 1:
+        raise ValueError(f"new_num_tokens must be >= 1, got {size}")
+    return size
 
 
 class TorchLoader:

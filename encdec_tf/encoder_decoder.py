@@ -145,6 +145,9 @@ class TFEncoderDecoderModel(TFGenerationMixin, TFPreTrainedModel):
     def get_input_embeddings(self) -> keras.layers.Embedding:
         return self.encoder.get_input_embeddings()
 
+    def get_output_embeddings(self) -> keras.layers.Layer:
+        return self.decoder.get_output_embeddings()
+
     def resize_token_embeddings(self, *args: Any, **kwargs: Any):
         raise NotImplementedError(
             "Resizing the embedding layers via the TFEncoderDecoderModel directly is not supported. Please use the "

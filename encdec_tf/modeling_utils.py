@@ -202,7 +202,14 @@ class TFPreTrainedModel(XLATraceCall, keras.Model):
         if not isinstance(config, PretrainedConfig):
             raise TypeError(f"{type(self).__name__} needs a config object, got {type(config).__name__}")
         self.config = config
-        self.generation_config = None
+        # As the reference: derived from the config at construction for a model that can generate
+        # (replaced by the saved one in from_pretrained).
+        self.generation_config = GenerationConfig.from_model_config(config) if self.can_generate() else None
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """Whether ``generate`` is available (the composite models; their halves are not generated alone)."""
+        return callable(getattr(cls, "generate", None))
 
     # --- construction helpers -------------------------------------------------------------
     def dummy_inputs(self) -> Dict[str, Any]:
@@ -222,6 +229,23 @@ class TFPreTrainedModel(XLATraceCall, keras.Model):
 
     def get_config(self) -> Dict[str, Any]:
         return {"config": self.config.to_dict()}
+
+    # --- what other libraries read (the reference's TFPreTrainedModel) ------------------------
+    def num_parameters(self, only_trainable: bool = False) -> int:
+        """Distinct weights (a tied weight counts once); ``only_trainable``: the trainable ones."""
+        weights = self.trainable_weights if only_trainable else self.weights
+        distinct = {id(w): w for w in weights}
+        return int(sum(int(np.prod(w.shape)) for w in distinct.values()))
+
+    def get_output_embeddings(self) -> Optional[keras.layers.Layer]:
+        """The layer whose weights make the logits: for a language-model head tied to the word
+        embeddings (the reference's TF heads always are), the input embeddings; None without a head."""
+        if self.schema_head != "causal_lm":
+            return None
+        if getattr(self.config, "tie_word_embeddings", True):
+            return self.get_input_embeddings()
+        raise NotImplementedError(f"{type(self).__name__} with tie_word_embeddings=False: its output layer is not "
+                                  "exposed (the reference's TF language-model heads are always tied)")
 
     # --- canonical weights ------------------------------------------------------------------
     def schema(self) -> Schema:

@@ -37,7 +37,9 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 from jax import lax
 
-from encdec.generation_utils import GenerationSettings, resolve_generation_settings
+from encdec.generation_config import GenerationConfig
+from encdec.generation_utils import GenerationSettings, check_generation_config_argument, resolve_generation_settings
+from encdec.modeling_outputs import ModelOutput
 from encdec.naming.layout import framework_path
 from encdec.naming.schema import CONV1D, schema_for
 from encdec.registry import architecture
@@ -76,19 +78,70 @@ def trace_count() -> int:
 
 
 @dataclasses.dataclass
-class FlaxGenerateEncoderDecoderOutput:
-    """``sequences`` (N, T) int32, N = batch * num_return_sequences; ``scores``: one (N_run, V)
-    float32 array of processed scores per generated step (with ``output_scores``; N_run = batch *
-    num_beams for beam search); ``sequences_scores`` (N,) and ``beam_indices`` for beam search.
-    numpy arrays."""
+class FlaxGreedySearchOutput(ModelOutput):
+    """What greedy search returns (the reference's class): ``sequences`` (N, T) int32 numpy, trimmed
+    to the generated length as in PyTorch (the reference pads them to ``max_length``)."""
+
+    sequences: Any = None
+
+
+@dataclasses.dataclass
+class FlaxSampleOutput(ModelOutput):
+    """What sampling returns (the reference's class): ``sequences`` (N, T) int32 numpy, N = batch *
+    num_return_sequences."""
+
+    sequences: Any = None
+
+
+@dataclasses.dataclass
+class FlaxBeamSearchOutput(ModelOutput):
+    """What beam search returns (the reference's class): ``sequences`` (N, T) int32 numpy and
+    ``scores`` (N,), the final score of each returned sequence."""
+
+    sequences: Any = None
+    scores: Any = None
+
+
+@dataclasses.dataclass
+class FlaxGenerateEncoderDecoderOutput(ModelOutput):
+    """Greedy search / sampling with ``return_dict_in_generate`` (the fields of the reference's
+    PyTorch ``GenerateEncoderDecoderOutput``, in its order; numpy arrays).
+
+    ``sequences`` (N, T) int32; ``scores``: one (N, V) float32 array of processed scores per
+    generated step (with ``output_scores``); ``past_key_values``: the ``cache`` collection after the
+    last step, as ``decode`` takes it (self keys/values preallocated to max_length, jax arrays).
+    ``logits`` and the attention / hidden-state fields are not computed by this generate."""
 
     sequences: Any = None
     scores: Optional[Tuple[Any, ...]] = None
-    sequences_scores: Any = None
-    beam_indices: Any = None
+    logits: Optional[Tuple[Any, ...]] = None
+    encoder_attentions: Any = None
+    encoder_hidden_states: Any = None
+    decoder_attentions: Any = None
+    cross_attentions: Any = None
+    decoder_hidden_states: Any = None
+    past_key_values: Any = None
 
-    def __getitem__(self, key):
-        return getattr(self, key)
+
+@dataclasses.dataclass
+class FlaxGenerateBeamEncoderDecoderOutput(ModelOutput):
+    """Beam search with ``return_dict_in_generate`` (the fields of the reference's PyTorch
+    ``GenerateBeamEncoderDecoderOutput``, in its order): ``sequences`` (N, T), ``sequences_scores``
+    (N,), ``scores`` (one (batch * num_beams, V) array per step, with ``output_scores``),
+    ``beam_indices`` (N, T - 1), ``past_key_values`` of the running beams (batch * num_beams rows);
+    ``sequences_scores`` only with ``output_scores``, as the reference."""
+
+    sequences: Any = None
+    sequences_scores: Any = None
+    scores: Optional[Tuple[Any, ...]] = None
+    logits: Optional[Tuple[Any, ...]] = None
+    beam_indices: Any = None
+    encoder_attentions: Any = None
+    encoder_hidden_states: Any = None
+    decoder_attentions: Any = None
+    cross_attentions: Any = None
+    decoder_hidden_states: Any = None
+    past_key_values: Any = None
 
 
 def _infer_attention_mask(input_ids: np.ndarray, settings: GenerationSettings) -> np.ndarray:
@@ -275,6 +328,7 @@ class FlaxGenerationMixin:
     def generate(
         self,
         inputs=None,
+        generation_config: Optional[GenerationConfig] = None,
         attention_mask=None,
         encoder_outputs: Any = None,
         prng_key=None,
@@ -286,6 +340,9 @@ class FlaxGenerationMixin:
 
         Args:
             inputs: encoder ``input_ids`` (B, S) (also accepted as ``input_ids=``).
+            generation_config: a ``GenerationConfig`` for this call (second positional argument, as in
+                the reference); its values at the defaults take the model's (``prepare_generation_config``),
+                keyword settings win over it.
             attention_mask: encoder mask (B, S); when absent it is inferred from pad tokens as the reference does.
             encoder_outputs: reuse an encoder output (object, tuple or array whose first item is the
                 last hidden state (B, S, E)); the encoder is not run.
@@ -300,17 +357,20 @@ class FlaxGenerationMixin:
                 resolved by ``encdec.generation_utils.resolve_generation_settings``; ``token_type_ids`` /
                 ``position_ids`` for the encoder.
 
-        Returns ``sequences`` (B * num_return_sequences, T) int32 numpy, or with
-        ``return_dict_in_generate`` a ``FlaxGenerateEncoderDecoderOutput``.
+        Returns, as the reference, an output with ``sequences`` (B * num_return_sequences, T) int32
+        numpy: ``FlaxGreedySearchOutput``, ``FlaxSampleOutput`` or ``FlaxBeamSearchOutput``; with
+        ``return_dict_in_generate`` a ``FlaxGenerateEncoderDecoderOutput`` /
+        ``FlaxGenerateBeamEncoderDecoderOutput`` (the fields of PyTorch's).
         """
         if inputs is None:
             inputs = kwargs.pop("input_ids", None)
         elif "input_ids" in kwargs:
             raise ValueError("pass the encoder input ids once: as `inputs` or as `input_ids`, not both")
-        generation_config = getattr(self, "generation_config", None)
+        check_generation_config_argument(generation_config)
         vocab_size = self.config.decoder.vocab_size
         settings, model_kwargs = resolve_generation_settings(
-            self.config, generation_config, vocab_size=vocab_size, **kwargs
+            self.config, getattr(self, "generation_config", None), vocab_size=vocab_size,
+            generation_config=generation_config, **kwargs
         )
         encoder_kwargs = {k: model_kwargs.pop(k) for k in _ENCODER_KWARGS if k in model_kwargs}
         encoder_kwargs = {k: np.asarray(v, dtype=np.int32) for k, v in encoder_kwargs.items() if v is not None}
@@ -371,7 +431,9 @@ class FlaxGenerationMixin:
                                                encode=encoder_outputs is None,
                                                encoder_kwarg_names=tuple(sorted(encoder_kwargs)), parts=parts)
         out = _run(fns, signature, (params, source, attention_mask, encoder_kwargs, prng_key, loop_kernels))
+        cache = out.pop("cache")  # left on the device: only return_dict_in_generate hands it out
         out = jax.device_get(out)
+        out["cache"] = cache
         batch_size = source.shape[0]
         if settings.is_beam:
             return _finish_beam_search(out, settings, batch_size)
@@ -457,7 +519,9 @@ def _greedy_or_sample(decoder: _Decoder, input_ids, s: GenerationSettings, prng_
                     all_scores=all_scores, done=done)
 
     state = lax.while_loop(lambda st: ~st["done"], body, state)
-    return {"sequences": state["input_ids"], "cur_len": state["cur_len"], "scores": state["all_scores"]}
+    # The cache is the loop's state already: returning it costs no copy (kept for past_key_values).
+    return {"sequences": state["input_ids"], "cur_len": state["cur_len"], "scores": state["all_scores"],
+            "cache": state["cache"]}
 
 
 def _finish_greedy_or_sample(out: Dict[str, np.ndarray], s: GenerationSettings):
@@ -465,8 +529,8 @@ def _finish_greedy_or_sample(out: Dict[str, np.ndarray], s: GenerationSettings):
     sequences = np.asarray(out["sequences"])[:, :cur_len]
     if s.return_dict_in_generate:
         scores = tuple(np.asarray(out["scores"][i]) for i in range(cur_len - 1)) if s.output_scores else None
-        return FlaxGenerateEncoderDecoderOutput(sequences=sequences, scores=scores)
-    return sequences
+        return FlaxGenerateEncoderDecoderOutput(sequences=sequences, scores=scores, past_key_values=out["cache"])
+    return FlaxSampleOutput(sequences=sequences) if s.do_sample else FlaxGreedySearchOutput(sequences=sequences)
 
 
 def _gather_beams(tensor, beam_indices):
@@ -601,6 +665,7 @@ def _beam_search(decoder: _Decoder, input_ids, s: GenerationSettings, batch_size
     return {
         "sequences": state["sequences"][:, :nrs], "sequences_scores": state["beam_scores"][:, :nrs],
         "beam_indices": state["beam_indices"][:, :nrs], "cur_len": state["cur_len"], "scores": state["all_scores"],
+        "cache": state["cache"],
     }
 
 
@@ -615,6 +680,8 @@ def _finish_beam_search(out: Dict[str, np.ndarray], s: GenerationSettings, batch
     if s.return_dict_in_generate:
         steps = int(out["cur_len"]) - prompt_len
         scores = tuple(np.asarray(out["scores"][i]) for i in range(steps)) if s.output_scores else None
-        return FlaxGenerateEncoderDecoderOutput(sequences=sequences, scores=scores,
-                                                sequences_scores=beam_scores, beam_indices=beam_indices)
-    return sequences
+        return FlaxGenerateBeamEncoderDecoderOutput(sequences=sequences,
+                                                    sequences_scores=beam_scores if s.output_scores else None,
+                                                    scores=scores, beam_indices=beam_indices,
+                                                    past_key_values=out["cache"])
+    return FlaxBeamSearchOutput(sequences=sequences, scores=beam_scores)

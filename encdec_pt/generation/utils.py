@@ -21,7 +21,8 @@ from typing import Any, Callable, List, Optional, Tuple
 import torch
 from torch import nn
 
-from encdec.generation_utils import GenerationSettings, resolve_generation_settings
+from encdec.generation_config import GenerationConfig
+from encdec.generation_utils import GenerationSettings, check_generation_config_argument, resolve_generation_settings
 from encdec_pt.generation.logits_process import process_scores
 from encdec_pt.generation.prepacked import PrepackedWeights, prepacked_linears, prepacking_available
 from encdec_pt.generation.static_cache import allocate_static_cache, static_decoder_step
@@ -34,14 +35,46 @@ _ENCODER_KWARGS = ("token_type_ids", "position_ids", "inputs_embeds")
 
 @dataclasses.dataclass
 class GenerateEncoderDecoderOutput(ModelOutput):
-    """``sequences`` (N, T) int64, N = batch * num_return_sequences; ``scores``: one (N_run, V)
-    float32 tensor of processed scores per generated step (with ``output_scores``; N_run = batch *
-    num_beams for beam search); ``sequences_scores`` (N,) and ``beam_indices`` for beam search."""
+    """Greedy search / sampling with ``return_dict_in_generate`` (the reference's fields, in its order).
+
+    ``sequences`` (N, T) int64, N = batch * num_return_sequences; ``scores``: one (N, V) float32
+    tensor of processed scores per generated step (with ``output_scores``); ``past_key_values``:
+    per decoder layer ``(self_k, self_v, cross_k, cross_v)``, self (N, H, T - 1, Dh) (the last
+    token was not fed back), cross (N, H, S, Dh) (with ``use_cache``). ``logits`` and the attention /
+    hidden-state fields are not computed by this generate and stay None."""
 
     sequences: torch.Tensor = None
     scores: Optional[Tuple[torch.Tensor, ...]] = None
+    logits: Optional[Tuple[torch.Tensor, ...]] = None
+    encoder_attentions: Optional[Tuple[torch.Tensor, ...]] = None
+    encoder_hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
+    decoder_attentions: Optional[Tuple[Tuple[torch.Tensor, ...], ...]] = None
+    cross_attentions: Optional[Tuple[Tuple[torch.Tensor, ...], ...]] = None
+    decoder_hidden_states: Optional[Tuple[Tuple[torch.Tensor, ...], ...]] = None
+    past_key_values: Optional[Tuple[Tuple[torch.Tensor, ...], ...]] = None
+
+
+@dataclasses.dataclass
+class GenerateBeamEncoderDecoderOutput(ModelOutput):
+    """Beam search with ``return_dict_in_generate`` (the reference's fields, in its order).
+
+    ``sequences`` (N, T), N = batch * num_return_sequences; ``sequences_scores`` (N,) (with ``output_scores``,
+    as the reference);
+    ``scores``: one (batch * num_beams, V) tensor of processed log-probabilities per step (with
+    ``output_scores``); ``beam_indices`` (N, T - 1); ``past_key_values`` as in
+    ``GenerateEncoderDecoderOutput``, rows = the running beams at the end (batch * num_beams)."""
+
+    sequences: torch.Tensor = None
     sequences_scores: Optional[torch.Tensor] = None
+    scores: Optional[Tuple[torch.Tensor, ...]] = None
+    logits: Optional[Tuple[torch.Tensor, ...]] = None
     beam_indices: Optional[torch.Tensor] = None
+    encoder_attentions: Optional[Tuple[torch.Tensor, ...]] = None
+    encoder_hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
+    decoder_attentions: Optional[Tuple[Tuple[torch.Tensor, ...], ...]] = None
+    cross_attentions: Optional[Tuple[Tuple[torch.Tensor, ...], ...]] = None
+    decoder_hidden_states: Optional[Tuple[Tuple[torch.Tensor, ...], ...]] = None
+    past_key_values: Optional[Tuple[Tuple[torch.Tensor, ...], ...]] = None
 
 
 class _DynamicDecoder:
@@ -66,6 +99,10 @@ class _DynamicDecoder:
         if self.past is not None:
             self.past = tuple((k.index_select(0, beam_idx), v.index_select(0, beam_idx), ck, cv)
                               for k, v, ck, cv in self.past)
+
+    def cache(self, cur_len: int):
+        """The cache after the last step: per layer (self_k, self_v, cross_k, cross_v)."""
+        return self.past
 
 
 class _StaticDecoder:
@@ -95,6 +132,14 @@ class _StaticDecoder:
             for i in range(0, len(self.buffers), 4):  # self k, v only (see _DynamicDecoder.reorder)
                 for j in (i, i + 1):
                     self.buffers[j].copy_(self.buffers[j].index_select(0, beam_idx))
+
+    def cache(self, cur_len: int):
+        """The cache after the last step, as the dynamic one: self keys/values of the cur_len - 1 fed tokens."""
+        if self.buffers is None:
+            return None
+        b = self.buffers
+        return tuple((b[i][:, :, :cur_len - 1].clone(), b[i + 1][:, :, :cur_len - 1].clone(), b[i + 2], b[i + 3])
+                     for i in range(0, len(b), 4))
 
 
 def _infer_attention_mask(input_ids: torch.Tensor, settings: GenerationSettings) -> Optional[torch.Tensor]:
@@ -168,6 +213,7 @@ class GenerationMixin:
     def generate(
         self,
         inputs: Optional[torch.Tensor] = None,
+        generation_config: Optional[GenerationConfig] = None,
         attention_mask: Optional[torch.Tensor] = None,
         encoder_outputs: Any = None,
         generator: Optional[torch.Generator] = None,
@@ -181,6 +227,9 @@ class GenerationMixin:
 
         Args:
             inputs: encoder ``input_ids`` (B, S) (also accepted as ``input_ids=``).
+            generation_config: a ``GenerationConfig`` for this call (second positional argument, as in
+                the reference); its values at the defaults take the model's (``prepare_generation_config``),
+                keyword settings win over it.
             attention_mask: encoder mask (B, S); when absent it is inferred from pad tokens as the reference does.
             encoder_outputs: reuse an encoder output (object, tuple or tensor whose first item is the
                 last hidden state (B, S, E)); the encoder is not run.
@@ -196,15 +245,16 @@ class GenerationMixin:
                 resolved by ``encdec.generation_utils.resolve_generation_settings``.
 
         Returns ``sequences`` (B * num_return_sequences, T) int64, or with ``return_dict_in_generate``
-        a ``GenerateEncoderDecoderOutput``.
+        a ``GenerateEncoderDecoderOutput`` (``GenerateBeamEncoderDecoderOutput`` for beam search).
         """
         if inputs is None:
             inputs = kwargs.pop("input_ids", None)
         elif "input_ids" in kwargs:
             raise ValueError("pass the encoder input ids once: as `inputs` or as `input_ids`, not both")
-        generation_config = getattr(self, "generation_config", None)
+        check_generation_config_argument(generation_config)
         settings, model_kwargs = resolve_generation_settings(
-            self.config, generation_config, vocab_size=self.config.decoder.vocab_size, **kwargs
+            self.config, getattr(self, "generation_config", None), vocab_size=self.config.decoder.vocab_size,
+            generation_config=generation_config, **kwargs
         )
         encoder_kwargs = {k: model_kwargs.pop(k) for k in _ENCODER_KWARGS if k in model_kwargs}
         model_kwargs.pop("use_cache", None)
@@ -309,7 +359,8 @@ def _greedy_or_sample(decoder, input_ids: torch.Tensor, s: GenerationSettings,
             break
     if s.return_dict_in_generate:
         return GenerateEncoderDecoderOutput(sequences=input_ids,
-                                            scores=tuple(all_scores) if s.output_scores else None)
+                                            scores=tuple(all_scores) if s.output_scores else None,
+                                            past_key_values=decoder.cache(input_ids.shape[1]))
     return input_ids
 
 
@@ -431,8 +482,8 @@ def _beam_search(decoder, input_ids: torch.Tensor, s: GenerationSettings, batch_
     sequences = sequences[:, :prompt_len + generated]
     beam_indices = beam_indices[:, :generated]
     if s.return_dict_in_generate:
-        return GenerateEncoderDecoderOutput(
-            sequences=sequences, scores=tuple(all_scores) if s.output_scores else None,
-            sequences_scores=beam_scores, beam_indices=beam_indices,
+        return GenerateBeamEncoderDecoderOutput(
+            sequences=sequences, sequences_scores=beam_scores if s.output_scores else None, scores=tuple(all_scores) if s.output_scores else None,
+            beam_indices=beam_indices, past_key_values=decoder.cache(cur_len),
         )
     return sequences

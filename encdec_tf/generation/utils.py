@@ -26,7 +26,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from encdec.generation_utils import GenerationSettings, resolve_generation_settings
+from encdec.generation_config import GenerationConfig
+from encdec.generation_utils import GenerationSettings, check_generation_config_argument, resolve_generation_settings
 from encdec_tf.generation.logits_process import process_scores
 from encdec_tf.generation.static_cache import allocate_static_cache, static_decoder_step
 from encdec_tf.layers import xla_trace
@@ -39,14 +40,45 @@ _ENCODER_KWARGS = ("token_type_ids", "position_ids")
 
 @dataclasses.dataclass
 class TFGenerateEncoderDecoderOutput(ModelOutput):
-    """``sequences`` (N, T) int32, N = batch * num_return_sequences; ``scores``: one (N_run, V)
-    float32 tensor of processed scores per generated step (with ``output_scores``; N_run = batch *
-    num_beams for beam search); ``sequences_scores`` (N,) and ``beam_indices`` for beam search."""
+    """Greedy search / sampling with ``return_dict_in_generate`` (the fields of the reference's
+    PyTorch ``GenerateEncoderDecoderOutput``, in its order).
+
+    ``sequences`` (N, T) int32, N = batch * num_return_sequences; ``scores``: one (N, V) float32
+    tensor of processed scores per generated step (with ``output_scores``); ``past_key_values``:
+    per decoder layer ``(self_k, self_v, cross_k, cross_v)``, self (N, H, T - 1, Dh) (the last
+    token was not fed back), cross (N, H, S, Dh). ``logits`` and the attention / hidden-state
+    fields are not computed by this generate and stay None."""
 
     sequences: tf.Tensor = None
     scores: Optional[Tuple[tf.Tensor, ...]] = None
+    logits: Optional[Tuple[tf.Tensor, ...]] = None
+    encoder_attentions: Optional[Tuple[tf.Tensor, ...]] = None
+    encoder_hidden_states: Optional[Tuple[tf.Tensor, ...]] = None
+    decoder_attentions: Optional[Tuple[Tuple[tf.Tensor, ...], ...]] = None
+    cross_attentions: Optional[Tuple[Tuple[tf.Tensor, ...], ...]] = None
+    decoder_hidden_states: Optional[Tuple[Tuple[tf.Tensor, ...], ...]] = None
+    past_key_values: Optional[Tuple[Tuple[tf.Tensor, ...], ...]] = None
+
+
+@dataclasses.dataclass
+class TFGenerateBeamEncoderDecoderOutput(ModelOutput):
+    """Beam search with ``return_dict_in_generate`` (the fields of the reference's PyTorch
+    ``GenerateBeamEncoderDecoderOutput``, in its order): ``sequences`` (N, T), ``sequences_scores``
+    (N,), ``scores`` (one (batch * num_beams, V) tensor per step, with ``output_scores``),
+    ``beam_indices`` (N, T - 1), ``past_key_values`` of the running beams (batch * num_beams rows);
+    ``sequences_scores`` only with ``output_scores``, as the reference."""
+
+    sequences: tf.Tensor = None
     sequences_scores: Optional[tf.Tensor] = None
+    scores: Optional[Tuple[tf.Tensor, ...]] = None
+    logits: Optional[Tuple[tf.Tensor, ...]] = None
     beam_indices: Optional[tf.Tensor] = None
+    encoder_attentions: Optional[Tuple[tf.Tensor, ...]] = None
+    encoder_hidden_states: Optional[Tuple[tf.Tensor, ...]] = None
+    decoder_attentions: Optional[Tuple[Tuple[tf.Tensor, ...], ...]] = None
+    cross_attentions: Optional[Tuple[Tuple[tf.Tensor, ...], ...]] = None
+    decoder_hidden_states: Optional[Tuple[Tuple[tf.Tensor, ...], ...]] = None
+    past_key_values: Optional[Tuple[Tuple[tf.Tensor, ...], ...]] = None
 
 
 class _StaticDecoder:
@@ -95,6 +127,7 @@ class TFGenerationMixin:
     def generate(
         self,
         inputs: Optional[Any] = None,
+        generation_config: Optional[GenerationConfig] = None,
         attention_mask: Optional[Any] = None,
         encoder_outputs: Any = None,
         seed: Optional[int] = None,
@@ -105,6 +138,9 @@ class TFGenerationMixin:
 
         Args:
             inputs: encoder ``input_ids`` (B, S) (also accepted as ``input_ids=``).
+            generation_config: a ``GenerationConfig`` for this call (second positional argument, as in
+                the reference); its values at the defaults take the model's (``prepare_generation_config``),
+                keyword settings win over it.
             attention_mask: encoder mask (B, S); when absent it is inferred from pad tokens as the reference does.
             encoder_outputs: reuse an encoder output (object, tuple or tensor whose first item is the
                 last hidden state (B, S, E)); the encoder is not run.
@@ -116,15 +152,16 @@ class TFGenerationMixin:
                 resolved by ``encdec.generation_utils.resolve_generation_settings``.
 
         Returns ``sequences`` (B * num_return_sequences, T) int32, or with ``return_dict_in_generate``
-        a ``TFGenerateEncoderDecoderOutput``.
+        a ``TFGenerateEncoderDecoderOutput`` (``TFGenerateBeamEncoderDecoderOutput`` for beam search).
         """
         if inputs is None:
             inputs = kwargs.pop("input_ids", None)
         elif "input_ids" in kwargs:
             raise ValueError("pass the encoder input ids once: as `inputs` or as `input_ids`, not both")
-        generation_config = getattr(self, "generation_config", None)
+        check_generation_config_argument(generation_config)
         settings, model_kwargs = resolve_generation_settings(
-            self.config, generation_config, vocab_size=self.config.decoder.vocab_size, **kwargs
+            self.config, getattr(self, "generation_config", None), vocab_size=self.config.decoder.vocab_size,
+            generation_config=generation_config, **kwargs
         )
         encoder_kwargs = {k: tf.convert_to_tensor(model_kwargs.pop(k)) for k in _ENCODER_KWARGS if k in model_kwargs}
         model_kwargs.pop("use_cache", None)  # the loop always uses its static cache
@@ -261,8 +298,9 @@ def _greedy_or_sample(decoder: _StaticDecoder, input_ids: tf.Tensor, s: Generati
         return cur_len + 1, sequences, buffers, unfinished, all_scores
 
     state = (tf.constant(1), sequences, buffers, tf.ones((n,), tf.bool), all_scores)
-    cur_len, sequences, _, _, all_scores = tf.while_loop(cond, body, state, maximum_iterations=max_length - 1)
-    return {"sequences": sequences, "cur_len": cur_len, "scores": all_scores}
+    cur_len, sequences, buffers, _, all_scores = tf.while_loop(cond, body, state, maximum_iterations=max_length - 1)
+    # The buffers are the loop's state already: returning them costs no copy (kept for past_key_values).
+    return {"sequences": sequences, "cur_len": cur_len, "scores": all_scores, "cache": buffers}
 
 
 def _gather_beams(tensor: tf.Tensor, beam_indices: tf.Tensor) -> tf.Tensor:
@@ -392,12 +430,20 @@ def _beam_search(decoder: _StaticDecoder, input_ids: tf.Tensor, s: GenerationSet
         "beam_indices": tf.reshape(beam_indices[:, :nrs], (batch_size * nrs, max_length - 1)),
         "cur_len": cur_len,
         "scores": final[11],
+        "cache": final[2],
     }
+
+
+def _past_key_values(buffers: List[tf.Tensor], fed: int) -> Tuple[Tuple[tf.Tensor, ...], ...]:
+    """The static buffers as the per-layer cache ``(self_k, self_v, cross_k, cross_v)`` of the
+    ``fed`` tokens the decoder saw (the layout of ``TFEncoderDecoderModel``'s ``past_key_values``)."""
+    return tuple((buffers[i][:, :, :fed], buffers[i + 1][:, :, :fed], buffers[i + 2], buffers[i + 3])
+                 for i in range(0, len(buffers), 4))
 
 
 def _finish(out: Dict[str, tf.Tensor], s: GenerationSettings, batch_size: int):
     """Trim the fixed-shape buffers to the generated length (eagerly, outside the compiled function)."""
-    steps = int(out["cur_len"]) - 1  # generated tokens
+    steps = int(out["cur_len"]) - 1  # generated tokens, = tokens fed to the decoder
     scores = None
     if s.output_scores:
         scores = tuple(out["scores"][i] for i in range(steps))
@@ -407,10 +453,11 @@ def _finish(out: Dict[str, tf.Tensor], s: GenerationSettings, batch_size: int):
         sequences = out["sequences"][:, :1 + generated]
         if not s.return_dict_in_generate:
             return sequences
-        return TFGenerateEncoderDecoderOutput(sequences=sequences, scores=scores,
-                                              sequences_scores=out["sequences_scores"],
-                                              beam_indices=beam_indices[:, :generated])
+        return TFGenerateBeamEncoderDecoderOutput(sequences=sequences, sequences_scores=out["sequences_scores"] if s.output_scores else None,
+                                                  scores=scores, beam_indices=beam_indices[:, :generated],
+                                                  past_key_values=_past_key_values(out["cache"], steps))
     sequences = out["sequences"][:, :1 + steps]
     if not s.return_dict_in_generate:
         return sequences
-    return TFGenerateEncoderDecoderOutput(sequences=sequences, scores=scores)
+    return TFGenerateEncoderDecoderOutput(sequences=sequences, scores=scores,
+                                          past_key_values=_past_key_values(out["cache"], steps))

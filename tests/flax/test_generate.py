@@ -219,7 +219,7 @@ def test_beam_processors_equal_reference_and_each_bites(pair_bert2bert):
     ids, mask = _inputs(ours.config)
     plain = _np(_ref_generate(ref, ids, mask, max_new_tokens=10))
     kw = dict(BEAM_PROCESSORS, forced_bos_token_id=(int(plain[0, 1]) + 1) % 99)
-    a = ours.generate(ids, attention_mask=mask, **kw)
+    a = ours.generate(ids, attention_mask=mask, **kw).sequences
     b = _ref_generate(ref, ids, mask, **kw)
     _assert_same_tokens(a, b)
     for name in ("repetition_penalty", "forced_bos_token_id"):
@@ -273,9 +273,9 @@ def test_top_k_one_samples_the_greedy_tokens(bert2bert):
 def test_padded_batch_rows_equal_single_rows(bert2bert, kw):
     ids, mask = _inputs(bert2bert.config)
     assert mask[1].min() == 0, "row 1 of tiny_inputs is padded"
-    batch = bert2bert.generate(ids, attention_mask=mask, **kw)
+    batch = bert2bert.generate(ids, attention_mask=mask, **kw).sequences
     length = int(mask[1].sum())
-    alone = bert2bert.generate(ids[1:2, :length], attention_mask=mask[1:2, :length], **kw)
+    alone = bert2bert.generate(ids[1:2, :length], attention_mask=mask[1:2, :length], **kw).sequences
     row = batch[1][: alone.shape[1]]
     assert np.array_equal(row, alone[0])
     pad = bert2bert.generation_config.pad_token_id or 0
@@ -286,20 +286,21 @@ def test_encoder_outputs_are_reused(bert2bert):
     ids, mask = _inputs(bert2bert.config)
     kw = dict(GREEDY, return_dict_in_generate=False)
     encoder_outputs = bert2bert.encode(ids, attention_mask=mask)
-    a = bert2bert.generate(ids, attention_mask=mask, **kw)
-    b = bert2bert.generate(encoder_outputs=encoder_outputs, attention_mask=mask, **kw)
+    a = bert2bert.generate(ids, attention_mask=mask, **kw).sequences
+    b = bert2bert.generate(encoder_outputs=encoder_outputs, attention_mask=mask, **kw).sequences
     assert np.array_equal(a, b)
-    c = bert2bert.generate(encoder_outputs=(encoder_outputs.last_hidden_state,), attention_mask=mask, **kw)
+    c = bert2bert.generate(encoder_outputs=(encoder_outputs.last_hidden_state,), attention_mask=mask, **kw).sequences
     assert np.array_equal(a, c)
     # The encoder is not run: other encoder outputs give other tokens.
-    zeroed = bert2bert.generate(encoder_outputs=encoder_outputs.last_hidden_state * 0.0, attention_mask=mask, **kw)
+    zeroed = bert2bert.generate(encoder_outputs=encoder_outputs.last_hidden_state * 0.0, attention_mask=mask,
+                                **kw).sequences
     assert not np.array_equal(a, zeroed), "the given encoder outputs were ignored"
 
 
 def test_second_call_with_the_same_shapes_does_not_retrace(bert2bert):
     ids, mask = _inputs(bert2bert.config)
     kw = BEAM_PROCESSORS
-    first = bert2bert.generate(ids, attention_mask=mask, **kw)
+    first = bert2bert.generate(ids, attention_mask=mask, **kw).sequences
     before = trace_count()
     other_ids = (ids + 1) % bert2bert.config.encoder.vocab_size
     bert2bert.generate(other_ids, attention_mask=mask, **kw)
@@ -317,11 +318,11 @@ def test_other_params_are_used_by_the_same_compiled_function():
 
     model = _ours("bert2gpt2")
     ids, mask = _inputs(model.config)
-    own = model.generate(ids, attention_mask=mask, **BEAM_PROCESSORS)
+    own = model.generate(ids, attention_mask=mask, **BEAM_PROCESSORS).sequences
     other_params = jax.tree_util.tree_map(lambda x: x * 1.5, model.params)
     before = trace_count()
-    other = model.generate(ids, attention_mask=mask, params=other_params, **BEAM_PROCESSORS)
-    again = model.generate(ids, attention_mask=mask, **BEAM_PROCESSORS)
+    other = model.generate(ids, attention_mask=mask, params=other_params, **BEAM_PROCESSORS).sequences
+    again = model.generate(ids, attention_mask=mask, **BEAM_PROCESSORS).sequences
     assert trace_count() == before
     assert _differs(own, other)
     assert np.array_equal(own, again)
@@ -349,7 +350,7 @@ def test_a_new_signature_reuses_the_traced_encoder_and_cross_cache(monkeypatch):
     assert traced == {("encode", False): 1, ("decode", True): 1, ("decode", False): 2}
     model.generate(ids[:, :-1], attention_mask=mask[:, :-1], max_new_tokens=4)
     assert traced == {("encode", False): 2, ("decode", True): 2, ("decode", False): 3}
-    assert greedy.shape == beams.shape == (2, 5)
+    assert greedy.sequences.shape == beams.sequences.shape == (2, 5)
 
 
 def test_lengths_count_the_start_token(bert2bert):
