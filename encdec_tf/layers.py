@@ -3,13 +3,11 @@
 and the canonical-name walk are unchanged) with a ``call`` written in a few TensorFlow ops.
 
 Why not the Keras layers: generate traces the whole model into one graph and XLA compiles it, and
-on the 2-core CI machine both cost time per graph op. ``keras.ops`` adds casts, conversions and
-shape arithmetic (Dense 13 ops vs 9 here, LayerNormalization 26 vs 21). ``tf.matmul`` rather than
-``tf.einsum``: the same XLA dot, but the TF-to-XLA bridge converts an einsum about twice as slowly
-(a BERT-base encoder: 1.3 s vs 0.7 s). With static reshapes in the attention layers, the greedy
-graph of the base bert2gpt2 went from 5,700 ops to 3,850, its trace from 4.6-5.1 s to 2.5-3.2 s
-and the bridge from 2.9 s to 1.6-2.0 s (old and new code interleaved; docs/performance.md). The arithmetic is Keras's, in the
-same order. Outside XLA the dense layers keep the 2-D MatMul (``matmul_last``), so eager forward and
+both cost time per graph op. ``keras.ops`` adds casts, conversions and shape arithmetic (Dense 13
+ops vs 9 here, LayerNormalization 26 vs 21). ``tf.matmul`` rather than ``tf.einsum``: the same XLA
+dot, but the TF-to-XLA bridge converts an einsum more slowly. Static reshapes in the attention
+layers shrink the graph further (docs/performance.md has the trace and bridge times). The
+arithmetic is Keras's, in the same order. Outside XLA the dense layers keep the 2-D MatMul (``matmul_last``), so eager forward and
 backward passes are not slower than with Keras's layers.
 
 Also here: ``split_heads`` / ``merge_heads`` (the (b, h, t, d) attention layout, transposes only
@@ -78,9 +76,8 @@ def xla_trace():
 class XLATraceCall:
     """Mixin for the models' layers: while generate traces for XLA (``xla_trace``), ``layer(...)`` is
     ``layer.call(...)``. Keras's ``__call__`` (input conversion, name and autocast scopes, the training
-    flag from context) adds only Python work there, and generate's trace makes about 450 layer calls:
-    tracing a base bert2gpt2 greedy generate took 1.8-2.4 s through it and 1.5 s without (5 and 2 runs)
-    (docs/performance.md). The graph is the same. Everywhere else Keras's ``__call__`` runs as usual;
+    flag from context) adds only Python work there, and generate's trace makes hundreds of layer
+    calls (docs/performance.md). The graph is the same. Everywhere else Keras's ``__call__`` runs as usual;
     the model is built before generate, and generation never trains (every ``call`` defaults
     ``training`` to False)."""
 
@@ -95,8 +92,7 @@ def matmul_last(x: tf.Tensor, kernel: tf.Tensor, transpose_b: bool = False) -> t
 
     Under ``xla_trace`` it is one broadcasting ``tf.matmul`` (XLA makes it the same dot as the
     reshapes would; the graph is smaller). TensorFlow's own kernel for that op is slow, so eagerly and
-    in graphs TensorFlow runs itself it is a 2-D MatMul between two reshapes: a base bert2gpt2
-    forward+backward took 9.5 s with the broadcasting op against 6.0 s."""
+    in graphs TensorFlow runs itself it is a 2-D MatMul between two reshapes (docs/performance.md)."""
     if _IN_XLA_TRACE.get():
         y = tf.matmul(x, kernel, transpose_b=transpose_b)
         rows = x.shape[:-1]
@@ -108,10 +104,6 @@ def matmul_last(x: tf.Tensor, kernel: tf.Tensor, transpose_b: bool = False) -> t
     return tf.reshape(y, shape[:-1] + [kernel.shape[0 if transpose_b else -1]])
 
 
-# Whether ``unfused_product`` puts the barrier in (a switch for measuring it; tests flip it).
-BARRIER_AFTER_PRODUCTS = True
-
-
 def unfused_product(y: tf.Tensor) -> tf.Tensor:
     """``y``, the result of a one-row weight product, behind an XLA optimization barrier (an identity).
 
@@ -119,9 +111,9 @@ def unfused_product(y: tf.Tensor) -> tf.Tensor:
     its own code, which runs on one thread; without the fusion the product is a dot of its own,
     which XLA runs with Eigen on all threads and the add joins the next elementwise kernel. Only
     one-row products fuse (greedy search and sampling at batch 1, in every decoding step), so
-    ``matmul_last`` puts the barrier only there; products of several rows compile as before. A
-    32-step loop of GPT-2-small products took 0.56 s instead of 0.69 s (docs/performance.md)."""
-    if not BARRIER_AFTER_PRODUCTS or _optimization_barrier is None:
+    ``matmul_last`` puts the barrier only there; products of several rows compile as before
+    (docs/performance.md has the loop's times with and without it)."""
+    if _optimization_barrier is None:
         return y
     return _optimization_barrier(y)[0]
 
@@ -134,8 +126,8 @@ def deferred_initialisers() -> Iterator[Dict[int, Tuple[keras.Variable, Any]]]:
     """Within the block, the models' weights are created as zeros and their initializers recorded:
     ``{id(variable): (variable, initializer)}``. ``from_pretrained`` builds the model this way and
     runs the recorded initializers only for the weights the checkpoint lacks
-    (``run_initialisers``): drawing random numbers for the ~250 M weights of a base bert2gpt2 that
-    the checkpoint then overwrites took about 2.7 s of a 9.4 s load."""
+    (``run_initialisers``): random numbers for weights the checkpoint then overwrites are a large
+    part of a load's time (docs/performance.md, "Loading")."""
     registry: Dict[int, Tuple[keras.Variable, Any]] = {}
     token = _DEFERRED_INIT.set(registry)
     try:

@@ -171,9 +171,9 @@ def _build_by_first_call(layer, input_shape=None) -> None:
     sub-layer builds itself (from the shapes it is given) during the layer's first call.
 
     Without a ``build`` of its own, Keras 3 builds such a layer by first tracing ``call`` on
-    symbolic inputs, and it does so again at every level of nesting. That made loading a MiniLM
-    bert2bert take 17.7 s instead of 2.7 s. The variables, their paths and their order came out the
-    same either way (compared once on that model); ``tests/tf/test_models.py`` checks that each
+    symbolic inputs, and it does so again at every level of nesting, which multiplied the time of a
+    load (docs/performance.md). The variables, their paths and their order come out the
+    same either way; ``tests/tf/test_models.py`` checks that each
     transformer layer runs once while a model is built."""
 
 

@@ -54,13 +54,11 @@ TRACE_COUNTS: Dict[Any, int] = collections.Counter()
 
 # Options for XLA when a generate function is compiled (``jax.jit(compiler_options=...)``), part of
 # the signature. On CPU, XLA hands dots with several rows to YNNPACK fused with their neighbours, with
-# layout copies around them; one YNNPACK call per dot is about 1.7x faster for 4-beam search of the
-# base bert2gpt2 (1.17 s vs 1.97 s, batch 1) and the same for greedy. LLVM optimisation level 1
-# instead of 2 for the code XLA emits itself: the products are YNNPACK's precompiled kernels, so the
-# loops ran as fast (greedy and 4-beam, batch 1 and 8, within 4 % either way), and XLA's compile of
-# the base bert2gpt2 took 3.0-4.0 s instead of 4.2-4.4 s (docs/performance.md). Options this XLA
-# does not know are dropped (with a retry). The tiny-model tests set level 0 (about half the
-# compile time again; the same tokens).
+# layout copies around them; one YNNPACK call per dot is faster for beam and greedy search. LLVM
+# optimisation level 1 instead of 2 for the code XLA emits itself: the products are YNNPACK's
+# precompiled kernels, so the loops run as fast and XLA compiles sooner (docs/performance.md has
+# both measurements). Options this XLA does not know are dropped (with a retry). The tiny-model
+# tests set level 0 (a shorter compile; the same tokens).
 CPU_COMPILER_OPTIONS: Dict[str, Any] = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
                                         "xla_backend_optimization_level": 1}
 COMPILER_OPTIONS: Dict[str, Any] = {}
@@ -198,8 +196,7 @@ class _SharedParts:
     """The pieces every generate function of a model traces alike for the same source shape: the
     encoder and the cross-attention cache. Each is an inner ``jax.jit``, whose traced jaxpr jax keeps:
     a new signature with the same source shape (beam search after greedy, another ``max_length``)
-    reuses them instead of tracing them again (base bert2gpt2: tracing the 4-beam function after the
-    greedy one took 0.43-0.68 s instead of 1.28 s)."""
+    reuses them instead of tracing them again."""
 
     def __init__(self, module):
         from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModule

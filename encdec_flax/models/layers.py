@@ -3,9 +3,8 @@ arithmetic) whose parameters, when the params tree already has them, are checked
 shape the layer asks for instead of by ``jax.eval_shape`` of their initializer.
 
 Flax's ``Scope.param`` runs ``jax.eval_shape(init_fn)`` for every existing parameter on every
-``apply`` that traces, to compare shapes. Tracing a generate function of the base bert2gpt2 asks for
-663 parameters; without those checks its greedy trace took 0.8 s instead of 1.6 s in a quiet
-moment on the 2-core CI machine, and 1.1-1.5 s instead of 1.3-1.8 s in a noisier A/B run. The
+``apply`` that traces, to compare shapes: hundreds of ``eval_shape`` calls in the trace of a
+generate function, a large part of its trace time (docs/performance.md). The
 shape a flax layer asks for is the first argument it passes after the initializer, so the same
 check is a tuple comparison. Initialization (no params yet) goes through flax unchanged.
 """

@@ -3,13 +3,10 @@
 A decoding step multiplies a few rows (batch x beams) by every decoder weight, so it is bound by
 how fast the weights stream from memory. On CPU, torch's default kernels for that shape (MKL
 ``sgemm`` through ``addmm`` / ``F.linear``) reach a fraction of the memory bandwidth for more than
-one row: on the project's 2-core AMD EPYC machine, a (768 -> 3072) layer ran at 6 GB/s with 4
-rows, against 16-17 GB/s for oneDNN on weights reordered once into its blocked layout (21 GB/s
-against 17 GB/s with one row). The encoder, whose products have a row per source position, is
-compute-bound, and there too MKL is the slower kernel on that machine: the base BERT over a
-64-token source took 54 ms on packed weights against 122 ms (batch 8: 289 against 587 ms; the
-three product shapes alone 2.4-4x faster). ``benchmarks/generate.py`` and docs/performance.md
-have the whole-model numbers.
+one row, where oneDNN on weights reordered once into its blocked layout streams them near the
+bandwidth. The encoder, whose products have a row per source position, is compute-bound, and there
+too oneDNN on packed weights is the faster kernel. docs/performance.md ("PyTorch: prepacked
+weights") has the measurements, per layer and for whole models (``benchmarks/generate.py``).
 
 So, for the length of a ``generate`` call, every ``nn.Linear`` and GPT-2 ``Conv1D`` of the
 encoder, ``enc_to_dec_proj`` and the decoder (those exact classes; subclasses keep their own
@@ -18,9 +15,8 @@ module's ``forward`` is swapped on the instance and restored afterwards, also on
 packed copies are kept on the model (``PrepackedWeights``), keyed by the layer, and rebuilt when a
 weight or bias changes (another tensor, or an in-place update such as an optimizer step or
 ``load_state_dict``). They cost memory about the size of the model's linear weights, and packing
-is paid once, on the first call: the base bert2gpt2's 158 layers took 1.7-3.2 s the first time in a
-process on the 2-core machine (mostly touching new memory, slow on that VM) and 0.7-1.0 s when
-packed again. ``generate(..., prepack_weights=False)`` opts out (no copy);
+is paid once, on the first call (its cost for the base bert2gpt2 is in docs/performance.md).
+``generate(..., prepack_weights=False)`` opts out (no copy);
 ``model.clear_prepacked_weights()`` frees them.
 
 The packed layout is one for ``PACK_ROWS`` rows, whatever a call's row count, so a call's numbers
@@ -44,13 +40,9 @@ from torch import nn
 from encdec_pt.modeling_utils import RuntimeCache
 from encdec_pt.layers import Conv1D
 
-# The row count the weights are laid out for. Measured (768 -> 3072, 2-core AMD EPYC): a layout for
-# 32 rows ran at 21 / 16 / 6 GB/s with 1 / 4 / 32 rows, within 8 % of the best layout for each. A
-# layout for one row (oneDNN's matrix-vector kernel) for steps of one row was tried: on a machine
-# whose memory bandwidth its neighbours had halved, greedy search of the base bert2gpt2 at batch 1
-# took 0.21 s less with it (median of 8 paired calls); on the same machine quieter, 0.14-0.24 s
-# more (four runs of 10-12 paired calls: best 0.60-0.81 s with this layout against 0.74-1.08 s).
-# One layout for every call also means no repacking between greedy and beam calls.
+# The row count the weights are laid out for: one layout serves every row count of a call, close to
+# the best layout for each, so greedy and beam calls share one copy and never repack. A one-row
+# layout for one-row steps was tried and dropped (docs/performance.md has both measurements).
 PACK_ROWS = 32
 
 

@@ -158,10 +158,8 @@ class _CompiledSteps(RuntimeCache, dict):
 def _in_inference_mode(generate: Callable) -> Callable:
     """Runs ``generate`` under ``torch.inference_mode()`` and returns ordinary tensors.
 
-    Without autograd's per-op bookkeeping (version counters, view tracking), greedy search of the
-    base bert2gpt2 at batch 1 took 3-6 % less time than under ``torch.no_grad()`` (three runs, each
-    the best of 6-8 calls, the two modes interleaved; 4-beam search and batch 8 moved by -6 % to +3 %,
-    within this machine's noise; docs/performance.md). The output is cloned out of inference
+    Inference mode drops autograd's per-op bookkeeping (version counters, view tracking), which a
+    decoding step of small products feels (docs/performance.md). The output is cloned out of inference
     mode, so callers can edit it in place or feed it to autograd as they could a ``no_grad`` output
     (inside a caller's own ``inference_mode`` it stays an inference tensor)."""
 
@@ -291,8 +289,8 @@ class GenerationMixin:
                 raise ValueError("generate needs encoder input ids (inputs=...) or encoder_outputs=...")
             if attention_mask is None and inputs is not None:
                 attention_mask = _infer_attention_mask(inputs, settings)
-            # Every source position is a row of the encoder's products (oneDNN on packed weights took
-            # 54 ms for the base BERT at batch 1 against 122 ms for the plain layers, see prepacked).
+            # Every source position is a row of the encoder's products: compute-bound, and faster on
+            # oneDNN's packed weights too (see prepacked).
             with packed(self.encoder):
                 encoder_outputs = self.encoder(input_ids=inputs, attention_mask=attention_mask, return_dict=True,
                                                **encoder_kwargs)
