@@ -15,21 +15,15 @@ dropped and listed with the reason in ``ConversionResult.dropped``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from encdec.checkpoint import (
-    align_to_schema,
-    atomic_write_text,
-    load_checkpoint,
-    owned_only,
-    parse_size,
-    save_state_dict,
-)
+from encdec.checkpoint import align_to_schema, load_checkpoint, owned_only
+from encdec.files import parse_size
+from encdec.formats.safetensors import save_state_dict
 from encdec.configuration import AutoConfig, EncoderDecoderConfig
 from encdec.naming.schema import Schema, schema_for
 from encdec.registry import DECODER, architecture
@@ -144,37 +138,10 @@ def _write_bin(state, schema, dst, max_shard_size, progress):
     except ImportError:
         raise ConversionError("writing pytorch_model.bin needs torch (pip install 'encdec[torch]'); "
                               "or write model.safetensors (--format safetensors)") from None
-    from encdec.checkpoint import PT_WEIGHTS_INDEX_NAME, PT_WEIGHTS_NAME, atomic_write_bytes
-    import io
+    from encdec.formats.torch_bin import save_torch_bin
 
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in progress(state.items(), len(state))}
-    limit = parse_size(max_shard_size)
-    shards: List[Dict[str, Any]] = [{}]
-    current = 0
-    for key, value in tensors.items():
-        nbytes = value.numel() * value.element_size()
-        if shards[-1] and current + nbytes > limit:
-            shards.append({})
-            current = 0
-        shards[-1][key] = value
-        current += nbytes
-    n = len(shards)
-    names = [PT_WEIGHTS_NAME] if n == 1 else [f"pytorch_model-{i + 1:05d}-of-{n:05d}.bin" for i in range(n)]
-    index_file = os.path.join(dst, PT_WEIGHTS_INDEX_NAME)
-    if os.path.exists(index_file):
-        os.unlink(index_file)
-    files = []
-    for name, shard in zip(names, shards):
-        buffer = io.BytesIO()
-        torch.save(shard, buffer)
-        atomic_write_bytes(os.path.join(dst, name), buffer.getvalue())
-        files.append(os.path.join(dst, name))
-    if n > 1:
-        total = sum(v.numel() * v.element_size() for v in tensors.values())
-        index = {"metadata": {"total_size": int(total)}, "weight_map": {k: name for name, s in zip(names, shards) for k in s}}
-        atomic_write_text(index_file, json.dumps(index, indent=2, sort_keys=True) + "\n")
-        files.append(index_file)
-    return files, {}
+    return [os.path.join(dst, n) for n in save_torch_bin(tensors, dst, max_shard_size=max_shard_size)], {}
 
 
 def _write_tf_h5(state, schema, dst, max_shard_size, progress):

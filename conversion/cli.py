@@ -84,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     from conversion.api import ConversionError, convert
     from conversion.verify import OUTPUTS, VerificationError
-    from encdec.checkpoint import CheckpointError
+    from encdec.files import CheckpointError
 
     try:
         result = convert(args.src, args.dst, to=args.to, format=args.format, max_shard_size=args.max_shard_size,

@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any, ClassVar, Dict, Optional, Type
 
+from encdec.files import atomic_write_text
 from encdec.registry import ARCHITECTURES
 
 CONFIG_NAME = "config.json"
@@ -212,8 +213,6 @@ class PretrainedConfig:
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
     def to_json_file(self, path: str, use_diff: bool = True) -> None:
-        from encdec.checkpoint import atomic_write_text
-
         atomic_write_text(path, self.to_json_string(use_diff=use_diff))
 
     @classmethod
@@ -238,8 +237,6 @@ class PretrainedConfig:
         os.makedirs(save_directory, exist_ok=True)
         data = self.to_diff_dict()
         data.setdefault("encdec_version", ENCDEC_VERSION)
-        from encdec.checkpoint import atomic_write_text
-
         atomic_write_text(
             os.path.join(save_directory, CONFIG_NAME), json.dumps(data, indent=2, sort_keys=True) + "\n"
         )

@@ -14,6 +14,7 @@ import os
 from typing import Any, Dict, Optional
 
 from encdec.configuration import ENCDEC_VERSION, PretrainedConfig, read_json
+from encdec.files import atomic_write_text
 
 GENERATION_CONFIG_NAME = "generation_config.json"
 
@@ -132,8 +133,6 @@ class GenerationConfig:
         return json.dumps(self.to_diff_dict(), indent=2, sort_keys=True) + "\n"
 
     def save_pretrained(self, save_directory: str) -> None:
-        from encdec.checkpoint import atomic_write_text
-
         os.makedirs(save_directory, exist_ok=True)
         data = self.to_diff_dict()
         data.setdefault("encdec_version", ENCDEC_VERSION)

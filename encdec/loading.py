@@ -27,8 +27,9 @@ from typing import Any, Dict, Iterable, List, Optional, Protocol, Tuple
 
 import numpy as np
 
-from encdec.checkpoint import CheckpointError, align_to_schema, load_checkpoint
+from encdec.checkpoint import align_to_schema, load_checkpoint
 from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedConfig
+from encdec.files import CheckpointError
 from encdec.hub import HUB_KWARGS
 from encdec.modeling_utils import newly_initialised_report, split_prefixed_kwargs
 from encdec.naming.schema import Schema, schema_for

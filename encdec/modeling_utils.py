@@ -11,8 +11,9 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from encdec.configuration import RESERVED_TOP_LEVEL_KEYS
-from encdec.registry import records
+from encdec.configuration import RESERVED_TOP_LEVEL_KEYS, AutoConfig
+from encdec.hub import HUB_KWARGS
+from encdec.registry import ENCODER, ModelRegistry, records
 
 # The fields of a Seq2SeqLMOutput, in the reference's order.
 SEQ2SEQ_OUTPUT_FIELDS = (
@@ -145,3 +146,43 @@ def decoder_mask_from_labels_np(labels: np.ndarray) -> np.ndarray:
     mask = np.ones_like(labels)
     mask[:, 1:] = (labels[:, :-1] != -100).astype(labels.dtype)
     return mask
+
+
+class AutoFactory:
+    """Base of the auto classes of every framework (``AutoModel``, ``TFAutoModelForCausalLM``, ...):
+    the class for a config's model_type and role, read from a ``ModelRegistry``.
+
+    Subclasses set ``registry`` (the framework's ``ModelRegistry``) and ``role`` (``ENCODER`` for
+    base models, ``DECODER`` for causal LMs with cross-attention).
+    """
+
+    registry: ModelRegistry = ModelRegistry("")
+    role: str = ENCODER
+
+    def __init__(self) -> None:
+        raise EnvironmentError(f"{type(self).__name__} is a factory: use from_config or from_pretrained")
+
+    @classmethod
+    def model_class(cls, config: Any) -> Any:
+        return cls.registry.lookup(config, cls.role)
+
+    @classmethod
+    def from_config(cls, config: Any, **kwargs: Any) -> Any:
+        return cls.model_class(config)(config, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, *model_args: Any, **kwargs: Any) -> Any:
+        """The registered class of the folder's ``config.json`` (or of ``config=``), loaded by its own
+        ``from_pretrained``."""
+        config = kwargs.pop("config", None)
+        if config is None:
+            config = AutoConfig.from_pretrained(
+                pretrained_model_name_or_path, **{k: v for k, v in kwargs.items() if k in HUB_KWARGS}
+            )
+        return cls.model_class(config).from_pretrained(pretrained_model_name_or_path, *model_args, config=config,
+                                                       **kwargs)
+
+    @classmethod
+    def register(cls, model_type: str, model_class: Any) -> None:
+        """Register ``model_class`` for ``model_type`` in this factory's role."""
+        cls.registry.register(model_type, **{cls.role: model_class})

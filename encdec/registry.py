@@ -206,49 +206,6 @@ class ModelRegistry(Generic[M]):
         return tuple(sorted(t for (t, r) in self._classes if r == role))
 
 
-class AutoFactory:
-    """Base of the auto classes of every framework (``AutoModel``, ``TFAutoModelForCausalLM``, ...):
-    the class for a config's model_type and role, read from a ``ModelRegistry``.
-
-    Subclasses set ``registry`` (the framework's ``ModelRegistry``) and ``role`` (``ENCODER`` for
-    base models, ``DECODER`` for causal LMs with cross-attention).
-    """
-
-    registry: ModelRegistry = ModelRegistry("")
-    role: str = ENCODER
-
-    def __init__(self) -> None:
-        raise EnvironmentError(f"{type(self).__name__} is a factory: use from_config or from_pretrained")
-
-    @classmethod
-    def model_class(cls, config: Any) -> Any:
-        return cls.registry.lookup(config, cls.role)
-
-    @classmethod
-    def from_config(cls, config: Any, **kwargs: Any) -> Any:
-        return cls.model_class(config)(config, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str, *model_args: Any, **kwargs: Any) -> Any:
-        """The registered class of the folder's ``config.json`` (or of ``config=``), loaded by its own
-        ``from_pretrained``."""
-        config = kwargs.pop("config", None)
-        if config is None:
-            from encdec.configuration import AutoConfig
-            from encdec.hub import HUB_KWARGS
-
-            config = AutoConfig.from_pretrained(
-                pretrained_model_name_or_path, **{k: v for k, v in kwargs.items() if k in HUB_KWARGS}
-            )
-        return cls.model_class(config).from_pretrained(pretrained_model_name_or_path, *model_args, config=config,
-                                                       **kwargs)
-
-    @classmethod
-    def register(cls, model_type: str, model_class: Any) -> None:
-        """Register ``model_class`` for ``model_type`` in this factory's role."""
-        cls.registry.register(model_type, **{cls.role: model_class})
-
-
 def check_decoder_contract(decoder: Any, methods: Tuple[str, ...]) -> None:
     """Refuse, naming the architecture and what is missing, a model that cannot be the decoder of an
     encoder-decoder model: its record has no decoder role, or it lacks a method of its framework's

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from encdec.checkpoint import atomic_write_text
+from encdec.files import atomic_write_text
 from encdec.hub import HUB_KWARGS
 from encdec.registry import TokenizerFamily, records
 

@@ -2,12 +2,12 @@
 
 A model's attribute tree *is* its canonical (Hugging Face PyTorch) state-dict layout, so loading
 is one loop over ``named_parameters`` against ``encdec.naming.schema`` with no renaming. The files
-themselves are read and written by ``encdec.checkpoint`` (numpy), shared with TF and Flax.
+themselves are read by ``encdec.checkpoint`` and written by ``encdec.formats`` (numpy), shared
+with TF and Flax.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Type
 
@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from encdec.checkpoint import atomic_write_bytes, save_state_dict
 from encdec.configuration import PretrainedConfig
+from encdec.formats.safetensors import save_state_dict
+from encdec.formats.torch_bin import save_torch_bin
 from encdec.generation_config import GenerationConfig
 from encdec.loading import load_pretrained
 from encdec.naming.schema import Schema, schema_for
@@ -432,9 +433,7 @@ class PreTrainedModel(nn.Module):
         if safe_serialization:
             save_state_dict(state, save_directory, max_shard_size=max_shard_size)
         else:
-            buffer = io.BytesIO()
-            torch.save({k: torch.from_numpy(v) for k, v in state.items()}, buffer)
-            atomic_write_bytes(os.path.join(save_directory, "pytorch_model.bin"), buffer.getvalue())
+            save_torch_bin(state, save_directory)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, *model_args: Any, **kwargs: Any):

@@ -18,8 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from encdec.checkpoint import owned_only, save_state_dict
+from encdec.checkpoint import owned_only
 from encdec.configuration import AutoConfig, PretrainedConfig
+from encdec.formats.safetensors import save_state_dict
 from encdec.generation_config import GenerationConfig
 from encdec.loading import load_pretrained
 from encdec.modeling_utils import check_token_ids

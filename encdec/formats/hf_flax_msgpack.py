@@ -17,14 +17,14 @@ of each leaf (a ``kernel`` may be a linear layer, stored ``(in, out)``, or GPT-2
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import msgpack
 import numpy as np
 
-from encdec.checkpoint import CheckpointError
+from encdec.files import FLAX_WEIGHTS_NAME, CheckpointError, write_sharded
+from encdec.formats.safetensors import read_safetensors, save_state_dict
 from encdec.naming.layout import framework_path, from_framework, to_framework
 from encdec.naming.schema import ParamSpec, Schema
 
@@ -33,8 +33,6 @@ EXT_NATIVE_COMPLEX = 2
 EXT_NPSCALAR = 3
 CHUNKED = "__msgpack_chunked_array__"
 MAX_CHUNK_SIZE = 2**30  # flax.serialization.MAX_CHUNK_SIZE
-FLAX_WEIGHTS_NAME = "flax_model.msgpack"
-FLAX_WEIGHTS_INDEX_NAME = "flax_model.msgpack.index.json"
 
 
 class FlaxMsgpackError(CheckpointError):
@@ -188,8 +186,6 @@ def read_flax_safetensors(files: Sequence[str], schema: Schema) -> Dict[str, np.
     """The ``model.safetensors`` written by the reference's Flax classes (``safe_serialization=True``,
     metadata ``format: flax``): keys are the "."-joined Flax tree paths
     (``decoder.bert.embeddings.LayerNorm.scale``), kernels in Flax orientation. Same rules as msgpack."""
-    from encdec.checkpoint import read_safetensors
-
     if isinstance(files, (str, os.PathLike)):
         files = [files]
 
@@ -266,48 +262,24 @@ def write_flax_msgpack(
     """Write canonical ``state`` as a Hugging Face ``flax_model.msgpack`` (``path`` is the file, or
     a folder to write it in). With ``max_shard_size`` (bytes) and a larger tree: shards plus
     ``flax_model.msgpack.index.json``. Returns the files written; writes are atomic."""
-    from encdec.checkpoint import atomic_write_bytes, atomic_write_text, parse_size
-
     if os.path.isdir(path) or path.endswith(os.sep):
-        directory, file = path, os.path.join(path, FLAX_WEIGHTS_NAME)
+        directory, file = path, FLAX_WEIGHTS_NAME
     else:
-        directory, file = os.path.dirname(path) or ".", path
-    os.makedirs(directory, exist_ok=True)
-    flat = _flax_tree(state, schema, progress)
-    limit = None if max_shard_size is None else parse_size(max_shard_size)
-    total = sum(a.nbytes for a in flat.values())
-    if limit is None or total <= limit:
-        atomic_write_bytes(file, msgpack_serialize(_unflatten(flat)))
-        return [file]
+        directory, file = os.path.dirname(path), os.path.basename(path)
 
-    shards: List[Dict[Tuple[str, ...], np.ndarray]] = [{}]
-    current = 0
-    for key, array in flat.items():
-        if shards[-1] and current + array.nbytes > limit:
-            shards.append({})
-            current = 0
-        shards[-1][key] = array
-        current += array.nbytes
-    n = len(shards)
-    names = [f"flax_model-{i + 1:05d}-of-{n:05d}.msgpack" for i in range(n)]
-    written = []
-    for name, shard in zip(names, shards):
-        atomic_write_bytes(os.path.join(directory, name), msgpack_serialize(_unflatten(shard)))
-        written.append(os.path.join(directory, name))
-    index = {
-        "metadata": {"total_size": int(total)},
-        "weight_map": {"/".join(key): name for name, shard in zip(names, shards) for key in shard},
-    }
-    index_file = os.path.join(directory, FLAX_WEIGHTS_INDEX_NAME)
-    atomic_write_text(index_file, json.dumps(index, indent=2, sort_keys=True) + "\n")
-    return written + [index_file]
+    def write(tmp: str, shard) -> None:
+        with open(tmp, "wb") as f:
+            f.write(msgpack_serialize(_unflatten(dict(shard))))
+
+    flat = _flax_tree(state, schema, progress)
+    names = write_sharded(directory or ".", file, list(flat.items()), write, max_shard_size=max_shard_size,
+                          index_key="/".join)
+    return [os.path.join(directory, name) for name in names]
 
 
 def write_flax_safetensors(state: Dict[str, np.ndarray], schema: Schema, directory: str, progress=None) -> List[str]:
     """Write what the reference's Flax ``save_pretrained(safe_serialization=True)`` writes:
     ``model.safetensors`` with metadata ``format: flax`` and the "."-joined tree paths as keys.
     Never sharded: the reference's Flax classes cannot read sharded safetensors (hf_behaviour.md 3.1)."""
-    from encdec.checkpoint import save_state_dict
-
     tensors = {".".join(path): array for path, array in _flax_tree(state, schema, progress).items()}
-    return save_state_dict(tensors, directory, max_shard_size=2**62, metadata={"format": "flax"})
+    return save_state_dict(tensors, directory, max_shard_size=None, metadata={"format": "flax"})

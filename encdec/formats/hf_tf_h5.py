@@ -18,20 +18,17 @@ a dataset no rule places raises, naming file and key; duplicates must agree; sha
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
-import tempfile
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from encdec.checkpoint import CheckpointError
+from encdec.files import TF_WEIGHTS_NAME, CheckpointError, write_sharded
+from encdec.formats.safetensors import read_safetensors, save_state_dict
 from encdec.naming.layout import LEAF_RULES, from_framework, to_framework
 from encdec.naming.schema import CONV1D, EMBEDDING, ParamSpec, Schema
 from encdec.registry import records
-
-TF_WEIGHTS_NAME = "tf_model.h5"
 
 
 class TFH5Error(CheckpointError):
@@ -193,8 +190,6 @@ def read_tf_safetensors(files: Sequence[str], schema: Schema) -> Dict[str, np.nd
     """The ``model.safetensors`` written by the reference's TF classes (``safe_serialization=True``,
     metadata ``format: tf``): keys are the stripped h5 names with ``:0``
     (``decoder/bert/embeddings/LayerNorm/beta:0``), arrays in Keras layout. Same rules as h5."""
-    from encdec.checkpoint import read_safetensors
-
     def entries():
         for file in files:
             state, metadata = read_safetensors(file)
@@ -304,7 +299,7 @@ def write_tf_h5(state: Dict[str, np.ndarray], schema: Schema, path: str, main_la
     ``weight_map`` keyed by the full variable names, model name included). ``progress`` wraps the
     per-tensor iterator (a tqdm bar). Every file is written to a temporary name and renamed.
     """
-    from encdec.checkpoint import atomic_write_text, parse_size
+    import h5py
 
     if os.path.isdir(path) or path.endswith(os.sep):
         path = os.path.join(path, TF_WEIGHTS_NAME)
@@ -313,17 +308,12 @@ def write_tf_h5(state: Dict[str, np.ndarray], schema: Schema, path: str, main_la
     dropped: List[str] = []
     weights = tf_weights(state, schema, main_layer, dropped)
     entries = [(tf_name + ":0", array) for _, tf_name, array in (progress(weights) if progress else weights)]
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
 
-    limit = None if max_shard_size is None else parse_size(max_shard_size)
-    total = sum(a.nbytes for _, a in entries)
-    if limit is None or total <= limit:
+    def write_single(file: str, entries: List[Tuple[str, np.ndarray]]) -> None:
         groups: Dict[str, List[Tuple[str, np.ndarray]]] = {}
         for name, array in entries:
             groups.setdefault(name.split("/", 1)[0], []).append((f"{model_name}/{name}", array))
-
-        def fill(h5):
+        with h5py.File(file, "w") as h5:
             h5.attrs["backend"] = "tensorflow"
             h5.attrs["keras_version"] = "2.21.0"
             _save_attr(h5, "layer_names", list(groups))
@@ -333,39 +323,18 @@ def write_tf_h5(state: Dict[str, np.ndarray], schema: Schema, path: str, main_la
                 for full_name, array in weights:
                     group.create_dataset(full_name, data=array)
 
-        _atomic_h5(path, fill)
-        _remove_stale_tf_files(directory, keep={os.path.basename(path)})
-        return dropped
-
-    shards: List[List[Tuple[str, np.ndarray]]] = [[]]
-    current = 0
-    for name, array in entries:  # greedy, in variable order, like `tf_shard_checkpoint`
-        if shards[-1] and current + array.nbytes > limit:
-            shards.append([])
-            current = 0
-        shards[-1].append((name, array))
-        current += array.nbytes
-    n = len(shards)
-    stem = os.path.basename(path)[: -len(".h5")]
-    names = [f"{stem}-{i + 1:05d}-of-{n:05d}.h5" for i in range(n)]
-    index_file = os.path.join(directory, os.path.basename(path) + ".index.json")
-    if os.path.exists(index_file):  # no index may point at shards being replaced
-        os.unlink(index_file)
-    for shard_name, shard in zip(names, shards):
-        def fill(h5, shard=shard):
+    def write_shard(file: str, entries: List[Tuple[str, np.ndarray]]) -> None:
+        with h5py.File(file, "w") as h5:
             layers = []
-            for name, array in sorted(shard, key=lambda item: item[0]):
+            for name, array in sorted(entries, key=lambda item: item[0]):
                 h5.create_dataset(name, data=array)
                 layers.append(name)
             _save_attr(h5, "layer_names", layers)
 
-        _atomic_h5(os.path.join(directory, shard_name), fill)
-    index = {
-        "metadata": {"total_size": int(total)},
-        "weight_map": {f"{model_name}/{name}": shard_name for shard_name, shard in zip(names, shards) for name, _ in shard},
-    }
-    atomic_write_text(index_file, json.dumps(index, indent=2, sort_keys=True) + "\n")
-    _remove_stale_tf_files(directory, keep=set(names) | {os.path.basename(index_file)})
+    # Shards are filled greedily in variable order, like the reference's `tf_shard_checkpoint`.
+    write_sharded(os.path.dirname(os.path.abspath(path)), os.path.basename(path), entries, write_shard,
+                  max_shard_size=max_shard_size, index_key=lambda name: f"{model_name}/{name}",
+                  write_single=write_single)
     return dropped
 
 
@@ -376,38 +345,11 @@ def write_tf_safetensors(state: Dict[str, np.ndarray], schema: Schema, directory
     ``model.safetensors`` with metadata ``format: tf`` and keys ``<stripped name>:0`` in Keras
     layout (sharded with ``model.safetensors.index.json`` past ``max_shard_size``). Returns the
     dropped canonical names."""
-    from encdec.checkpoint import save_state_dict
-
     dropped: List[str] = []
     weights = tf_weights(state, schema, main_layer, dropped)
     tensors = {tf_name + ":0": array for _, tf_name, array in (progress(weights) if progress else weights)}
     save_state_dict(tensors, directory, max_shard_size=max_shard_size, metadata={"format": "tf"})
     return dropped
-
-
-def _atomic_h5(path: str, fill: Callable) -> None:
-    import h5py
-
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as h5:
-            fill(h5)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _remove_stale_tf_files(directory: str, keep: set) -> None:
-    """Drop the files of an earlier TF save (single file replaced by shards, or the reverse)."""
-    if not keep & {TF_WEIGHTS_NAME, TF_WEIGHTS_NAME + ".index.json"} and not any(k.startswith("tf_model-") for k in keep):
-        return  # a file of another name: leave the folder alone
-    for entry in os.listdir(directory):
-        stale = entry in (TF_WEIGHTS_NAME, TF_WEIGHTS_NAME + ".index.json") or re.fullmatch(r"tf_model-\d{5}-of-\d{5}\.h5", entry)
-        if stale and entry not in keep:
-            os.unlink(os.path.join(directory, entry))
 
 
 def _guess_main(schema: Schema, situation: str) -> str:

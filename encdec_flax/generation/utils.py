@@ -199,12 +199,10 @@ class _SharedParts:
     reuses them instead of tracing them again."""
 
     def __init__(self, module):
-        from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModule
-
         def encode(params, source, attention_mask, encoder_kwargs):
             return module.apply(
                 {"params": params}, source, attention_mask=attention_mask, deterministic=True,
-                method=FlaxEncoderDecoderModule.encode, **encoder_kwargs,
+                method="encode", **encoder_kwargs,
             ).last_hidden_state
 
         def cross_cache(params, hidden, mask):
@@ -213,7 +211,7 @@ class _SharedParts:
             _, cache = module.apply(
                 {"params": params}, jnp.ones((hidden.shape[0], 1), dtype="i4"), hidden,
                 encoder_attention_mask=mask, init_cache=True, mutable=["cache"],
-                method=FlaxEncoderDecoderModule.decode,
+                method="decode",
             )
             return cache["cache"]
 
@@ -228,11 +226,8 @@ class _Decoder:
         """``hidden`` (B, S, E) and ``mask`` (B, S) per input; every row is repeated ``expand`` times
         (beams / returned samples) for the decoder. ``loop_kernels``: (in, out) copies of (out, in)
         decoder kernels, by params path (``_with_loop_kernels``), for the steps of the loop."""
-        from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModule
-
         self.module, self.params, self.loop_kernels = module, params, loop_kernels or {}
         self.cross_attention = cross_attention
-        self.decode = FlaxEncoderDecoderModule.decode
         # Cross K/V once per input (``parts.cross_cache``); the self K/V buffers of that one-token
         # pass (1 slot) are replaced by zeros (N, H, max_length, D). No decoder pass over
         # max_length dummy tokens. Every key/value buffer is (N, H, T, D), the layout the attention's
@@ -261,7 +256,7 @@ class _Decoder:
             {"params": _with_loop_kernels(self.params, self.loop_kernels), "cache": cache},
             tokens[:, None].astype("i4"), self.hidden,
             encoder_attention_mask=self.mask, decoder_attention_mask=self.decoder_mask,
-            decoder_position_ids=positions, mutable=["cache"], method=self.decode,
+            decoder_position_ids=positions, mutable=["cache"], method="decode",
         )
         return out.logits[:, -1, :].astype(jnp.float32), mutated["cache"]
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from encdec.registry import DECODER, ENCODER, AutoFactory, ModelRegistry
+from encdec.modeling_utils import AutoFactory
+from encdec.registry import DECODER, ENCODER, ModelRegistry
 from encdec_flax.models.bert import FlaxBertForCausalLM, FlaxBertModel
 from encdec_flax.models.gpt2 import FlaxGPT2LMHeadModel, FlaxGPT2Model
 

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from encdec.checkpoint import save_state_dict
 from encdec.configuration import PretrainedConfig
+from encdec.formats.safetensors import save_state_dict
 from encdec.generation_config import GenerationConfig
 from encdec.loading import load_pretrained
 from encdec.modeling_utils import check_token_ids

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from encdec.registry import DECODER, ENCODER, AutoFactory, ModelRegistry
+from encdec.modeling_utils import AutoFactory
+from encdec.registry import DECODER, ENCODER, ModelRegistry
 from encdec_pt.models.bert import BertLMHeadModel, BertModel
 from encdec_pt.models.gpt2 import GPT2LMHeadModel, GPT2Model
 

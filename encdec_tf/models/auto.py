@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from encdec.registry import DECODER, ENCODER, AutoFactory, ModelRegistry
+from encdec.modeling_utils import AutoFactory
+from encdec.registry import DECODER, ENCODER, ModelRegistry
 from encdec_tf.models.bert import TFBertLMHeadModel, TFBertModel
 from encdec_tf.models.gpt2 import TFGPT2LMHeadModel, TFGPT2Model
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from adapters import FRAMEWORKS
-from encdec.checkpoint import save_state_dict
 from encdec.configuration import EncoderDecoderConfig
+from encdec.formats.safetensors import save_state_dict
 from encdec.naming.schema import schema_for
 from encdec.testing import deterministic_state_dict, tiny_bert_config, tiny_config, tiny_gpt2_config
 
@@ -156,7 +156,7 @@ def test_shape_mismatch_raises_naming_key_and_shapes(framework, tmp_path):
     key = "decoder.transformer.h.0.mlp.c_fc.weight"
     state[key] = state[key][:, :-1].copy()
     _save(tmp_path, config, state)
-    from encdec.checkpoint import CheckpointError
+    from encdec.files import CheckpointError
 
     with pytest.raises(CheckpointError, match=rf"{key}: \(32, 36\) vs \(32, 37\)"):
         framework.from_pretrained(tmp_path)

@@ -10,7 +10,9 @@ from safetensors.numpy import load_file, save_file
 
 from conversion import ConversionError, convert, read_canonical
 from conversion.cli import build_parser, main
-from encdec.checkpoint import CheckpointError, load_checkpoint, owned_only, save_state_dict
+from encdec.checkpoint import load_checkpoint, owned_only
+from encdec.files import CheckpointError
+from encdec.formats.safetensors import save_state_dict
 from encdec.naming.schema import schema_for
 from encdec.testing import ARCHS, deterministic_state_dict, tiny_config
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conversion import convert, read_canonical
-from encdec.checkpoint import owned_only, save_state_dict
+from encdec.checkpoint import owned_only
+from encdec.formats.safetensors import save_state_dict
 from encdec.naming.schema import schema_for
 from encdec.testing import deterministic_state_dict, tiny_config, tiny_inputs
 

