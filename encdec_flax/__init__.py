@@ -9,10 +9,10 @@ from encdec_flax.models.auto import (
     FlaxAutoModelForCausalLM,
 )
 from encdec_flax.models.bert import FlaxBertForCausalLM, FlaxBertModel
-from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModel, FlaxEncoderDecoderModule
+from encdec_flax.encoder_decoder import FlaxEncoderDecoderModel, FlaxEncoderDecoderModule
 from encdec_flax.models.gpt2 import FlaxGPT2LMHeadModel, FlaxGPT2Model
-from encdec_flax.models.modeling_outputs import FlaxSeq2SeqLMOutput
-from encdec_flax.models.modeling_utils import params_to_state_dict, state_dict_to_params
+from encdec_flax.modeling_outputs import FlaxSeq2SeqLMOutput
+from encdec_flax.modeling_utils import params_to_state_dict, state_dict_to_params
 
 __all__ = [
     "MODELS",

@@ -1,5 +1,5 @@
 """Layers that are not torch's own, shared by the models (as ``encdec_tf/layers.py`` and
-``encdec_flax/models/layers.py`` are for theirs).
+``encdec_flax/layers.py`` are for theirs).
 
 ``Conv1D`` is the ``conv1d`` kind of the schema (``encdec.naming.schema``): a dense layer whose
 weight is stored ``(in, out)``, as GPT-2's checkpoints hold it.

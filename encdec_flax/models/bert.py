@@ -20,12 +20,12 @@ import jax.numpy as jnp
 from jax import lax
 
 from encdec.architectures.bert import BertConfig
-from encdec_flax.models.layers import Dense, Embed, LayerNorm, ShapeCheckedParams
-from encdec_flax.models.modeling_outputs import (
+from encdec_flax.layers import Dense, Embed, LayerNorm, ShapeCheckedParams
+from encdec_flax.modeling_outputs import (
     FlaxBaseModelOutputWithPoolingAndCrossAttentions,
     FlaxCausalLMOutputWithCrossAttentions,
 )
-from encdec_flax.models.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask, normal_init
+from encdec_flax.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask, normal_init
 
 
 class FlaxBertEmbeddings(nn.Module):

@@ -17,12 +17,12 @@ import jax.numpy as jnp
 from jax import lax
 
 from encdec.architectures.gpt2 import GPT2Config
-from encdec_flax.models.layers import Dense, Embed, LayerNorm, ShapeCheckedParams
-from encdec_flax.models.modeling_outputs import (
+from encdec_flax.layers import Dense, Embed, LayerNorm, ShapeCheckedParams
+from encdec_flax.modeling_outputs import (
     FlaxBaseModelOutputWithPastAndCrossAttentions,
     FlaxCausalLMOutputWithCrossAttentions,
 )
-from encdec_flax.models.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask, normal_init
+from encdec_flax.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask, normal_init
 
 
 class FlaxConv1D(ShapeCheckedParams, nn.Module):

@@ -331,7 +331,7 @@ def test_other_params_are_used_by_the_same_compiled_function():
 def test_a_new_signature_reuses_the_traced_encoder_and_cross_cache(monkeypatch):
     """Beam search after greedy search on the same source shape traces a new loop but not the
     encoder nor the cross-attention cache pass again; a new source length traces both."""
-    from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModule
+    from encdec_flax.encoder_decoder import FlaxEncoderDecoderModule
 
     model = _build("bert2gpt2")  # its own compiled functions and traces, whatever ran before
     traced = collections.Counter()
@@ -422,7 +422,7 @@ def test_prepacked_kernels_are_every_conv1d_of_a_decoding_step():
     import flax.linen as nn
     import jax.numpy as jnp
 
-    from encdec_flax.models.encoder_decoder import FlaxEncoderDecoderModule
+    from encdec_flax.encoder_decoder import FlaxEncoderDecoderModule
     from encdec_flax.models.gpt2 import FlaxConv1D
 
     model = _ours("bert2gpt2")

@@ -1,5 +1,5 @@
 """``FlaxEncoderDecoderModel``: a pretrained encoder (BERT) and a causal-LM decoder (BERT or GPT-2
-with cross-attention), mirroring ``encdec_pt/models/encoder_decoder.py``.
+with cross-attention), mirroring ``encdec_pt/encoder_decoder.py``.
 
 Beyond the Hugging Face Flax class: ``labels`` -> ``loss`` (mean cross-entropy over labels that are
 not -100, decoder inputs shifted from the labels when absent, derived decoder mask),
@@ -55,9 +55,9 @@ from encdec.naming.layout import framework_path
 from encdec.naming.schema import needs_enc_to_dec_proj, schema_for
 from encdec_flax.generation.utils import FlaxGenerationMixin
 from encdec_flax.models.auto import FlaxAutoModel, FlaxAutoModelForCausalLM
-from encdec_flax.models.layers import Dense
-from encdec_flax.models.modeling_outputs import FlaxCausalLMOutputWithCrossAttentions, FlaxSeq2SeqLMOutput
-from encdec_flax.models.modeling_utils import (
+from encdec_flax.layers import Dense
+from encdec_flax.modeling_outputs import FlaxCausalLMOutputWithCrossAttentions, FlaxSeq2SeqLMOutput
+from encdec_flax.modeling_utils import (
     FlaxLoader,
     FlaxPreTrainedModel,
     _flax_result,
@@ -205,7 +205,7 @@ class _EncoderOutputs:
 
     @staticmethod
     def normalise(encoder_outputs):
-        from encdec_flax.models.modeling_outputs import FlaxBaseModelOutput
+        from encdec_flax.modeling_outputs import FlaxBaseModelOutput
 
         if hasattr(encoder_outputs, "last_hidden_state"):
             return encoder_outputs
