@@ -89,6 +89,9 @@ class Architecture:
         tf_reused: (regex over canonical names, why) of tied tensors the reference's TF classes
             have no variable for.
         tiny: config fields of a tiny instance for tests (distinct odd sizes).
+        can_encode: False for an architecture that is only ever a decoder here (BART's decoder):
+            it has no encoder role, and ``base_schema`` is the base model its causal LM holds under
+            ``base_model_prefix`` (what a base-model checkpoint of it is read as).
     """
 
     model_type: str
@@ -105,6 +108,7 @@ class Architecture:
     tf_layer_names: Dict[str, str] = dataclasses.field(default_factory=dict)
     tf_reused: Tuple[Tuple[str, str], ...] = ()
     tiny: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    can_encode: bool = True
 
     @property
     def model_types(self) -> Tuple[str, ...]:
@@ -112,7 +116,8 @@ class Architecture:
 
     @property
     def roles(self) -> Tuple[str, ...]:
-        return (ENCODER, DECODER) if self.decoder is not None and self.causal_lm_schema is not None else (ENCODER,)
+        encoder = (ENCODER,) if self.can_encode else ()
+        return encoder + ((DECODER,) if self.decoder is not None and self.causal_lm_schema is not None else ())
 
     def tiny_config(self, **overrides: Any) -> Any:
         values = dict(self.tiny)
@@ -156,6 +161,11 @@ def records() -> Iterator[Architecture]:
 def require_role(config: Any, role: str) -> Architecture:
     """The record of ``config``, or a ``ValueError`` naming the architecture and what it lacks for ``role``."""
     record = architecture(config)
+    if role == ENCODER and ENCODER not in record.roles:
+        raise ValueError(
+            f"{record.model_type!r} cannot be the encoder of an encoder-decoder model: its architecture is "
+            "registered as a decoder only (see docs/architectures.md)"
+        )
     if role == DECODER and DECODER not in record.roles:
         raise ValueError(
             f"{record.model_type!r} cannot be the decoder of an encoder-decoder model: its architecture has no "
@@ -185,6 +195,8 @@ class ModelRegistry(Generic[M]):
         record = architecture(model_type)
         if decoder is not None and DECODER not in record.roles:
             raise ValueError(f"{model_type!r} has no decoder role in its record; cannot register {decoder!r}")
+        if encoder is not None and ENCODER not in record.roles:
+            raise ValueError(f"{model_type!r} has no encoder role in its record; cannot register {encoder!r}")
         for model_type_ in record.model_types:
             if encoder is not None:
                 self._classes[(model_type_, ENCODER)] = encoder
@@ -192,7 +204,7 @@ class ModelRegistry(Generic[M]):
                 self._classes[(model_type_, DECODER)] = decoder
 
     def lookup(self, config: Any, role: str) -> M:
-        record = require_role(config, role) if role == DECODER else architecture(config)
+        record = require_role(config, role)
         try:
             return self._classes[(config.model_type, role)]
         except KeyError:

@@ -26,6 +26,8 @@ PAIRS: Dict[str, Tuple[str, str, Dict[str, Any], bool]] = {
     "bert2gpt2": ("bert", "gpt2", {}, False),
     "bert2gpt2_proj": ("bert", "gpt2", {"hidden_size": 48}, False),  # decoder hidden 48: `enc_to_dec_proj`
     "bert2bert_tied": ("bert", "bert", {}, True),
+    "bertgen2bertgen": ("bert-generation", "bert-generation", {}, False),
+    "bertgen2bertgen_tied": ("bert-generation", "bert-generation", {}, True),
 }
 ARCHS = tuple(PAIRS)
 

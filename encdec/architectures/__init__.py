@@ -7,6 +7,7 @@ registration per framework (``docs/architectures.md``).
 """
 
 from encdec.architectures.bert import BERT, BertConfig
+from encdec.architectures.bert_generation import BERT_GENERATION, BertGenerationConfig
 from encdec.architectures.gpt2 import GPT2, GPT2Config
 
-__all__ = ["BERT", "BertConfig", "GPT2", "GPT2Config"]
+__all__ = ["BERT", "BERT_GENERATION", "BertConfig", "BertGenerationConfig", "GPT2", "GPT2Config"]

@@ -15,7 +15,7 @@ import re
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from encdec.configuration import EncoderDecoderConfig
-from encdec.registry import DECODER, architecture, require_role
+from encdec.registry import DECODER, ENCODER, architecture, require_role
 
 # Module kinds. Layout rules per framework are keyed by (kind, leaf) in layout.py.
 LINEAR = "linear"  # nn.Linear: weight (out, in), bias (out,)
@@ -160,7 +160,7 @@ def encoder_decoder_schema(config: Any) -> Schema:
     """``EncoderDecoderModel``: ``encoder.`` (base model, pooler included), ``decoder.``
     (causal LM with cross-attention), ``enc_to_dec_proj`` when hidden sizes differ, and the
     encoder->decoder ties of ``tie_encoder_decoder``."""
-    enc_arch, dec_arch = architecture(config.encoder), require_role(config.decoder, DECODER)
+    enc_arch, dec_arch = require_role(config.encoder, ENCODER), require_role(config.decoder, DECODER)
     encoder = enc_arch.base_schema(config.encoder, add_pooling_layer=True).prefixed("encoder.")
     decoder = dec_arch.causal_lm_schema(config.decoder).prefixed("decoder.")
     if config.tie_encoder_decoder:

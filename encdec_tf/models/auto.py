@@ -5,11 +5,13 @@ from __future__ import annotations
 from encdec.modeling_utils import AutoFactory
 from encdec.registry import DECODER, ENCODER, ModelRegistry
 from encdec_tf.models.bert import TFBertLMHeadModel, TFBertModel
+from encdec_tf.models.bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder
 from encdec_tf.models.gpt2 import TFGPT2LMHeadModel, TFGPT2Model
 
 MODELS = ModelRegistry("TensorFlow")
 MODELS.register("bert", encoder=TFBertModel, decoder=TFBertLMHeadModel)
 MODELS.register("gpt2", encoder=TFGPT2Model, decoder=TFGPT2LMHeadModel)
+MODELS.register("bert-generation", encoder=TFBertGenerationEncoder, decoder=TFBertGenerationDecoder)
 
 
 class _TFAutoFactory(AutoFactory):

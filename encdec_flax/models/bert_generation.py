@@ -1,0 +1,200 @@
+"""BertGeneration in Flax linen: ``FlaxBertGenerationEncoder`` (encoder) and
+``FlaxBertGenerationDecoder`` (decoder with cross-attention), mirroring
+``encdec_pt/models/bert_generation.py`` module for module and reusing the BERT layers
+(``FlaxBertEncoder``).
+
+Every submodule is named like the PyTorch attribute it mirrors, so the params tree maps to canonical
+names with the generic walk in ``modeling_utils``. Shape letters: B batch, Q query length.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from encdec.architectures.bert_generation import BertGenerationConfig
+from encdec_flax.models.bert import FlaxBertEncoder
+from encdec_flax.models.layers import Dense, Embed, LayerNorm, ShapeCheckedParams
+from encdec_flax.models.modeling_outputs import (
+    FlaxBaseModelOutputWithPoolingAndCrossAttentions,
+    FlaxCausalLMOutputWithCrossAttentions,
+)
+from encdec_flax.models.modeling_utils import FlaxPreTrainedModel, normal_init
+
+
+class FlaxBertGenerationEmbeddings(nn.Module):
+    """Word + position embeddings (no token types), then LayerNorm and dropout."""
+
+    config: BertGenerationConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.word_embeddings = Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=normal_init(cfg), dtype=self.dtype)
+        self.position_embeddings = Embed(
+            cfg.max_position_embeddings, cfg.hidden_size, embedding_init=normal_init(cfg), dtype=self.dtype
+        )
+        self.LayerNorm = LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
+        self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
+
+    def __call__(self, input_ids, position_ids, deterministic: bool = True):
+        # (B, Q, hidden) each
+        inputs_embeds = self.word_embeddings(input_ids.astype("i4"))
+        position_embeds = self.position_embeddings(position_ids.astype("i4"))
+        hidden_states = inputs_embeds + position_embeds
+        hidden_states = self.LayerNorm(hidden_states)
+        hidden_states = self.dropout(hidden_states, deterministic=deterministic)
+        return hidden_states
+
+
+class FlaxBertGenerationEncoderModule(nn.Module):
+    """``BertGenerationEncoder``: embeddings and the BERT layer stack; no pooler."""
+
+    config: BertGenerationConfig
+    dtype: jnp.dtype = jnp.float32
+    gradient_checkpointing: bool = False
+
+    def setup(self):
+        self.embeddings = FlaxBertGenerationEmbeddings(self.config, dtype=self.dtype)
+        self.encoder = FlaxBertEncoder(
+            self.config, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing
+        )
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        init_cache: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        deterministic: bool = True,
+    ):
+        if position_ids is None:
+            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+        if encoder_hidden_states is not None and encoder_attention_mask is None:
+            encoder_attention_mask = jnp.ones(encoder_hidden_states.shape[:2], dtype="i4")
+        # (B, Q, hidden)
+        hidden_states = self.embeddings(input_ids, position_ids, deterministic=deterministic)
+        hidden_states, all_hidden_states, all_attentions, all_cross_attentions = self.encoder(
+            hidden_states,
+            attention_mask=attention_mask,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            init_cache=init_cache,
+            deterministic=deterministic,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        return FlaxBaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=hidden_states,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+            cross_attentions=all_cross_attentions,
+        )
+
+
+class FlaxBertGenerationOnlyLMHead(ShapeCheckedParams, nn.Module):
+    """``lm_head``: the vocabulary projection plus ``bias``, no transform. With tied word
+    embeddings ``decoder`` owns no kernel: the embedding matrix is applied instead."""
+
+    config: BertGenerationConfig
+    dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        cfg = self.config
+        self.decoder = Dense(cfg.vocab_size, dtype=self.dtype, use_bias=False, kernel_init=normal_init(cfg))
+        self.bias = self.param("bias", jax.nn.initializers.zeros, (cfg.vocab_size,))
+
+    def __call__(self, hidden_states, shared_embedding=None):
+        if shared_embedding is not None:
+            # (B, Q, hidden) x (vocab, hidden) -> (B, Q, vocab)
+            logits = hidden_states @ shared_embedding.T.astype(self.dtype)
+        else:
+            logits = self.decoder(hidden_states)
+        return logits + self.bias.astype(self.dtype)
+
+
+class FlaxBertGenerationDecoderModule(nn.Module):
+    """``BertGenerationDecoder``: ``bert`` and ``lm_head``."""
+
+    config: BertGenerationConfig
+    dtype: jnp.dtype = jnp.float32
+    gradient_checkpointing: bool = False
+
+    def setup(self):
+        self.bert = FlaxBertGenerationEncoderModule(
+            self.config, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing
+        )
+        self.lm_head = FlaxBertGenerationOnlyLMHead(self.config, dtype=self.dtype)
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        init_cache: bool = False,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        deterministic: bool = True,
+    ):
+        outputs = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            init_cache=init_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            deterministic=deterministic,
+        )
+        shared_embedding = None
+        if self.config.tie_word_embeddings:
+            shared_embedding = self.bert.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
+        # (B, Q, vocab)
+        logits = self.lm_head(outputs.last_hidden_state, shared_embedding=shared_embedding)
+        return FlaxCausalLMOutputWithCrossAttentions(
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            cross_attentions=outputs.cross_attentions,
+        )
+
+
+class FlaxBertGenerationEncoder(FlaxPreTrainedModel):
+    """BertGeneration encoder (``BertGenerationEncoder``) behind the functional Flax API.
+
+    Args:
+        config: a ``BertGenerationConfig``.
+        input_shape: the dummy input shape used to create the params.
+        seed: the PRNG seed of the random init.
+        dtype: the computation dtype (params stay float32; see ``to_bf16``).
+        _do_init: False creates no params (``model.params`` is then None; pass ``params=``).
+        gradient_checkpointing: recompute each layer in the backward pass (``nn.remat``).
+    """
+
+    config_class = BertGenerationConfig
+    base_model_prefix = "bert"
+    schema_head = "base"
+    module_class = FlaxBertGenerationEncoderModule
+
+    def __init__(self, config: BertGenerationConfig, **kwargs: Any):
+        super().__init__(config, **kwargs)
+
+
+class FlaxBertGenerationDecoder(FlaxPreTrainedModel):
+    """BertGeneration decoder with its LM head (``BertGenerationDecoder``); the same Args as
+    ``FlaxBertGenerationEncoder``."""
+
+    config_class = BertGenerationConfig
+    base_model_prefix = "bert"
+    schema_head = "causal_lm"
+    module_class = FlaxBertGenerationDecoderModule
