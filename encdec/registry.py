@@ -34,12 +34,15 @@ class DecoderLayout:
         new_weights: a regex over canonical names: the weights that ``add_cross_attention`` adds
             (reported as "newly initialised, expected" when a decoder is warm-started).
         num_layers: the config attribute with the decoder's own layer count.
+        num_heads: the config attribute with the decoder's own attention head count (BART's
+            ``num_attention_heads`` is its encoder's).
     """
 
     cross_attention: str
     cross_key_value: Tuple[str, ...]
     new_weights: str
     num_layers: str = "num_hidden_layers"
+    num_heads: str = "num_attention_heads"
 
 
 @dataclasses.dataclass(frozen=True)

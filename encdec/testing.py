@@ -28,6 +28,8 @@ PAIRS: Dict[str, Tuple[str, str, Dict[str, Any], bool]] = {
     "bert2bert_tied": ("bert", "bert", {}, True),
     "bertgen2bertgen": ("bert-generation", "bert-generation", {}, False),
     "bertgen2bertgen_tied": ("bert-generation", "bert-generation", {}, True),
+    "bert2bart": ("bert", "bart", {}, False),
+    "bert2mbart": ("bert", "mbart", {}, False),
 }
 ARCHS = tuple(PAIRS)
 

@@ -7,7 +7,9 @@ registration per framework (``docs/architectures.md``).
 """
 
 from encdec.architectures.bert import BERT, BertConfig
+from encdec.architectures.bart import BART, MBART, BartConfig, MBartConfig
 from encdec.architectures.bert_generation import BERT_GENERATION, BertGenerationConfig
 from encdec.architectures.gpt2 import GPT2, GPT2Config
 
-__all__ = ["BERT", "BERT_GENERATION", "BertConfig", "BertGenerationConfig", "GPT2", "GPT2Config"]
+__all__ = ["BART", "BERT", "BERT_GENERATION", "MBART", "BartConfig", "BertConfig", "BertGenerationConfig", "GPT2", "GPT2Config",
+           "MBartConfig"]

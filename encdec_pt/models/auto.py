@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from encdec.modeling_utils import AutoFactory
 from encdec.registry import DECODER, ENCODER, ModelRegistry
+from encdec_pt.models.bart import BartForCausalLM, MBartForCausalLM
 from encdec_pt.models.bert import BertLMHeadModel, BertModel
 from encdec_pt.models.bert_generation import BertGenerationDecoder, BertGenerationEncoder
 from encdec_pt.models.gpt2 import GPT2LMHeadModel, GPT2Model
@@ -12,6 +13,8 @@ MODELS = ModelRegistry("PyTorch")
 MODELS.register("bert", encoder=BertModel, decoder=BertLMHeadModel)
 MODELS.register("gpt2", encoder=GPT2Model, decoder=GPT2LMHeadModel)
 MODELS.register("bert-generation", encoder=BertGenerationEncoder, decoder=BertGenerationDecoder)
+MODELS.register("bart", decoder=BartForCausalLM)
+MODELS.register("mbart", decoder=MBartForCausalLM)
 
 
 class AutoModel(AutoFactory):

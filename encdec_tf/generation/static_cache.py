@@ -20,6 +20,7 @@ from typing import List, Sequence, Tuple
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python.xla import dynamic_update_slice
 
+from encdec.registry import architecture
 from encdec_tf.layers import split_heads
 from encdec_tf.modeling_utils import additive_mask
 
@@ -93,7 +94,7 @@ def allocate_static_cache(decoder, encoder_hidden_states: tf.Tensor, max_length:
     layer's own cross-attention key/value projections (the first step then runs like the others)."""
     config = decoder.config
     n = encoder_hidden_states.shape[0]
-    heads = config.num_attention_heads
+    heads = getattr(config, architecture(config).decoder.num_heads)  # the decoder's own (BART: not the encoder's)
     head_dim = config.hidden_size // heads
     buffers: List[tf.Tensor] = []  # (N, H, S, Dh) each
     for layer in decoder.decoder_layers():
