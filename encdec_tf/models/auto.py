@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from encdec.modeling_utils import AutoFactory
 from encdec.registry import DECODER, ENCODER, ModelRegistry
+from encdec_tf.models.bart import TFBartForCausalLM, TFMBartForCausalLM
 from encdec_tf.models.bert import TFBertLMHeadModel, TFBertModel
 from encdec_tf.models.bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder
 from encdec_tf.models.gpt2 import TFGPT2LMHeadModel, TFGPT2Model
@@ -12,6 +13,8 @@ MODELS = ModelRegistry("TensorFlow")
 MODELS.register("bert", encoder=TFBertModel, decoder=TFBertLMHeadModel)
 MODELS.register("gpt2", encoder=TFGPT2Model, decoder=TFGPT2LMHeadModel)
 MODELS.register("bert-generation", encoder=TFBertGenerationEncoder, decoder=TFBertGenerationDecoder)
+MODELS.register("bart", decoder=TFBartForCausalLM)
+MODELS.register("mbart", decoder=TFMBartForCausalLM)
 
 
 class _TFAutoFactory(AutoFactory):

@@ -1,0 +1,334 @@
+"""BART's decoder (``TFBartForCausalLM``) and mBART's (``TFMBartForCausalLM``) as decoders with
+cross-attention.
+
+Mirrors ``encdec_pt/models/bart.py`` class by class; every sublayer is named like its PyTorch
+attribute, so the variable tree is the canonical weight tree (``model/decoder/layers_._0/encoder_attn/k_proj``).
+The reference has no TF causal LM of BART: files are read and written in the canonical names.
+Shapes: b batch, h heads, q/k query/key length, d head dim, e d_model, f ffn size, v vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import keras
+import tensorflow as tf
+
+from encdec.architectures.bart import POSITION_OFFSET, BartConfig, MBartConfig
+from encdec_tf.activations import get_activation
+from encdec_tf.layers import Dense, Dropout, Embedding, LayerNorm, matmul_last, merge_heads, split_heads
+from encdec_tf.modeling_outputs import TFCausalLMOutputWithCrossAttentions
+from encdec_tf.modeling_utils import (
+    ComposedLayer,
+    TFPreTrainedModel,
+    additive_mask,
+    as_int_tensor,
+    causal_keep,
+    check_ids,
+    check_labels,
+    masked_lm_loss,
+    normal_init,
+)
+
+# nn.LayerNorm's default, which BART's norms use.
+LAYER_NORM_EPS = 1e-5
+
+
+def _dense(config: BartConfig, units: int, name: str, use_bias: bool = True) -> Dense:
+    return Dense(units, use_bias=use_bias, kernel_initializer=normal_init(config), name=name)
+
+
+class TFBartAttention(ComposedLayer):
+    """Multi-head attention; keys/values from ``key_value_states`` when cross-attention."""
+
+    def __init__(self, config: BartConfig, is_cross_attention: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        embed_dim, num_heads = config.d_model, config.decoder_attention_heads
+        if embed_dim % num_heads != 0:
+            raise ValueError(f"d_model ({embed_dim}) is not a multiple of decoder_attention_heads ({num_heads})")
+        # === Config ===
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.is_cross_attention = is_cross_attention
+        # === Layers ===
+        self.k_proj = _dense(config, embed_dim, "k_proj")
+        self.v_proj = _dense(config, embed_dim, "v_proj")
+        self.q_proj = _dense(config, embed_dim, "q_proj")
+        self.out_proj = _dense(config, embed_dim, "out_proj")
+        self.dropout = Dropout(config.attention_dropout, name="dropout")
+
+    def call(self, hidden_states, attention_mask=None, key_value_states=None, past_key_value=None,
+             output_attentions=False, training=False):
+        h = self.num_heads
+        query = split_heads(self.q_proj(hidden_states), h)  # (b, h, q, d)
+        if self.is_cross_attention and past_key_value is not None:
+            # Cross keys/values depend on the encoder only: computed at the first step, reused after.
+            key, value = past_key_value[0], past_key_value[1]  # (b, h, k, d)
+        else:
+            source = key_value_states if self.is_cross_attention else hidden_states
+            key = split_heads(self.k_proj(source), h)  # (b, h, k, d)
+            value = split_heads(self.v_proj(source), h)  # (b, h, k, d)
+            if hasattr(past_key_value, "update"):
+                # A preallocated (static) cache: written at a position, returned at full length (b, h, L, d).
+                key, value = past_key_value.update(key, value)
+            elif past_key_value is not None:
+                key = tf.concat([past_key_value[0], key], axis=2)
+                value = tf.concat([past_key_value[1], value], axis=2)
+        present = (key, value)  # (b, h, k, d)
+
+        # (b, h, q, k); matmuls, not einsums: see encdec_tf/layers.py
+        scores = tf.matmul(query, key, transpose_b=True) * self.scale
+        if attention_mask is not None:
+            scores = scores + attention_mask  # (b, 1, q|1, k)
+        probs = tf.nn.softmax(scores, axis=-1)
+        context = merge_heads(tf.matmul(self.dropout(probs, training=training), value))  # (b, q, e)
+        return self.out_proj(context), (probs if output_attentions else None), present
+
+
+class TFBartDecoderLayer(ComposedLayer):
+    """Self-attention, cross-attention, feed-forward; normalised after (BART) or before (mBART)."""
+
+    def __init__(self, config: BartConfig, **kwargs: Any):
+        super().__init__(**kwargs)
+        d = config.d_model
+        # === Config ===
+        self.pre_norm = config.pre_norm
+        self.activation_fn = get_activation(config.activation_function)
+        # === Layers ===
+        self.self_attn = TFBartAttention(config, name="self_attn")
+        self.self_attn_layer_norm = LayerNorm(epsilon=LAYER_NORM_EPS, name="self_attn_layer_norm")
+        self.encoder_attn = TFBartAttention(config, is_cross_attention=True, name="encoder_attn")
+        self.encoder_attn_layer_norm = LayerNorm(epsilon=LAYER_NORM_EPS, name="encoder_attn_layer_norm")
+        self.fc1 = _dense(config, config.decoder_ffn_dim, "fc1")
+        self.fc2 = _dense(config, d, "fc2")
+        self.final_layer_norm = LayerNorm(epsilon=LAYER_NORM_EPS, name="final_layer_norm")
+        self.dropout = Dropout(config.dropout, name="dropout")
+        self.activation_dropout = Dropout(config.activation_dropout, name="activation_dropout")
+
+    def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
+             past_key_value=None, output_attentions=False, training=False):
+        residual = hidden_states
+        if self.pre_norm:
+            hidden_states = self.self_attn_layer_norm(hidden_states)
+        self_past = past_key_value[:2] if past_key_value is not None else None
+        attn_output, self_attn, present = self.self_attn(
+            hidden_states, attention_mask=attention_mask, past_key_value=self_past,
+            output_attentions=output_attentions, training=training,
+        )
+        hidden_states = residual + self.dropout(attn_output, training=training)
+        if not self.pre_norm:
+            hidden_states = self.self_attn_layer_norm(hidden_states)
+
+        cross_attn = None
+        if encoder_hidden_states is not None:
+            residual = hidden_states
+            if self.pre_norm:
+                hidden_states = self.encoder_attn_layer_norm(hidden_states)
+            cross_past = past_key_value[2:] if past_key_value is not None else None
+            attn_output, cross_attn, cross_present = self.encoder_attn(
+                hidden_states, attention_mask=encoder_attention_mask, key_value_states=encoder_hidden_states,
+                past_key_value=cross_past, output_attentions=output_attentions, training=training,
+            )
+            hidden_states = residual + self.dropout(attn_output, training=training)
+            if not self.pre_norm:
+                hidden_states = self.encoder_attn_layer_norm(hidden_states)
+            present = present + cross_present
+
+        residual = hidden_states
+        if self.pre_norm:
+            hidden_states = self.final_layer_norm(hidden_states)
+        hidden_states = self.activation_fn(self.fc1(hidden_states))  # (b, q, f)
+        hidden_states = self.activation_dropout(hidden_states, training=training)
+        hidden_states = residual + self.dropout(self.fc2(hidden_states), training=training)  # (b, q, e)
+        if not self.pre_norm:
+            hidden_states = self.final_layer_norm(hidden_states)
+        return hidden_states, self_attn, cross_attn, present
+
+
+class TFBartDecoder(ComposedLayer):
+    """Scaled token embeddings + learned positions (offset 2), ``layernorm_embedding``, the layers,
+    and (mBART) the final ``layer_norm``."""
+
+    def __init__(self, config: BartConfig, **kwargs: Any):
+        super().__init__(**kwargs)
+        # === Config ===
+        self.config = config
+        self.embed_scale = config.embed_scale
+        # === Layers ===
+        self.embed_tokens = Embedding(config.vocab_size, config.d_model, embeddings_initializer=normal_init(config),
+                                      name="embed_tokens")
+        self.embed_positions = Embedding(config.max_position_embeddings + POSITION_OFFSET, config.d_model,
+                                         embeddings_initializer=normal_init(config), name="embed_positions")
+        self.layernorm_embedding = LayerNorm(epsilon=LAYER_NORM_EPS, name="layernorm_embedding")
+        self.layers = [TFBartDecoderLayer(config, name=f"layers_._{i}") for i in range(config.decoder_layers)]
+        self.layer_norm = LayerNorm(epsilon=LAYER_NORM_EPS, name="layer_norm") if config.pre_norm else None
+        self.dropout = Dropout(config.dropout, name="dropout")
+
+    def embed(self, input_ids, position_ids, inputs_embeds=None, training=False):
+        """Token ids (b, q) (or their embeddings) at ``position_ids`` (1|b, q) -> first layer input (b, q, e)."""
+        if inputs_embeds is None:
+            input_ids = check_ids(input_ids, self.config.vocab_size, "input_ids")
+            inputs_embeds = self.embed_tokens(input_ids) * self.embed_scale  # (b, q, e)
+        position_ids = check_ids(position_ids, self.config.max_position_embeddings, "position_ids")
+        hidden_states = inputs_embeds + self.embed_positions(position_ids + POSITION_OFFSET)
+        hidden_states = self.layernorm_embedding(hidden_states)
+        return self.dropout(hidden_states, training=training)
+
+    def call(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
+             encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, use_cache=False,
+             output_attentions=False, output_hidden_states=False, training=False):
+        if input_ids is not None and inputs_embeds is not None:
+            raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
+        if input_ids is None and inputs_embeds is None:
+            raise ValueError("You have to specify either input_ids or inputs_embeds")
+        input_ids = as_int_tensor(input_ids)
+        shape_source = input_ids if input_ids is not None else inputs_embeds
+        batch_size, seq_length = tf.shape(shape_source)[0], tf.shape(shape_source)[1]
+        past_key_values_length = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
+        if position_ids is None:
+            position_ids = tf.range(past_key_values_length, past_key_values_length + seq_length)[None, :]  # (1, q)
+
+        # Masks, built once: (b, 1, q, k) and (b, 1, 1, s) additive.
+        if attention_mask is None:
+            attention_mask = tf.ones((batch_size, past_key_values_length + seq_length), dtype=tf.int32)
+        keep = tf.cast(attention_mask, tf.int32)[:, None, None, :]  # (b, 1, 1, k)
+        keep = keep * causal_keep(seq_length, past_key_values_length + seq_length)[None, None]  # (b, 1, q, k)
+        self_bias = additive_mask(keep)
+        cross_bias = None
+        if encoder_hidden_states is not None:
+            if encoder_attention_mask is None:
+                encoder_attention_mask = tf.ones(tf.shape(encoder_hidden_states)[:2], dtype=tf.int32)
+            cross_bias = additive_mask(tf.cast(encoder_attention_mask, tf.int32)[:, None, None, :])
+
+        hidden_states = self.embed(input_ids, as_int_tensor(position_ids), inputs_embeds, training=training)
+        all_hidden_states = () if output_hidden_states else None
+        all_self_attentions = () if output_attentions else None
+        all_cross_attentions = () if output_attentions and encoder_hidden_states is not None else None
+        next_cache = () if use_cache else None
+        for i, layer in enumerate(self.layers):
+            if output_hidden_states:
+                all_hidden_states = all_hidden_states + (hidden_states,)
+            past_key_value = past_key_values[i] if past_key_values is not None else None
+            hidden_states, self_attn, cross_attn, present = layer(
+                hidden_states, attention_mask=self_bias, encoder_hidden_states=encoder_hidden_states,
+                encoder_attention_mask=cross_bias, past_key_value=past_key_value,
+                output_attentions=output_attentions, training=training,
+            )
+            if use_cache:
+                next_cache = next_cache + (present,)
+            if output_attentions:
+                all_self_attentions = all_self_attentions + (self_attn,)
+                if all_cross_attentions is not None:
+                    all_cross_attentions = all_cross_attentions + (cross_attn,)
+        if self.layer_norm is not None:
+            hidden_states = self.layer_norm(hidden_states)
+        if output_hidden_states:
+            all_hidden_states = all_hidden_states + (hidden_states,)
+        return hidden_states, next_cache, all_hidden_states, all_self_attentions, all_cross_attentions
+
+
+class TFBartDecoderWrapper(ComposedLayer):
+    """``model`` of the causal LM: holds ``decoder`` so the names read ``model.decoder.*``."""
+
+    def __init__(self, config: BartConfig, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.decoder = TFBartDecoder(config, name="decoder")
+
+    def call(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
+             encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, use_cache=False,
+             output_attentions=False, output_hidden_states=False, training=False):
+        return self.decoder(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, training=training,
+        )
+
+
+class TFBartForCausalLM(TFPreTrainedModel):
+    """BART's decoder with its LM head (``lm_head`` tied to ``embed_tokens``; a layer of its own
+    only when ``tie_word_embeddings=False``).
+
+    Args:
+        config: a ``BartConfig`` (an ``MBartConfig`` for ``TFMBartForCausalLM``).
+        build: create the variables now.
+    """
+
+    config_class = BartConfig
+    base_model_prefix = "model"
+    schema_head = "causal_lm"
+
+    def __init__(self, config: BartConfig, build: bool = True, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        # === Layers ===
+        self.model = TFBartDecoderWrapper(config, name="model")
+        self.lm_head = None if config.tie_word_embeddings else _dense(config, config.vocab_size, "lm_head",
+                                                                      use_bias=False)
+        if build:
+            self.build_now()
+
+    def dummy_inputs(self) -> Dict[str, Any]:
+        return {"input_ids": tf.zeros((1, 2), dtype=tf.int32),
+                "encoder_hidden_states": tf.zeros((1, 2, self.config.d_model))}
+
+    def get_input_embeddings(self) -> keras.layers.Embedding:
+        return self.model.decoder.embed_tokens
+
+    def _logits(self, hidden_states):
+        if self.lm_head is None:
+            return matmul_last(hidden_states, self.model.decoder.embed_tokens.embeddings, transpose_b=True)  # (b, q, v)
+        return self.lm_head(hidden_states)
+
+    # --- the decoder contract (docs/architectures.md) -------------------------------------------
+    def decoder_embed(self, input_ids, position_ids):
+        """Token ids (N, Q) at ``position_ids`` (1|N, Q) -> layer input (N, Q, E)."""
+        return self.model.decoder.embed(input_ids, position_ids)
+
+    def decoder_layers(self):
+        """The layers, each called ``layer(hidden, attention_mask=, encoder_hidden_states=,
+        encoder_attention_mask=, past_key_value=)`` with the 4-tuple cache ``(self_k, self_v, cross_k, cross_v)``."""
+        return self.model.decoder.layers
+
+    def decoder_logits(self, hidden_states):
+        """The last layer's output (N, Q, E) -> next-token logits (N, Q, V), mBART's final norm included."""
+        if self.model.decoder.layer_norm is not None:
+            hidden_states = self.model.decoder.layer_norm(hidden_states)
+        return self._logits(hidden_states)
+
+    def cross_key_value(self, layer, encoder_hidden_states):
+        """A layer's cross-attention keys and values (N, S, E) of the encoder states (N, S, E)."""
+        return layer.encoder_attn.k_proj(encoder_hidden_states), layer.encoder_attn.v_proj(encoder_hidden_states)
+
+    def call(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
+             encoder_hidden_states=None, encoder_attention_mask=None, labels=None, past_key_values=None,
+             use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = config.use_return_dict if return_dict is None else return_dict
+        use_cache = (config.use_cache if use_cache is None else use_cache) and labels is None
+        hidden_states, next_cache, all_hidden_states, all_self_attentions, all_cross_attentions = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, training=training,
+        )
+        logits = self._logits(hidden_states)  # (b, q, v)
+        lm_loss = None
+        if labels is not None:
+            # Causal LM: position t predicts token t+1.
+            labels = as_int_tensor(labels)
+            check_labels(labels, config.vocab_size)
+            lm_loss = masked_lm_loss(labels[:, 1:], logits[:, :-1])
+        result = TFCausalLMOutputWithCrossAttentions(
+            loss=lm_loss, logits=logits, past_key_values=next_cache, hidden_states=all_hidden_states,
+            attentions=all_self_attentions, cross_attentions=all_cross_attentions,
+        )
+        return result if return_dict else result.to_tuple()
+
+
+class TFMBartForCausalLM(TFBartForCausalLM):
+    """mBART's decoder with its LM head: pre-norm layers and a final ``layer_norm`` (from ``MBartConfig``)."""
+
+    config_class = MBartConfig
