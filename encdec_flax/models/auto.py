@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from encdec.modeling_utils import AutoFactory
 from encdec.registry import DECODER, ENCODER, ModelRegistry
+from encdec_flax.models.bart import FlaxBartForCausalLM, FlaxMBartForCausalLM
 from encdec_flax.models.bert import FlaxBertForCausalLM, FlaxBertModel
 from encdec_flax.models.bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncoder
 from encdec_flax.models.gpt2 import FlaxGPT2LMHeadModel, FlaxGPT2Model
@@ -12,6 +13,8 @@ MODELS = ModelRegistry("Flax")
 MODELS.register("bert", encoder=FlaxBertModel, decoder=FlaxBertForCausalLM)
 MODELS.register("gpt2", encoder=FlaxGPT2Model, decoder=FlaxGPT2LMHeadModel)
 MODELS.register("bert-generation", encoder=FlaxBertGenerationEncoder, decoder=FlaxBertGenerationDecoder)
+MODELS.register("bart", decoder=FlaxBartForCausalLM)
+MODELS.register("mbart", decoder=FlaxMBartForCausalLM)
 
 
 class FlaxAutoModel(AutoFactory):
