@@ -132,3 +132,27 @@ def test_reference_saved_folder_loads_in_ours(case, tmp_path):
     assert sorted(got) == sorted(expected)
     for name in expected:
         assert np.array_equal(np.asarray(got[name]), np.asarray(expected[name])), name
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_bart_decoder_cache_has_the_decoders_own_layer_count(framework, tmp_path):
+    """The reference sizes BART's decoder cache by num_hidden_layers (the *encoder's* count) and fails
+    when encoder_layers < decoder_layers; ours caches decoder_layers layers and steps through them to the
+    reference's uncached logits."""
+    import torch
+
+    from encdec.testing import tiny_pair_config
+
+    transformers = _transformers()
+    adapter = load_adapter(framework)
+    config = tiny_pair_config("bert", "bart", decoder_overrides={"encoder_layers": 1, "decoder_layers": 3})
+    ours = adapter.build(config, deterministic_state_dict(schema_for(config), seed=2))
+    adapter.save(ours, tmp_path)
+    ref = transformers.EncoderDecoderModel.from_pretrained(str(tmp_path), attn_implementation="eager").eval()
+    inputs = tiny_inputs(config)
+    with torch.no_grad():
+        full = ref(**_torch_inputs(inputs), use_cache=False).logits.numpy()
+    keep = inputs["decoder_attention_mask"].astype(bool)
+    assert _max_diff(adapter.step_logits(ours, inputs)[keep], full[keep]) <= TOLERANCE["abs"]
+    source = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+    assert adapter.generate(ours, source, max_length=6, num_beams=2).shape[0] == 2
