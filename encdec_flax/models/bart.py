@@ -18,9 +18,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from encdec.architectures.bart import POSITION_OFFSET, BartConfig, MBartConfig
-from encdec_flax.models.layers import Dense, Embed, LayerNorm
-from encdec_flax.models.modeling_outputs import FlaxCausalLMOutputWithCrossAttentions
-from encdec_flax.models.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask, normal_init
+from encdec_flax.layers import Dense, Embed, LayerNorm
+from encdec_flax.modeling_outputs import FlaxCausalLMOutputWithCrossAttentions
+from encdec_flax.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask, normal_init
 
 # nn.LayerNorm's default in PyTorch, which BART's norms use (flax's default is 1e-6).
 LAYER_NORM_EPS = 1e-5

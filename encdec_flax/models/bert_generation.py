@@ -17,12 +17,12 @@ import jax.numpy as jnp
 
 from encdec.architectures.bert_generation import BertGenerationConfig
 from encdec_flax.models.bert import FlaxBertEncoder
-from encdec_flax.models.layers import Dense, Embed, LayerNorm, ShapeCheckedParams
-from encdec_flax.models.modeling_outputs import (
+from encdec_flax.layers import Dense, Embed, LayerNorm, ShapeCheckedParams
+from encdec_flax.modeling_outputs import (
     FlaxBaseModelOutputWithPoolingAndCrossAttentions,
     FlaxCausalLMOutputWithCrossAttentions,
 )
-from encdec_flax.models.modeling_utils import FlaxPreTrainedModel, normal_init
+from encdec_flax.modeling_utils import FlaxPreTrainedModel, normal_init
 
 
 class FlaxBertGenerationEmbeddings(nn.Module):
