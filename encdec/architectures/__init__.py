@@ -8,5 +8,7 @@ registration per framework (``docs/architectures.md``).
 
 from encdec.architectures.bert import BERT, BertConfig
 from encdec.architectures.gpt2 import GPT2, GPT2Config
+from encdec.architectures.roberta import CAMEMBERT, ROBERTA, XLM_ROBERTA, CamembertConfig, RobertaConfig, XLMRobertaConfig
 
-__all__ = ["BERT", "BertConfig", "GPT2", "GPT2Config"]
+__all__ = ["BERT", "BertConfig", "CAMEMBERT", "CamembertConfig", "GPT2", "GPT2Config", "ROBERTA", "RobertaConfig",
+           "XLM_ROBERTA", "XLMRobertaConfig"]

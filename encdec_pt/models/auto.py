@@ -6,10 +6,13 @@ from encdec.modeling_utils import AutoFactory
 from encdec.registry import DECODER, ENCODER, ModelRegistry
 from encdec_pt.models.bert import BertLMHeadModel, BertModel
 from encdec_pt.models.gpt2 import GPT2LMHeadModel, GPT2Model
+from encdec_pt.models.roberta import RobertaForCausalLM, RobertaModel
 
 MODELS = ModelRegistry("PyTorch")
 MODELS.register("bert", encoder=BertModel, decoder=BertLMHeadModel)
 MODELS.register("gpt2", encoder=GPT2Model, decoder=GPT2LMHeadModel)
+for _model_type in ("roberta", "xlm-roberta", "camembert"):  # one record each (config classes), same modules
+    MODELS.register(_model_type, encoder=RobertaModel, decoder=RobertaForCausalLM)
 
 
 class AutoModel(AutoFactory):
