@@ -26,6 +26,12 @@ PAIRS: Dict[str, Tuple[str, str, Dict[str, Any], bool]] = {
     "bert2gpt2": ("bert", "gpt2", {}, False),
     "bert2gpt2_proj": ("bert", "gpt2", {"hidden_size": 48}, False),  # decoder hidden 48: `enc_to_dec_proj`
     "bert2bert_tied": ("bert", "bert", {}, True),
+    "roberta2roberta": ("roberta", "roberta", {}, False),
+    "roberta2gpt2": ("roberta", "gpt2", {}, False),
+    "bert2roberta": ("bert", "roberta", {}, False),
+    "roberta2roberta_proj": ("roberta", "roberta", {"hidden_size": 48}, False),  # decoder hidden 48
+    "xlm-roberta2gpt2": ("xlm-roberta", "gpt2", {}, False),
+    "camembert2camembert": ("camembert", "camembert", {}, False),
 }
 ARCHS = tuple(PAIRS)
 
@@ -57,7 +63,8 @@ def tiny_pair_config(encoder_type: str, decoder_type: str, tie_encoder_decoder: 
 
 def tiny_config(arch: str = "bert2bert") -> EncoderDecoderConfig:
     """A named pair of ``PAIRS``: ``bert2bert``, ``bert2gpt2``, ``bert2gpt2_proj`` (decoder hidden 48:
-    ``enc_to_dec_proj``) or ``bert2bert_tied`` (``tie_encoder_decoder=True``)."""
+    ``enc_to_dec_proj``), ``bert2bert_tied`` (``tie_encoder_decoder=True``), and the RoBERTa family's
+    pairs (``roberta2roberta``, ``roberta2gpt2``, ``bert2roberta``, ``roberta2roberta_proj``, ...)."""
     try:
         encoder_type, decoder_type, decoder_overrides, tie = PAIRS[arch]
     except KeyError:

@@ -6,10 +6,13 @@ from encdec.modeling_utils import AutoFactory
 from encdec.registry import DECODER, ENCODER, ModelRegistry
 from encdec_flax.models.bert import FlaxBertForCausalLM, FlaxBertModel
 from encdec_flax.models.gpt2 import FlaxGPT2LMHeadModel, FlaxGPT2Model
+from encdec_flax.models.roberta import FlaxRobertaForCausalLM, FlaxRobertaModel
 
 MODELS = ModelRegistry("Flax")
 MODELS.register("bert", encoder=FlaxBertModel, decoder=FlaxBertForCausalLM)
 MODELS.register("gpt2", encoder=FlaxGPT2Model, decoder=FlaxGPT2LMHeadModel)
+for _model_type in ("roberta", "xlm-roberta", "camembert"):  # one record each (config classes), same modules
+    MODELS.register(_model_type, encoder=FlaxRobertaModel, decoder=FlaxRobertaForCausalLM)
 
 
 class FlaxAutoModel(AutoFactory):

@@ -6,10 +6,13 @@ from encdec.modeling_utils import AutoFactory
 from encdec.registry import DECODER, ENCODER, ModelRegistry
 from encdec_tf.models.bert import TFBertLMHeadModel, TFBertModel
 from encdec_tf.models.gpt2 import TFGPT2LMHeadModel, TFGPT2Model
+from encdec_tf.models.roberta import TFRobertaForCausalLM, TFRobertaModel
 
 MODELS = ModelRegistry("TensorFlow")
 MODELS.register("bert", encoder=TFBertModel, decoder=TFBertLMHeadModel)
 MODELS.register("gpt2", encoder=TFGPT2Model, decoder=TFGPT2LMHeadModel)
+for _model_type in ("roberta", "xlm-roberta", "camembert"):  # one record each (config classes), same modules
+    MODELS.register(_model_type, encoder=TFRobertaModel, decoder=TFRobertaForCausalLM)
 
 
 class _TFAutoFactory(AutoFactory):
