@@ -18,12 +18,12 @@ import jax.numpy as jnp
 
 from encdec.architectures.roberta import RobertaConfig
 from encdec_flax.models.bert import FlaxBertEmbeddings, FlaxBertEncoder, FlaxBertPooler
-from encdec_flax.models.layers import Dense, LayerNorm, ShapeCheckedParams
-from encdec_flax.models.modeling_outputs import (
+from encdec_flax.layers import Dense, LayerNorm, ShapeCheckedParams
+from encdec_flax.modeling_outputs import (
     FlaxBaseModelOutputWithPoolingAndCrossAttentions,
     FlaxCausalLMOutputWithCrossAttentions,
 )
-from encdec_flax.models.modeling_utils import ACT2FN, FlaxPreTrainedModel, normal_init
+from encdec_flax.modeling_utils import ACT2FN, FlaxPreTrainedModel, normal_init
 
 
 def roberta_position_ids(input_ids, padding_idx: int, start):
