@@ -30,6 +30,13 @@ PAIRS: Dict[str, Tuple[str, str, Dict[str, Any], bool]] = {
     "bertgen2bertgen_tied": ("bert-generation", "bert-generation", {}, True),
     "bert2bart": ("bert", "bart", {}, False),
     "bert2mbart": ("bert", "mbart", {}, False),
+    "roberta2roberta": ("roberta", "roberta", {}, False),
+    "roberta2gpt2": ("roberta", "gpt2", {}, False),
+    "bert2roberta": ("bert", "roberta", {}, False),
+    "roberta2roberta_proj": ("roberta", "roberta", {"hidden_size": 48}, False),  # decoder hidden 48
+    "xlm-roberta2gpt2": ("xlm-roberta", "gpt2", {}, False),
+    "camembert2camembert": ("camembert", "camembert", {}, False),
+    "roberta2bart": ("roberta", "bart", {}, False),
 }
 ARCHS = tuple(PAIRS)
 
@@ -61,7 +68,8 @@ def tiny_pair_config(encoder_type: str, decoder_type: str, tie_encoder_decoder: 
 
 def tiny_config(arch: str = "bert2bert") -> EncoderDecoderConfig:
     """A named pair of ``PAIRS``: ``bert2bert``, ``bert2gpt2``, ``bert2gpt2_proj`` (decoder hidden 48:
-    ``enc_to_dec_proj``) or ``bert2bert_tied`` (``tie_encoder_decoder=True``)."""
+    ``enc_to_dec_proj``), ``bert2bert_tied`` (``tie_encoder_decoder=True``), and the RoBERTa family's
+    pairs (``roberta2roberta``, ``roberta2gpt2``, ``bert2roberta``, ``roberta2roberta_proj``, ...)."""
     try:
         encoder_type, decoder_type, decoder_overrides, tie = PAIRS[arch]
     except KeyError:

@@ -8,6 +8,7 @@ from encdec_flax.models.bart import FlaxBartForCausalLM, FlaxMBartForCausalLM
 from encdec_flax.models.bert import FlaxBertForCausalLM, FlaxBertModel
 from encdec_flax.models.bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncoder
 from encdec_flax.models.gpt2 import FlaxGPT2LMHeadModel, FlaxGPT2Model
+from encdec_flax.models.roberta import FlaxRobertaForCausalLM, FlaxRobertaModel
 
 MODELS = ModelRegistry("Flax")
 MODELS.register("bert", encoder=FlaxBertModel, decoder=FlaxBertForCausalLM)
@@ -15,6 +16,9 @@ MODELS.register("gpt2", encoder=FlaxGPT2Model, decoder=FlaxGPT2LMHeadModel)
 MODELS.register("bert-generation", encoder=FlaxBertGenerationEncoder, decoder=FlaxBertGenerationDecoder)
 MODELS.register("bart", decoder=FlaxBartForCausalLM)
 MODELS.register("mbart", decoder=FlaxMBartForCausalLM)
+MODELS.register("roberta", encoder=FlaxRobertaModel, decoder=FlaxRobertaForCausalLM)
+MODELS.register("xlm-roberta", encoder=FlaxRobertaModel, decoder=FlaxRobertaForCausalLM)
+MODELS.register("camembert", encoder=FlaxRobertaModel, decoder=FlaxRobertaForCausalLM)
 
 
 class FlaxAutoModel(AutoFactory):

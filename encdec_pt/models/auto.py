@@ -8,6 +8,7 @@ from encdec_pt.models.bart import BartForCausalLM, MBartForCausalLM
 from encdec_pt.models.bert import BertLMHeadModel, BertModel
 from encdec_pt.models.bert_generation import BertGenerationDecoder, BertGenerationEncoder
 from encdec_pt.models.gpt2 import GPT2LMHeadModel, GPT2Model
+from encdec_pt.models.roberta import RobertaForCausalLM, RobertaModel
 
 MODELS = ModelRegistry("PyTorch")
 MODELS.register("bert", encoder=BertModel, decoder=BertLMHeadModel)
@@ -15,6 +16,9 @@ MODELS.register("gpt2", encoder=GPT2Model, decoder=GPT2LMHeadModel)
 MODELS.register("bert-generation", encoder=BertGenerationEncoder, decoder=BertGenerationDecoder)
 MODELS.register("bart", decoder=BartForCausalLM)
 MODELS.register("mbart", decoder=MBartForCausalLM)
+MODELS.register("roberta", encoder=RobertaModel, decoder=RobertaForCausalLM)
+MODELS.register("xlm-roberta", encoder=RobertaModel, decoder=RobertaForCausalLM)
+MODELS.register("camembert", encoder=RobertaModel, decoder=RobertaForCausalLM)
 
 
 class AutoModel(AutoFactory):

@@ -8,6 +8,7 @@ from encdec_tf.models.bart import TFBartForCausalLM, TFMBartForCausalLM
 from encdec_tf.models.bert import TFBertLMHeadModel, TFBertModel
 from encdec_tf.models.bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder
 from encdec_tf.models.gpt2 import TFGPT2LMHeadModel, TFGPT2Model
+from encdec_tf.models.roberta import TFRobertaForCausalLM, TFRobertaModel
 
 MODELS = ModelRegistry("TensorFlow")
 MODELS.register("bert", encoder=TFBertModel, decoder=TFBertLMHeadModel)
@@ -15,6 +16,9 @@ MODELS.register("gpt2", encoder=TFGPT2Model, decoder=TFGPT2LMHeadModel)
 MODELS.register("bert-generation", encoder=TFBertGenerationEncoder, decoder=TFBertGenerationDecoder)
 MODELS.register("bart", decoder=TFBartForCausalLM)
 MODELS.register("mbart", decoder=TFMBartForCausalLM)
+MODELS.register("roberta", encoder=TFRobertaModel, decoder=TFRobertaForCausalLM)
+MODELS.register("xlm-roberta", encoder=TFRobertaModel, decoder=TFRobertaForCausalLM)
+MODELS.register("camembert", encoder=TFRobertaModel, decoder=TFRobertaForCausalLM)
 
 
 class _TFAutoFactory(AutoFactory):
