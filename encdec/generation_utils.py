@@ -19,6 +19,8 @@ import re
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from encdec.configuration import PretrainedConfig
 from encdec.generation_config import GENERATION_DEFAULTS, GenerationConfig
 
@@ -49,14 +51,18 @@ class GenerationSettings:
     output_scores: bool
     return_dict_in_generate: bool
     use_cache: bool
+    # Decoder tokens before the first generated one: the start token, or a decoder prompt
+    # (``decoder_input_ids``, with the start token prepended as the reference does).
+    prompt_length: int = 1
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.max_length - self.prompt_length
 
     @property
     def is_beam(self) -> bool:
         return self.num_beams > 1
 
-    @property
-    def max_new_tokens(self) -> int:
-        return self.max_length - 1
 
 
 def _first(*values: Any) -> Any:
@@ -148,6 +154,31 @@ def prepare_generation_config(
     return config
 
 
+def decoder_prompt(decoder_input_ids: Any, decoder_start_token_id: int,
+                   vocab_size: Optional[int] = None) -> np.ndarray:
+    """The decoder's first tokens (batch, P) int64 from ``generate(decoder_input_ids=...)``, by the
+    reference's rule (``_prepare_decoder_input_ids_for_generation``): the start token is prepended
+    when *no* row begins with it; a prompt some of whose rows begin with it is taken as it is.
+
+    ``decoder_input_ids``: numpy, a list, or a framework tensor (read back to the host: the prompt
+    decides the loop's shapes)."""
+    if hasattr(decoder_input_ids, "detach"):  # torch
+        decoder_input_ids = decoder_input_ids.detach().cpu().numpy()
+    ids = np.asarray(decoder_input_ids)
+    if ids.ndim == 1:
+        ids = ids[None, :]
+    if ids.ndim != 2 or ids.shape[1] == 0 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"decoder_input_ids must be (batch, length) integer token ids with length >= 1, got shape "
+                         f"{ids.shape} and dtype {ids.dtype}")
+    if vocab_size is not None and ((ids < 0) | (ids >= vocab_size)).any():
+        bad = int(ids[(ids < 0) | (ids >= vocab_size)][0])
+        raise ValueError(f"decoder_input_ids contains token id {bad}, outside the decoder vocabulary [0, {vocab_size})")
+    ids = ids.astype(np.int64)
+    if (ids[:, 0] != decoder_start_token_id).all():
+        ids = np.concatenate([np.full((ids.shape[0], 1), decoder_start_token_id, np.int64), ids], axis=1)
+    return ids
+
+
 def check_generation_config_argument(generation_config: Any) -> None:
     """``generate``'s second positional argument is ``generation_config`` (as in the reference);
     an array there is most likely an attention mask passed the old way."""
@@ -199,12 +230,20 @@ def resolve_generation_settings(
         # Finished rows are filled with pad; without one the first eos is used, like the reference.
         pad = eos[0] if eos else int(start)
 
+    prompt = 1
+    if model_kwargs.get("decoder_input_ids") is not None:
+        model_kwargs["decoder_input_ids"] = decoder_prompt(model_kwargs["decoder_input_ids"], int(start), vocab_size)
+        prompt = model_kwargs["decoder_input_ids"].shape[1]
+    else:
+        model_kwargs.pop("decoder_input_ids", None)
     max_new = g.max_new_tokens
-    max_length = 1 + max_new if max_new is not None else int(g.max_length)
+    max_length = prompt + max_new if max_new is not None else int(g.max_length)
     min_new = g.min_new_tokens
-    min_length = 1 + min_new if min_new is not None else int(g.min_length)
-    if max_length < 2:
-        raise ValueError(f"max_length={max_length} leaves no room for a new token after the start token")
+    min_length = prompt + min_new if min_new is not None else int(g.min_length)
+    if max_length <= prompt:
+        what = "the start token" if prompt == 1 else f"the decoder prompt of {prompt} tokens (start token included)"
+        raise ValueError(f"max_length={max_length} leaves no room for a new token after {what}; "
+                         "set max_new_tokens")
     if min_length > max_length:
         raise ValueError(f"min_length={min_length} is larger than max_length={max_length}")
     # Learned absolute positions: a longer output has no position embedding (XLA's gather would
@@ -258,6 +297,6 @@ def resolve_generation_settings(
         forced_bos_token_id=None if g.forced_bos_token_id is None else int(g.forced_bos_token_id),
         forced_eos_token_id=None if g.forced_eos_token_id is None else int(g.forced_eos_token_id),
         output_scores=bool(g.output_scores), return_dict_in_generate=bool(g.return_dict_in_generate),
-        use_cache=bool(g.use_cache),
+        use_cache=bool(g.use_cache), prompt_length=prompt,
     )
     return settings, model_kwargs

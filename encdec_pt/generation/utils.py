@@ -231,6 +231,8 @@ class GenerationMixin:
             attention_mask: encoder mask (B, S); when absent it is inferred from pad tokens as the reference does.
             encoder_outputs: reuse an encoder output (object, tuple or tensor whose first item is the
                 last hidden state (B, S, E)); the encoder is not run.
+            decoder_input_ids: a decoder prompt (B, P), continued by the generation (the start token is
+                prepended when no row begins with it, as in the reference; docs/generation.md).
             generator / seed: the random source for sampling (default: torch's global generator).
             cache_implementation: ``None``/``"dynamic"`` (growing cache) or ``"static"``
                 (preallocated, fixed-shape steps); the tokens are the same.
@@ -255,6 +257,7 @@ class GenerationMixin:
             generation_config=generation_config, **kwargs
         )
         encoder_kwargs = {k: model_kwargs.pop(k) for k in _ENCODER_KWARGS if k in model_kwargs}
+        prompt = model_kwargs.pop("decoder_input_ids", None)  # (B, P) numpy, the start token first
         model_kwargs.pop("use_cache", None)
         if model_kwargs:
             raise ValueError(f"generate got arguments that are neither generation settings nor encoder inputs: "
@@ -323,8 +326,13 @@ class GenerationMixin:
                                      self._compiled_static_step(compile_backend))
         else:
             decoder = _DynamicDecoder(self.decoder, hidden, attention_mask, settings.use_cache)
-        input_ids = torch.full((batch_size * expand, 1), settings.decoder_start_token_id, dtype=torch.long,
-                               device=hidden.device)
+        if prompt is None:
+            input_ids = torch.full((batch_size * expand, 1), settings.decoder_start_token_id, dtype=torch.long,
+                                   device=hidden.device)
+        else:
+            if prompt.shape[0] != batch_size:
+                raise ValueError(f"decoder_input_ids has {prompt.shape[0]} rows but the encoder input has {batch_size}")
+            input_ids = torch.from_numpy(prompt).to(hidden.device).repeat_interleave(expand, dim=0)  # (B * n, P)
         with packed(self.decoder):
             if settings.is_beam:
                 return _beam_search(decoder, input_ids, settings, batch_size, self.config.decoder.vocab_size)
@@ -390,7 +398,7 @@ def _beam_search(decoder, input_ids: torch.Tensor, s: GenerationSettings, batch_
         fill_value = s.pad_token_id if s.pad_token_id else s.eos_token_ids[0]
     else:
         fill_value = -1
-    prompt_len = 1  # the start token
+    prompt_len = input_ids.shape[1]  # the start token, or the decoder prompt
     cur_len = prompt_len
 
     running_sequences = torch.full((batch_size, nb, max_length), fill_value, dtype=torch.long, device=device)

@@ -1,0 +1,163 @@
+"""The generate features of the reference beyond search and sampling, in every framework where the
+concept exists, against the oracle (transformers 4.57.6's PyTorch ``generate`` on the same folder):
+a decoder prompt (``decoder_input_ids=``), beam sampling, ``typical_p``, ``stop_strings``,
+``max_time``, ``streamer=``, group beam search (refused, as the reference without the Hub), and
+seeded sampling in TensorFlow and Flax (same seed, same tokens; the distribution of the first
+token equals the reference's warped distribution).
+
+Each framework's model is loaded once per module from one folder; the tests do not change it.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from adapters import FRAMEWORKS, load_adapter
+from encdec.naming.schema import schema_for
+from encdec.testing import deterministic_state_dict, tiny_config, tiny_inputs
+
+ARCH = "bert2gpt2"
+# TensorFlow runs generate eagerly here (the same function as compiled, tests/tf show equal tokens);
+# the tests named *_compiled run it under XLA.
+EXTRA = {"tf": dict(use_xla=False)}
+
+pytestmark = pytest.mark.oracle
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    pytest.importorskip("torch")  # the folder is written by the PyTorch model
+    from encdec_pt import EncoderDecoderModel
+
+    config = tiny_config(ARCH)
+    model = EncoderDecoderModel(config)
+    model.load_canonical(deterministic_state_dict(schema_for(config), seed=1))
+    path = tmp_path_factory.mktemp("generate-features")
+    model.save_pretrained(str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def inputs(folder):
+    data = tiny_inputs(tiny_config(ARCH), batch=2)
+    return data["input_ids"], data["attention_mask"]
+
+
+_MODELS = {}
+
+
+@pytest.fixture(scope="module")
+def models(folder):
+    """framework -> our model, loaded on first use; "ref" -> the oracle's."""
+    def get(framework):
+        if framework not in _MODELS:
+            if framework == "ref":
+                transformers = pytest.importorskip("transformers")
+                _MODELS[framework] = transformers.EncoderDecoderModel.from_pretrained(folder).eval()
+            else:
+                _MODELS[framework] = load_adapter(framework).load(folder)
+        return _MODELS[framework]
+
+    yield get
+    _MODELS.clear()
+
+
+def _as_framework(framework, array):
+    if array is None:
+        return None
+    if framework == "pt":
+        import torch
+
+        return torch.from_numpy(np.asarray(array))
+    if framework == "tf":
+        import tensorflow as tf
+
+        return tf.constant(array)
+    return np.asarray(array)
+
+
+def _generate(framework, model, ids, mask, extra=None, **kw):
+    """``model.generate(ids, attention_mask=mask, **kw)`` on the framework's arrays (array kwargs converted)."""
+    kw = {k: _as_framework(framework, v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.generate(_as_framework(framework, ids), attention_mask=_as_framework(framework, mask),
+                              **(EXTRA.get(framework, {}) if extra is None else extra), **kw)
+
+
+def _ref_generate(ref, ids, mask, **kw):
+    import torch
+
+    kw = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ref.generate(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), **kw)
+
+
+def _np(value):
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+    return np.asarray(value)
+
+
+def _sequences(out):
+    return _np(getattr(out, "sequences", out)).astype(np.int64)
+
+
+# --- 1. a decoder prompt: decoder_input_ids= ------------------------------------------------------------
+# Rows of the prompt: without the start token (it is prepended, as the reference does), and with it.
+PROMPTS = {
+    "no-start": np.array([[11, 12, 13], [21, 22, 23]], dtype=np.int64),
+    "with-start": None,  # filled from the config's start token
+}
+
+
+def _prompt(kind, config):
+    if kind == "with-start":
+        start = config.decoder_start_token_id
+        return np.array([[start, 31, 32], [start, 41, 42]], dtype=np.int64)
+    return PROMPTS[kind]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("kind", sorted(PROMPTS))
+@pytest.mark.parametrize("search", [dict(), dict(num_beams=3, num_return_sequences=2)], ids=["greedy", "beam"])
+def test_decoder_prompt_continues_like_reference(framework, models, inputs, kind, search):
+    ids, mask = inputs
+    ours, ref = models(framework), models("ref")
+    prompt = _prompt(kind, ours.config)
+    kw = dict(decoder_input_ids=prompt, max_new_tokens=5, min_new_tokens=2, repetition_penalty=1.3,
+              return_dict_in_generate=True, output_scores=True, **search)
+    got = _generate(framework, ours, ids, mask, **kw)
+    expected = _ref_generate(ref, ids, mask, **kw)
+    np.testing.assert_array_equal(_sequences(got), _sequences(expected))
+    n = _sequences(got).shape[0] // prompt.shape[0]
+    start = 0 if kind == "with-start" else 1
+    np.testing.assert_array_equal(_sequences(got)[:, start:start + prompt.shape[1]], np.repeat(prompt, n, axis=0))
+    assert len(got.scores) == len(expected.scores)  # one per generated token, the prompt's not included
+    for a, b in zip(got.scores, expected.scores):
+        np.testing.assert_allclose(_np(a), b.numpy(), atol=1e-4)
+    if search:
+        np.testing.assert_allclose(_np(got.sequences_scores), expected.sequences_scores.numpy(), atol=1e-5)
+
+
+def test_decoder_prompt_compiled_tf_equals_reference(models, inputs):
+    ids, mask = inputs
+    prompt = _prompt("no-start", None)
+    for search in (dict(), dict(num_beams=2)):
+        got = _generate("tf", models("tf"), ids, mask, extra={}, decoder_input_ids=prompt, max_new_tokens=4, **search)
+        expected = _ref_generate(models("ref"), ids, mask, decoder_input_ids=prompt, max_new_tokens=4, **search)
+        np.testing.assert_array_equal(_sequences(got), _sequences(expected))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_decoder_prompt_errors_name_the_problem(framework, models, inputs):
+    ids, mask = inputs
+    ours = models(framework)
+    with pytest.raises(ValueError, match="decoder_input_ids has 1 rows"):
+        _generate(framework, ours, ids, mask, decoder_input_ids=np.array([[5, 6]]), max_new_tokens=2)
+    with pytest.raises(ValueError, match="decoder_input_ids contains token id 500"):
+        _generate(framework, ours, ids, mask, decoder_input_ids=np.array([[5, 500], [5, 6]]), max_new_tokens=2)
+    with pytest.raises(ValueError, match="decoder prompt of 4 tokens"):
+        _generate(framework, ours, ids, mask, decoder_input_ids=_prompt("no-start", None), max_length=4)
