@@ -60,6 +60,15 @@ class GenerationSettings:
         return self.max_length - self.prompt_length
 
     @property
+    def min_tokens_to_keep(self) -> int:
+        """Tokens the sampling warpers (top_k, top_p, typical_p) always keep: 1, or with beam sampling
+        one more than the eos ids (2 without eos), so that a beam keeps a continuation that does not
+        end it (the reference's rule in ``_get_logits_processor``)."""
+        if self.num_beams > 1:
+            return len(self.eos_token_ids) + 1 if self.eos_token_ids else 2
+        return 1
+
+    @property
     def is_beam(self) -> bool:
         return self.num_beams > 1
 
@@ -261,8 +270,6 @@ def resolve_generation_settings(
     if num_beams == 1 and not g.do_sample and nrs > 1:
         raise ValueError("greedy search returns one sequence per input: use num_beams or do_sample for "
                          f"num_return_sequences={nrs}")
-    if g.do_sample and num_beams > 1:
-        raise NotImplementedError("beam sampling (do_sample=True with num_beams > 1) is not supported")
     if g.do_sample and not g.temperature > 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {g.temperature}")
     if not 0 < g.top_p <= 1:

@@ -170,7 +170,7 @@ def active_processors(settings) -> Tuple[str, ...]:
 def process_scores(settings, input_ids, cur_len, scores):
     """All processors (then warpers when sampling) in the reference's order (traced; settings static)."""
     s = settings
-    min_tokens_to_keep = 1  # sampling only happens with num_beams == 1
+    min_tokens_to_keep = s.min_tokens_to_keep  # > 1 with beam sampling
     for name in active_processors(s):
         if name == "repetition_penalty":
             scores = repetition_penalty(input_ids, cur_len, scores, s.repetition_penalty)

@@ -494,7 +494,7 @@ def _make_generate_fn(module, s: GenerationSettings, vocab_size: int, signature,
         input_ids = jnp.full((batch_size * expand, s.max_length), s.pad_token_id, dtype=jnp.int32)
         input_ids = input_ids.at[:, :s.prompt_length].set(jnp.repeat(prompt, expand, axis=0))  # the prompt first
         if s.is_beam:
-            return _beam_search(decoder, input_ids, s, batch_size, vocab_size)
+            return _beam_search(decoder, input_ids, s, batch_size, vocab_size, prng_key)
         return _greedy_or_sample(decoder, input_ids, s, prng_key, vocab_size)
 
     return generate_fn
@@ -557,9 +557,12 @@ def _gather_beams(tensor, beam_indices):
     return jnp.take_along_axis(tensor, beam_indices, axis=1)
 
 
-def _beam_search(decoder: _Decoder, input_ids, s: GenerationSettings, batch_size: int, vocab_size: int):
-    """The reference's vectorised beam search (transformers 4.57 ``_beam_search``), without sampling,
-    in a ``lax.while_loop`` (``encdec_pt/generation/utils.py::_beam_search`` step for step).
+def _beam_search(decoder: _Decoder, input_ids, s: GenerationSettings, batch_size: int, vocab_size: int, prng_key):
+    """The reference's vectorised beam search (transformers 4.57 ``_beam_search``) in a
+    ``lax.while_loop`` (``encdec_pt/generation/utils.py::_beam_search`` step for step); with
+    ``do_sample`` beam sampling: the continuations are drawn without replacement from
+    softmax(accumulated scores), by Gumbel-top-k (the K largest of scores + Gumbel noise, in the order
+    drawn: the distribution of the reference's ``torch.multinomial`` without replacement).
 
     Keeps, per input, ``num_beams`` running beams and ``num_beams`` finished hypotheses; each step
     takes the top ``beams_to_keep = max(2, 1 + n_eos) * num_beams`` continuations of all running
@@ -614,7 +617,12 @@ def _beam_search(decoder: _Decoder, input_ids, s: GenerationSettings, batch_size
             batch_size, nb * vocab_size)
 
         # --- top-k continuations over all beams of an input ---
-        topk_log_probs, topk_indices = lax.top_k(acc, beams_to_keep)  # (B, K)
+        if s.do_sample:
+            noise = jax.random.gumbel(jax.random.fold_in(prng_key, cur_len), acc.shape, jnp.float32)
+            topk_indices = lax.top_k(acc + noise, beams_to_keep)[1]  # (B, K), in drawing order
+            topk_log_probs = jnp.take_along_axis(acc, topk_indices, axis=1)
+        else:
+            topk_log_probs, topk_indices = lax.top_k(acc, beams_to_keep)  # (B, K)
         topk_beam = topk_indices // vocab_size
         topk_running_beam_indices = _gather_beams(st["running_beam_indices"], topk_beam)
         topk_running_sequences = _gather_beams(st["running_sequences"], topk_beam)

@@ -155,7 +155,8 @@ def active_processors(settings) -> Tuple[str, ...]:
     return tuple(names)
 
 
-# name -> (settings, input_ids, scores) -> scores; sampling keeps min_tokens_to_keep = 1 (no beam sampling).
+# name -> (settings, input_ids, scores) -> scores; the warpers keep ``settings.min_tokens_to_keep``
+# (> 1 with beam sampling).
 PROCESSORS = {
     "repetition_penalty": lambda s, ids, x: repetition_penalty(ids, x, s.repetition_penalty),
     "no_repeat_ngram": lambda s, ids, x: no_repeat_ngram(ids, x, s.no_repeat_ngram_size),
@@ -164,8 +165,8 @@ PROCESSORS = {
     "forced_bos": lambda s, ids, x: forced_bos(ids, x, s.forced_bos_token_id),
     "forced_eos": lambda s, ids, x: forced_eos(ids, x, s.forced_eos_token_id, s.max_length),
     "temperature": lambda s, ids, x: temperature(x, s.temperature),
-    "top_k": lambda s, ids, x: top_k(x, s.top_k, 1),
-    "top_p": lambda s, ids, x: top_p(x, s.top_p, 1),
+    "top_k": lambda s, ids, x: top_k(x, s.top_k, s.min_tokens_to_keep),
+    "top_p": lambda s, ids, x: top_p(x, s.top_p, s.min_tokens_to_keep),
 }
 
 

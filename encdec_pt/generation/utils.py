@@ -335,7 +335,8 @@ class GenerationMixin:
             input_ids = torch.from_numpy(prompt).to(hidden.device).repeat_interleave(expand, dim=0)  # (B * n, P)
         with packed(self.decoder):
             if settings.is_beam:
-                return _beam_search(decoder, input_ids, settings, batch_size, self.config.decoder.vocab_size)
+                return _beam_search(decoder, input_ids, settings, batch_size, self.config.decoder.vocab_size,
+                                    generator)
             return _greedy_or_sample(decoder, input_ids, settings, generator)
 
 
@@ -377,8 +378,11 @@ def _gather_beams(tensor: torch.Tensor, beam_indices: torch.Tensor) -> torch.Ten
     return torch.take_along_dim(tensor, beam_indices, dim=1)
 
 
-def _beam_search(decoder, input_ids: torch.Tensor, s: GenerationSettings, batch_size: int, vocab_size: int):
-    """The reference's vectorised beam search (transformers 4.57 ``_beam_search``), without sampling.
+def _beam_search(decoder, input_ids: torch.Tensor, s: GenerationSettings, batch_size: int, vocab_size: int,
+                 generator: Optional[torch.Generator] = None):
+    """The reference's vectorised beam search (transformers 4.57 ``_beam_search``); with ``do_sample``
+    beam sampling: the continuations are drawn without replacement from softmax(accumulated scores)
+    instead of taken best first (the warpers ran on the log-probabilities before).
 
     Keeps, per input, ``num_beams`` running beams and ``num_beams`` finished hypotheses; each step
     takes the top ``beams_to_keep = max(2, 1 + n_eos) * num_beams`` continuations of all running
@@ -425,7 +429,12 @@ def _beam_search(decoder, input_ids: torch.Tensor, s: GenerationSettings, batch_
             batch_size, nb * vocab_size)
 
         # --- top-k continuations over all beams of an input ---
-        topk_log_probs, topk_indices = torch.topk(acc, k=beams_to_keep)  # (B, K)
+        if s.do_sample:
+            topk_indices = torch.multinomial(nn.functional.softmax(acc, dim=-1), num_samples=beams_to_keep,
+                                             generator=generator)  # (B, K), in drawing order
+            topk_log_probs = torch.gather(acc, 1, topk_indices)
+        else:
+            topk_log_probs, topk_indices = torch.topk(acc, k=beams_to_keep)  # (B, K)
         topk_beam = topk_indices // vocab_size
         topk_running_beam_indices = _gather_beams(running_beam_indices, topk_beam)
         topk_running_sequences = _gather_beams(running_sequences, topk_beam)

@@ -266,7 +266,7 @@ class TFGenerationMixin:
         decoder = _StaticDecoder(self.decoder, hidden, attention_mask, s.max_length)
         input_ids = tf.repeat(prompt, expand, axis=0) if expand > 1 else prompt  # (B * n, P)
         if s.is_beam:
-            return _beam_search(decoder, input_ids, s, batch_size, self.config.decoder.vocab_size)
+            return _beam_search(decoder, input_ids, s, batch_size, self.config.decoder.vocab_size, seed_pair)
         return _greedy_or_sample(decoder, input_ids, s, seed_pair)
 
 
@@ -276,18 +276,22 @@ def _write_column(buffer: tf.Tensor, values: tf.Tensor, index: tf.Tensor) -> tf.
     return tf.where(at, values[..., None], buffer)
 
 
-def _sample(scores: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """One draw per row from softmax(scores) (N, V), by Gumbel-max: argmax(scores + Gumbel noise).
+def _gumbel(shape, seed: tf.Tensor) -> tf.Tensor:
+    """Gumbel noise -log(-log(u)) of ``shape``.
 
     The random bits are stateless Philox bits, made uniform in (0, 1) here: XLA's and TensorFlow's
     kernels give the same bits but not the same floats (nor the same ``stateless_categorical``), and
     eager generation must give the compiled tokens.
     """
-    bits = tf.random.stateless_uniform(tf.shape(scores), seed=seed, minval=None, maxval=None, dtype=tf.uint32,
-                                       alg="philox")
+    bits = tf.random.stateless_uniform(shape, seed=seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox")
     top24 = tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32))
     uniform = (tf.cast(top24, tf.float32) + 0.5) * (1.0 / (1 << 24))  # in (0, 1), exact in float32
-    return tf.argmax(scores - tf.math.log(-tf.math.log(uniform)), axis=-1, output_type=tf.int32)
+    return -tf.math.log(-tf.math.log(uniform))
+
+
+def _sample(scores: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """One draw per row from softmax(scores) (N, V), by Gumbel-max: argmax(scores + Gumbel noise)."""
+    return tf.argmax(scores + _gumbel(tf.shape(scores), seed), axis=-1, output_type=tf.int32)
 
 
 def _greedy_or_sample(decoder: _StaticDecoder, input_ids: tf.Tensor, s: GenerationSettings, seed_pair: tf.Tensor):
@@ -333,8 +337,11 @@ def _gather_beams(tensor: tf.Tensor, beam_indices: tf.Tensor) -> tf.Tensor:
 
 
 def _beam_search(decoder: _StaticDecoder, input_ids: tf.Tensor, s: GenerationSettings, batch_size: int,
-                 vocab_size: int):
-    """The reference's vectorised beam search (transformers 4.57 ``_beam_search``), without sampling.
+                 vocab_size: int, seed_pair: tf.Tensor):
+    """The reference's vectorised beam search (transformers 4.57 ``_beam_search``); with ``do_sample``
+    beam sampling: the continuations are drawn without replacement from softmax(accumulated scores),
+    by Gumbel-top-k (the K largest of scores + Gumbel noise, in the order drawn: the distribution of
+    the reference's ``torch.multinomial`` without replacement), instead of taken best first.
 
     Keeps, per input, ``num_beams`` running beams and ``num_beams`` finished hypotheses; each step
     takes the top ``beams_to_keep = max(2, 1 + n_eos) * num_beams`` continuations of all running
@@ -384,7 +391,12 @@ def _beam_search(decoder: _StaticDecoder, input_ids: tf.Tensor, s: GenerationSet
                          (batch_size, nb * vocab_size))
 
         # --- top-k continuations over all beams of an input ---
-        topk_log_probs, topk_indices = tf.math.top_k(acc, k=beams_to_keep)  # (B, K)
+        if s.do_sample:
+            noise = _gumbel(tf.shape(acc), tf.stack([seed_pair[0], seed_pair[1] + cur_len]))
+            topk_indices = tf.math.top_k(acc + noise, k=beams_to_keep).indices  # (B, K), in drawing order
+            topk_log_probs = tf.gather(acc, topk_indices, batch_dims=1)
+        else:
+            topk_log_probs, topk_indices = tf.math.top_k(acc, k=beams_to_keep)  # (B, K)
         topk_beam = topk_indices // vocab_size
         topk_running_beam_indices = _gather_beams(running_beam_indices, topk_beam)
         topk_running_sequences = _gather_beams(running_sequences, topk_beam)

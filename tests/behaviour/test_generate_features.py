@@ -161,3 +161,52 @@ def test_decoder_prompt_errors_name_the_problem(framework, models, inputs):
         _generate(framework, ours, ids, mask, decoder_input_ids=np.array([[5, 500], [5, 6]]), max_new_tokens=2)
     with pytest.raises(ValueError, match="decoder prompt of 4 tokens"):
         _generate(framework, ours, ids, mask, decoder_input_ids=_prompt("no-start", None), max_length=4)
+
+
+# --- 2. beam sampling: num_beams > 1 with do_sample ------------------------------------------------------
+BEAM_SAMPLE = dict(do_sample=True, num_beams=3, num_return_sequences=2, max_new_tokens=5, top_k=7, top_p=0.9,
+                   temperature=1.5)
+
+
+def test_beam_sampling_pt_equals_reference_with_the_same_seed(models, inputs):
+    import torch
+
+    ids, mask = inputs
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        expected = _ref_generate(models("ref"), ids, mask, return_dict_in_generate=True, output_scores=True,
+                                 **BEAM_SAMPLE)
+        got = _generate("pt", models("pt"), ids, mask, seed=seed, return_dict_in_generate=True, output_scores=True,
+                        **BEAM_SAMPLE)
+        np.testing.assert_array_equal(_sequences(got), _sequences(expected))
+        np.testing.assert_allclose(_np(got.sequences_scores), expected.sequences_scores.numpy(), atol=1e-5)
+
+
+def _seed(framework, seed):
+    if framework == "flax":
+        import jax
+
+        return dict(prng_key=jax.random.PRNGKey(seed))
+    return dict(seed=seed)
+
+
+@pytest.mark.parametrize("framework", ["tf", "flax"])
+def test_beam_sampling_is_reproducible_from_the_seed(framework, models, inputs):
+    """TensorFlow's and Flax's random streams are not torch's: the same seed gives the same tokens,
+    another seed other tokens, and every first token is one the reference's warpers allow. (A flatter
+    distribution than BEAM_SAMPLE's: with it the tiny model's beams end alike for most seeds.)"""
+    ids, mask = inputs
+    settings = dict(BEAM_SAMPLE, top_k=20, top_p=1.0, temperature=3.0)
+    ours = models(framework)
+    runs = {seed: _sequences(_generate(framework, ours, ids, mask, **_seed(framework, seed), **settings))
+            for seed in (0, 1, 2)}
+    again = _sequences(_generate(framework, ours, ids, mask, **_seed(framework, 0), **settings))
+    np.testing.assert_array_equal(runs[0], again)
+    assert not (np.array_equal(runs[0], runs[1]) and np.array_equal(runs[0], runs[2]))
+    expected = _ref_generate(models("ref"), ids, mask, max_new_tokens=1, output_scores=True,
+                             return_dict_in_generate=True, **{k: v for k, v in settings.items()
+                                                              if k != "max_new_tokens"})
+    allowed = np.isfinite(expected.scores[0].numpy())  # (B * num_beams, V): every beam starts alike
+    for seq in runs.values():
+        for row, token in enumerate(seq[:, 1]):
+            assert allowed[(row // 2) * 3, token], (row, token)
