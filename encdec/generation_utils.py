@@ -43,6 +43,7 @@ class GenerationSettings:
     temperature: float
     top_k: int
     top_p: float
+    typical_p: float
     repetition_penalty: float
     no_repeat_ngram_size: int
     bad_words_ids: Tuple[Tuple[int, ...], ...]
@@ -274,6 +275,13 @@ def resolve_generation_settings(
         raise ValueError(f"temperature must be > 0 when sampling, got {g.temperature}")
     if not 0 < g.top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {g.top_p}")
+    if not 0 < g.typical_p <= 1:
+        raise ValueError(f"typical_p must be in (0, 1], got {g.typical_p}")
+    if int(g.num_beam_groups) > 1 or float(g.diversity_penalty) != 0.0:
+        raise NotImplementedError(
+            "group beam search (num_beam_groups > 1, diversity_penalty) is not built in: transformers 4.57 moved it "
+            "to the Hub repository transformers-community/group-beam-search (generate(custom_generate=..., "
+            "trust_remote_code=True) downloads and runs that code); this library runs no code from the Hub")
     if g.top_k is not None and g.top_k < 0:
         raise ValueError(f"top_k must be >= 0, got {g.top_k}")
     if not g.repetition_penalty > 0:
@@ -299,7 +307,7 @@ def resolve_generation_settings(
         eos_token_ids=eos, bos_token_id=None if bos is None else int(bos), num_beams=num_beams,
         num_return_sequences=nrs, length_penalty=float(g.length_penalty), early_stopping=g.early_stopping,
         do_sample=bool(g.do_sample), temperature=float(g.temperature), top_k=int(g.top_k or 0),
-        top_p=float(g.top_p), repetition_penalty=float(g.repetition_penalty),
+        top_p=float(g.top_p), typical_p=float(g.typical_p), repetition_penalty=float(g.repetition_penalty),
         no_repeat_ngram_size=int(g.no_repeat_ngram_size or 0), bad_words_ids=bad,
         forced_bos_token_id=None if g.forced_bos_token_id is None else int(g.forced_bos_token_id),
         forced_eos_token_id=None if g.forced_eos_token_id is None else int(g.forced_eos_token_id),

@@ -210,3 +210,38 @@ def test_beam_sampling_is_reproducible_from_the_seed(framework, models, inputs):
     for seq in runs.values():
         for row, token in enumerate(seq[:, 1]):
             assert allowed[(row // 2) * 3, token], (row, token)
+
+
+# --- 3. typical_p; group beam search ---------------------------------------------------------------------
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("search", [dict(), dict(num_beams=2)], ids=["sample", "beam-sample"])
+def test_typical_p_warps_like_reference(framework, models, inputs, search):
+    """The warped scores of the first step (sampling: no token drawn yet, so every framework sees the
+    same logits) equal the reference's, -inf pattern included; PyTorch's tokens equal the reference's
+    with the same seed."""
+    import torch
+
+    ids, mask = inputs
+    kw = dict(do_sample=True, typical_p=0.6, temperature=0.7, top_k=0, output_scores=True,
+              return_dict_in_generate=True, **search)
+    torch.manual_seed(3)
+    expected = _ref_generate(models("ref"), ids, mask, max_new_tokens=4, **kw)
+    got = _generate(framework, models(framework), ids, mask, max_new_tokens=4,
+                    **(dict(seed=3) if framework == "pt" else {}), **kw)
+    first, reference_first = _np(got.scores[0]), expected.scores[0].numpy()
+    np.testing.assert_array_equal(np.isfinite(first), np.isfinite(reference_first))
+    assert 1 < np.isfinite(first).sum(axis=1).min() < first.shape[1] // 2  # the warper did cut
+    np.testing.assert_allclose(first[np.isfinite(first)], reference_first[np.isfinite(first)], atol=1e-4)
+    if framework == "pt":
+        np.testing.assert_array_equal(_sequences(got), _sequences(expected))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_group_beam_search_is_refused_as_the_reference_refuses_it(framework, models, inputs):
+    """transformers 4.57.6 runs group beam search only from a Hub repository (custom_generate with
+    trust_remote_code=True); without that it raises. So do we, saying where it went."""
+    ids, mask = inputs
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        _ref_generate(models("ref"), ids, mask, num_beams=4, num_beam_groups=2, diversity_penalty=0.5)
+    with pytest.raises(NotImplementedError, match="group beam search.*transformers-community/group-beam-search"):
+        _generate(framework, models(framework), ids, mask, num_beams=4, num_beam_groups=2, diversity_penalty=0.5)
