@@ -50,6 +50,7 @@ class GenerationSettings:
     forced_bos_token_id: Optional[int]
     forced_eos_token_id: Optional[int]
     output_scores: bool
+    max_time: Optional[float]
     return_dict_in_generate: bool
     use_cache: bool
     # Decoder tokens before the first generated one: the start token, or a decoder prompt
@@ -189,6 +190,20 @@ def decoder_prompt(decoder_input_ids: Any, decoder_start_token_id: int,
     return ids
 
 
+def check_host_features(settings: GenerationSettings, streamer: Any, framework: str) -> None:
+    """``streamer=`` and ``max_time`` need the host at every step (a call with the new tokens; a
+    clock): the compiled loops of TensorFlow (XLA) and Flax (``lax.while_loop``) make no such call,
+    so they refuse them by name. ``streamer`` with beams is refused as in the reference."""
+    if streamer is not None and settings.is_beam:
+        raise ValueError("`streamer` cannot be used with beam search (yet!). Make sure that `num_beams` is set to 1.")
+    wanted = [name for name, on in (("streamer", streamer is not None), ("max_time", settings.max_time is not None))
+              if on]
+    if wanted and framework in ("tf", "flax"):
+        where = "TensorFlow's tf.while_loop (compiled by XLA)" if framework == "tf" else "Flax's jitted lax.while_loop"
+        raise NotImplementedError(f"{' and '.join(wanted)} need a host call at every decoding step, which "
+                                  f"{where} does not make")
+
+
 def check_generation_config_argument(generation_config: Any) -> None:
     """``generate``'s second positional argument is ``generation_config`` (as in the reference);
     an array there is most likely an attention mask passed the old way."""
@@ -277,6 +292,9 @@ def resolve_generation_settings(
         raise ValueError(f"top_p must be in (0, 1], got {g.top_p}")
     if not 0 < g.typical_p <= 1:
         raise ValueError(f"typical_p must be in (0, 1], got {g.typical_p}")
+    if g.stop_strings:
+        raise NotImplementedError("stop_strings is not supported by this generate (in any framework): stop on "
+                                  "token ids with eos_token_id instead")
     if int(g.num_beam_groups) > 1 or float(g.diversity_penalty) != 0.0:
         raise NotImplementedError(
             "group beam search (num_beam_groups > 1, diversity_penalty) is not built in: transformers 4.57 moved it "
@@ -311,7 +329,8 @@ def resolve_generation_settings(
         no_repeat_ngram_size=int(g.no_repeat_ngram_size or 0), bad_words_ids=bad,
         forced_bos_token_id=None if g.forced_bos_token_id is None else int(g.forced_bos_token_id),
         forced_eos_token_id=None if g.forced_eos_token_id is None else int(g.forced_eos_token_id),
-        output_scores=bool(g.output_scores), return_dict_in_generate=bool(g.return_dict_in_generate),
+        output_scores=bool(g.output_scores),
+        max_time=None if g.max_time is None else float(g.max_time), return_dict_in_generate=bool(g.return_dict_in_generate),
         use_cache=bool(g.use_cache), prompt_length=prompt,
     )
     return settings, model_kwargs

@@ -38,7 +38,8 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from jax import lax
 
 from encdec.generation_config import GenerationConfig
-from encdec.generation_utils import GenerationSettings, check_generation_config_argument, resolve_generation_settings
+from encdec.generation_utils import (GenerationSettings, check_generation_config_argument, check_host_features,
+                                     resolve_generation_settings)
 from encdec.modeling_outputs import ModelOutput
 from encdec.naming.layout import framework_path
 from encdec.naming.schema import CONV1D, schema_for
@@ -339,6 +340,7 @@ class FlaxGenerationMixin:
         prng_key=None,
         params: Any = None,
         prepack_weights: Optional[bool] = None,
+        streamer: Any = None,
         **kwargs: Any,
     ):
         """Generate decoder token ids with one compiled function per shape signature.
@@ -360,6 +362,8 @@ class FlaxGenerationMixin:
                 backend when a step has several rows (batch x beams or returned sequences), where
                 XLA's products read (in, out) kernels faster; ``False``: the stored kernels, no
                 copy. The tokens are the same.
+            streamer: refused (as ``max_time``): both need a host call at every step, which the
+                compiled loop does not make.
             **kwargs: generation settings (``max_new_tokens``, ``num_beams``, ``generation_config`` ...),
                 resolved by ``encdec.generation_utils.resolve_generation_settings``; ``token_type_ids`` /
                 ``position_ids`` for the encoder.
@@ -379,6 +383,7 @@ class FlaxGenerationMixin:
             self.config, getattr(self, "generation_config", None), vocab_size=vocab_size,
             generation_config=generation_config, **kwargs
         )
+        check_host_features(settings, streamer, "flax")
         encoder_kwargs = {k: model_kwargs.pop(k) for k in _ENCODER_KWARGS if k in model_kwargs}
         encoder_kwargs = {k: np.asarray(v, dtype=np.int32) for k, v in encoder_kwargs.items() if v is not None}
         prompt = model_kwargs.pop("decoder_input_ids", None)  # (B, P) numpy, the start token first

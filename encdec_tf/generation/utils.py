@@ -27,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from encdec.generation_config import GenerationConfig
-from encdec.generation_utils import GenerationSettings, check_generation_config_argument, resolve_generation_settings
+from encdec.generation_utils import (GenerationSettings, check_generation_config_argument, check_host_features,
+                                     resolve_generation_settings)
 from encdec_tf.generation.logits_process import process_scores
 from encdec_tf.generation.static_cache import allocate_static_cache, static_decoder_step
 from encdec_tf.layers import xla_trace
@@ -146,6 +147,7 @@ class TFGenerationMixin:
         encoder_outputs: Any = None,
         seed: Optional[int] = None,
         use_xla: bool = True,
+        streamer: Any = None,
         **kwargs: Any,
     ):
         """Generate decoder token ids.
@@ -164,6 +166,8 @@ class TFGenerationMixin:
                 the same samples, with or without XLA.
             use_xla: run the whole generation as one ``tf.function(jit_compile=True)`` (default),
                 compiled once per shape signature; False runs the same function eagerly.
+            streamer: refused (as ``max_time``): both need a host call at every step, which the
+                compiled loop does not make.
             **kwargs: generation settings (``max_new_tokens``, ``num_beams``, ``generation_config`` ...),
                 resolved by ``encdec.generation_utils.resolve_generation_settings``.
 
@@ -179,6 +183,7 @@ class TFGenerationMixin:
             self.config, getattr(self, "generation_config", None), vocab_size=self.config.decoder.vocab_size,
             generation_config=generation_config, **kwargs
         )
+        check_host_features(settings, streamer, "tf")
         encoder_kwargs = {k: tf.convert_to_tensor(model_kwargs.pop(k)) for k in _ENCODER_KWARGS if k in model_kwargs}
         prompt = model_kwargs.pop("decoder_input_ids", None)  # (B, P) numpy, the start token first
         model_kwargs.pop("use_cache", None)  # the loop always uses its static cache

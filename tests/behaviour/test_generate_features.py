@@ -245,3 +245,58 @@ def test_group_beam_search_is_refused_as_the_reference_refuses_it(framework, mod
         _ref_generate(models("ref"), ids, mask, num_beams=4, num_beam_groups=2, diversity_penalty=0.5)
     with pytest.raises(NotImplementedError, match="group beam search.*transformers-community/group-beam-search"):
         _generate(framework, models(framework), ids, mask, num_beams=4, num_beam_groups=2, diversity_penalty=0.5)
+
+
+# --- streamer= and max_time: a host call at every step ---------------------------------------------------
+class RecordingStreamer:
+    """What ``put`` and ``end`` receive, in order (the reference's BaseStreamer interface)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def put(self, value):
+        self.calls.append(("put", np.asarray(value).tolist()))
+
+    def end(self):
+        self.calls.append(("end",))
+
+
+@pytest.mark.parametrize("prompt", [False, True], ids=["start", "prompt"])
+def test_streamer_gets_what_the_reference_gives_it(models, inputs, prompt):
+    ids, mask = inputs
+    kw = dict(max_new_tokens=4, **(dict(decoder_input_ids=_prompt("no-start", None)) if prompt else {}))
+    ours, theirs = RecordingStreamer(), RecordingStreamer()
+    got = _generate("pt", models("pt"), ids, mask, streamer=ours, **kw)
+    expected = _ref_generate(models("ref"), ids, mask, streamer=theirs, **kw)
+    np.testing.assert_array_equal(_sequences(got), _sequences(expected))
+    assert ours.calls == theirs.calls
+    assert ours.calls[-1] == ("end",) and len(ours.calls) == 2 + _sequences(got).shape[1] - (4 if prompt else 1)
+
+
+@pytest.mark.parametrize("search", [dict(), dict(num_beams=2)], ids=["greedy", "beam"])
+def test_max_time_stops_like_reference(models, inputs, search):
+    """max_time=0: the time is up after the first step, in the reference and here."""
+    ids, mask = inputs
+    got = _generate("pt", models("pt"), ids, mask, max_new_tokens=6, max_time=0.0, **search)
+    expected = _ref_generate(models("ref"), ids, mask, max_new_tokens=6, max_time=0.0, **search)
+    np.testing.assert_array_equal(_sequences(got), _sequences(expected))
+    assert _sequences(got).shape[1] == 2
+    assert _sequences(_generate("pt", models("pt"), ids, mask, max_new_tokens=6, max_time=60.0, **search)).shape[1] == 7
+
+
+@pytest.mark.parametrize("framework", ["tf", "flax"])
+def test_host_call_features_are_refused_by_the_compiled_loops(framework, models, inputs):
+    ids, mask = inputs
+    with pytest.raises(NotImplementedError, match="streamer need a host call at every decoding step"):
+        _generate(framework, models(framework), ids, mask, streamer=RecordingStreamer(), max_new_tokens=2)
+    with pytest.raises(NotImplementedError, match="max_time need a host call"):
+        _generate(framework, models(framework), ids, mask, max_time=1.0, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_streamer_with_beams_is_refused_as_in_the_reference(framework, models, inputs):
+    ids, mask = inputs
+    with pytest.raises(ValueError, match="`streamer` cannot be used with beam search"):
+        _ref_generate(models("ref"), ids, mask, streamer=RecordingStreamer(), num_beams=2, max_new_tokens=2)
+    with pytest.raises(ValueError, match="`streamer` cannot be used with beam search"):
+        _generate(framework, models(framework), ids, mask, streamer=RecordingStreamer(), num_beams=2, max_new_tokens=2)
