@@ -300,3 +300,31 @@ def test_streamer_with_beams_is_refused_as_in_the_reference(framework, models, i
         _ref_generate(models("ref"), ids, mask, streamer=RecordingStreamer(), num_beams=2, max_new_tokens=2)
     with pytest.raises(ValueError, match="`streamer` cannot be used with beam search"):
         _generate(framework, models(framework), ids, mask, streamer=RecordingStreamer(), num_beams=2, max_new_tokens=2)
+
+
+# --- 4. sampling in TensorFlow and Flax: reproducible from the seed, distributed as the reference ---------
+DRAWS = 2000
+
+
+@pytest.mark.parametrize("framework", ["tf", "flax"])
+@pytest.mark.parametrize("warper", [dict(top_k=5), dict(top_k=0, top_p=0.7)], ids=["top_k", "top_p"])
+def test_sampling_is_seeded_and_distributed_as_the_reference(framework, models, inputs, warper):
+    """2000 draws of the first token (one input, num_return_sequences=2000, one call): their support is
+    the set the reference's warpers allow and each frequency is within 5 binomial standard deviations
+    of the reference's probability; the same seed gives the same tokens, another seed others."""
+    ids, mask = inputs
+    ids, mask = ids[:1], mask[:1]
+    kw = dict(do_sample=True, max_new_tokens=1, temperature=1.3, **warper)
+    expected = _ref_generate(models("ref"), ids, mask, output_scores=True, return_dict_in_generate=True, **kw)
+    probs = np.exp(expected.scores[0].double().log_softmax(-1).numpy()[0])  # (V,), 0 where warped out
+    ours = models(framework)
+    draws = _sequences(_generate(framework, ours, ids, mask, num_return_sequences=DRAWS, **_seed(framework, 0), **kw))
+    tokens = draws[:, 1]
+    assert set(np.unique(tokens)) == set(np.flatnonzero(probs > 0))  # every allowed token drawn, no other
+    counts = np.bincount(tokens, minlength=probs.size) / DRAWS
+    tolerance = 5 * np.sqrt(probs * (1 - probs) / DRAWS) + 1e-9
+    assert (np.abs(counts - probs) <= tolerance).all(), np.c_[counts, probs][probs > 0]
+    same = _sequences(_generate(framework, ours, ids, mask, num_return_sequences=DRAWS, **_seed(framework, 0), **kw))
+    other = _sequences(_generate(framework, ours, ids, mask, num_return_sequences=DRAWS, **_seed(framework, 1), **kw))
+    np.testing.assert_array_equal(draws, same)
+    assert (draws != other).any()
