@@ -19,6 +19,8 @@ import re
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from encdec.configuration import PretrainedConfig
 from encdec.generation_config import GENERATION_DEFAULTS, GenerationConfig
 
@@ -41,22 +43,37 @@ class GenerationSettings:
     temperature: float
     top_k: int
     top_p: float
+    typical_p: float
     repetition_penalty: float
     no_repeat_ngram_size: int
     bad_words_ids: Tuple[Tuple[int, ...], ...]
     forced_bos_token_id: Optional[int]
     forced_eos_token_id: Optional[int]
     output_scores: bool
+    max_time: Optional[float]
     return_dict_in_generate: bool
     use_cache: bool
+    # Decoder tokens before the first generated one: the start token, or a decoder prompt
+    # (``decoder_input_ids``, with the start token prepended as the reference does).
+    prompt_length: int = 1
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.max_length - self.prompt_length
+
+    @property
+    def min_tokens_to_keep(self) -> int:
+        """Tokens the sampling warpers (top_k, top_p, typical_p) always keep: 1, or with beam sampling
+        one more than the eos ids (2 without eos), so that a beam keeps a continuation that does not
+        end it (the reference's rule in ``_get_logits_processor``)."""
+        if self.num_beams > 1:
+            return len(self.eos_token_ids) + 1 if self.eos_token_ids else 2
+        return 1
 
     @property
     def is_beam(self) -> bool:
         return self.num_beams > 1
 
-    @property
-    def max_new_tokens(self) -> int:
-        return self.max_length - 1
 
 
 def _first(*values: Any) -> Any:
@@ -148,6 +165,45 @@ def prepare_generation_config(
     return config
 
 
+def decoder_prompt(decoder_input_ids: Any, decoder_start_token_id: int,
+                   vocab_size: Optional[int] = None) -> np.ndarray:
+    """The decoder's first tokens (batch, P) int64 from ``generate(decoder_input_ids=...)``, by the
+    reference's rule (``_prepare_decoder_input_ids_for_generation``): the start token is prepended
+    when *no* row begins with it; a prompt some of whose rows begin with it is taken as it is.
+
+    ``decoder_input_ids``: numpy, a list, or a framework tensor (read back to the host: the prompt
+    decides the loop's shapes)."""
+    if hasattr(decoder_input_ids, "detach"):  # torch
+        decoder_input_ids = decoder_input_ids.detach().cpu().numpy()
+    ids = np.asarray(decoder_input_ids)
+    if ids.ndim == 1:
+        ids = ids[None, :]
+    if ids.ndim != 2 or ids.shape[1] == 0 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"decoder_input_ids must be (batch, length) integer token ids with length >= 1, got shape "
+                         f"{ids.shape} and dtype {ids.dtype}")
+    if vocab_size is not None and ((ids < 0) | (ids >= vocab_size)).any():
+        bad = int(ids[(ids < 0) | (ids >= vocab_size)][0])
+        raise ValueError(f"decoder_input_ids contains token id {bad}, outside the decoder vocabulary [0, {vocab_size})")
+    ids = ids.astype(np.int64)
+    if (ids[:, 0] != decoder_start_token_id).all():
+        ids = np.concatenate([np.full((ids.shape[0], 1), decoder_start_token_id, np.int64), ids], axis=1)
+    return ids
+
+
+def check_host_features(settings: GenerationSettings, streamer: Any, framework: str) -> None:
+    """``streamer=`` and ``max_time`` need the host at every step (a call with the new tokens; a
+    clock): the compiled loops of TensorFlow (XLA) and Flax (``lax.while_loop``) make no such call,
+    so they refuse them by name. ``streamer`` with beams is refused as in the reference."""
+    if streamer is not None and settings.is_beam:
+        raise ValueError("`streamer` cannot be used with beam search (yet!). Make sure that `num_beams` is set to 1.")
+    wanted = [name for name, on in (("streamer", streamer is not None), ("max_time", settings.max_time is not None))
+              if on]
+    if wanted and framework in ("tf", "flax"):
+        where = "TensorFlow's tf.while_loop (compiled by XLA)" if framework == "tf" else "Flax's jitted lax.while_loop"
+        raise NotImplementedError(f"{' and '.join(wanted)} need a host call at every decoding step, which "
+                                  f"{where} does not make")
+
+
 def check_generation_config_argument(generation_config: Any) -> None:
     """``generate``'s second positional argument is ``generation_config`` (as in the reference);
     an array there is most likely an attention mask passed the old way."""
@@ -199,12 +255,20 @@ def resolve_generation_settings(
         # Finished rows are filled with pad; without one the first eos is used, like the reference.
         pad = eos[0] if eos else int(start)
 
+    prompt = 1
+    if model_kwargs.get("decoder_input_ids") is not None:
+        model_kwargs["decoder_input_ids"] = decoder_prompt(model_kwargs["decoder_input_ids"], int(start), vocab_size)
+        prompt = model_kwargs["decoder_input_ids"].shape[1]
+    else:
+        model_kwargs.pop("decoder_input_ids", None)
     max_new = g.max_new_tokens
-    max_length = 1 + max_new if max_new is not None else int(g.max_length)
+    max_length = prompt + max_new if max_new is not None else int(g.max_length)
     min_new = g.min_new_tokens
-    min_length = 1 + min_new if min_new is not None else int(g.min_length)
-    if max_length < 2:
-        raise ValueError(f"max_length={max_length} leaves no room for a new token after the start token")
+    min_length = prompt + min_new if min_new is not None else int(g.min_length)
+    if max_length <= prompt:
+        what = "the start token" if prompt == 1 else f"the decoder prompt of {prompt} tokens (start token included)"
+        raise ValueError(f"max_length={max_length} leaves no room for a new token after {what}; "
+                         "set max_new_tokens")
     if min_length > max_length:
         raise ValueError(f"min_length={min_length} is larger than max_length={max_length}")
     # Learned absolute positions: a longer output has no position embedding (XLA's gather would
@@ -222,12 +286,20 @@ def resolve_generation_settings(
     if num_beams == 1 and not g.do_sample and nrs > 1:
         raise ValueError("greedy search returns one sequence per input: use num_beams or do_sample for "
                          f"num_return_sequences={nrs}")
-    if g.do_sample and num_beams > 1:
-        raise NotImplementedError("beam sampling (do_sample=True with num_beams > 1) is not supported")
     if g.do_sample and not g.temperature > 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {g.temperature}")
     if not 0 < g.top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {g.top_p}")
+    if not 0 < g.typical_p <= 1:
+        raise ValueError(f"typical_p must be in (0, 1], got {g.typical_p}")
+    if g.stop_strings:
+        raise NotImplementedError("stop_strings is not supported by this generate (in any framework): stop on "
+                                  "token ids with eos_token_id instead")
+    if int(g.num_beam_groups) > 1 or float(g.diversity_penalty) != 0.0:
+        raise NotImplementedError(
+            "group beam search (num_beam_groups > 1, diversity_penalty) is not built in: transformers 4.57 moved it "
+            "to the Hub repository transformers-community/group-beam-search (generate(custom_generate=..., "
+            "trust_remote_code=True) downloads and runs that code); this library runs no code from the Hub")
     if g.top_k is not None and g.top_k < 0:
         raise ValueError(f"top_k must be >= 0, got {g.top_k}")
     if not g.repetition_penalty > 0:
@@ -253,11 +325,12 @@ def resolve_generation_settings(
         eos_token_ids=eos, bos_token_id=None if bos is None else int(bos), num_beams=num_beams,
         num_return_sequences=nrs, length_penalty=float(g.length_penalty), early_stopping=g.early_stopping,
         do_sample=bool(g.do_sample), temperature=float(g.temperature), top_k=int(g.top_k or 0),
-        top_p=float(g.top_p), repetition_penalty=float(g.repetition_penalty),
+        top_p=float(g.top_p), typical_p=float(g.typical_p), repetition_penalty=float(g.repetition_penalty),
         no_repeat_ngram_size=int(g.no_repeat_ngram_size or 0), bad_words_ids=bad,
         forced_bos_token_id=None if g.forced_bos_token_id is None else int(g.forced_bos_token_id),
         forced_eos_token_id=None if g.forced_eos_token_id is None else int(g.forced_eos_token_id),
-        output_scores=bool(g.output_scores), return_dict_in_generate=bool(g.return_dict_in_generate),
-        use_cache=bool(g.use_cache),
+        output_scores=bool(g.output_scores),
+        max_time=None if g.max_time is None else float(g.max_time), return_dict_in_generate=bool(g.return_dict_in_generate),
+        use_cache=bool(g.use_cache), prompt_length=prompt,
     )
     return settings, model_kwargs

@@ -141,6 +141,24 @@ def top_p(scores, p: float, min_tokens_to_keep: int = 1):
     return jnp.where(remove, NEG_INF, scores)
 
 
+def typical_p(scores, mass: float, min_tokens_to_keep: int = 1):
+    """Locally typical sampling: keep the tokens whose surprisal -log p is closest to the entropy,
+    in that order, until their probability reaches ``mass`` (the reference's ``TypicalLogitsWarper``)."""
+    normalized = jax.nn.log_softmax(scores, axis=-1)
+    p = jnp.exp(normalized)
+    entropy = -jnp.sum(jnp.where(p > 0, normalized * p, 0.0), axis=-1, keepdims=True)  # filtered tokens left out
+    shifted = jnp.abs(-normalized - entropy)
+    sorted_idx = jnp.argsort(shifted, axis=-1)  # ascending
+    sorted_shifted = jnp.take_along_axis(shifted, sorted_idx, axis=-1)
+    cumulative = jnp.cumsum(jax.nn.softmax(jnp.take_along_axis(scores, sorted_idx, axis=-1), axis=-1), axis=-1)
+    last = jnp.minimum(jnp.sum(cumulative < mass, axis=1), scores.shape[-1] - 1)  # (N,)
+    remove_sorted = sorted_shifted > jnp.take_along_axis(sorted_shifted, last[:, None], axis=1)
+    remove_sorted = remove_sorted.at[..., :min_tokens_to_keep].set(False)
+    rows = jnp.arange(scores.shape[0])[:, None]
+    remove = jnp.zeros_like(remove_sorted).at[rows, sorted_idx].set(remove_sorted)
+    return jnp.where(remove, NEG_INF, scores)
+
+
 def active_processors(settings) -> Tuple[str, ...]:
     """Names of the processors that run for these settings, in order."""
     s = settings
@@ -164,13 +182,15 @@ def active_processors(settings) -> Tuple[str, ...]:
             names.append("top_k")
         if s.top_p < 1.0:
             names.append("top_p")
+        if s.typical_p < 1.0:
+            names.append("typical_p")
     return tuple(names)
 
 
 def process_scores(settings, input_ids, cur_len, scores):
     """All processors (then warpers when sampling) in the reference's order (traced; settings static)."""
     s = settings
-    min_tokens_to_keep = 1  # sampling only happens with num_beams == 1
+    min_tokens_to_keep = s.min_tokens_to_keep  # > 1 with beam sampling
     for name in active_processors(s):
         if name == "repetition_penalty":
             scores = repetition_penalty(input_ids, cur_len, scores, s.repetition_penalty)
@@ -190,4 +210,6 @@ def process_scores(settings, input_ids, cur_len, scores):
             scores = top_k(scores, s.top_k, min_tokens_to_keep)
         elif name == "top_p":
             scores = top_p(scores, s.top_p, min_tokens_to_keep)
+        elif name == "typical_p":
+            scores = typical_p(scores, s.typical_p, min_tokens_to_keep)
     return scores

@@ -38,7 +38,8 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from jax import lax
 
 from encdec.generation_config import GenerationConfig
-from encdec.generation_utils import GenerationSettings, check_generation_config_argument, resolve_generation_settings
+from encdec.generation_utils import (GenerationSettings, check_generation_config_argument, check_host_features,
+                                     resolve_generation_settings)
 from encdec.modeling_outputs import ModelOutput
 from encdec.naming.layout import framework_path
 from encdec.naming.schema import CONV1D, schema_for
@@ -249,6 +250,19 @@ class _Decoder:
         self.hidden, self.mask = hidden, mask
         self.decoder_mask = jnp.ones((n_rows, max_length), dtype="i4")  # the causal mask hides unwritten slots
 
+    def prefill(self, cache, input_ids, prompt_len: int):
+        """The cache with the self keys/values of the prompt's first P - 1 tokens (``input_ids``
+        (N, max_length) holds the prompt first), one fixed-shape step each; the loop feeds the last
+        one. The start token alone needs none."""
+        if prompt_len == 1:
+            return cache
+
+        def body(position, cache):
+            tokens = lax.dynamic_slice_in_dim(input_ids, position, 1, axis=1)[:, 0]
+            return self.step(cache, tokens, position + 1)[1]
+
+        return lax.fori_loop(0, prompt_len - 1, body, cache)
+
     def step(self, cache, tokens, cur_len):
         """Next-token logits (N, V) float32 for the tokens (N,) at position cur_len - 1, and the new cache."""
         positions = jnp.full((tokens.shape[0], 1), cur_len - 1, dtype="i4")
@@ -326,6 +340,7 @@ class FlaxGenerationMixin:
         prng_key=None,
         params: Any = None,
         prepack_weights: Optional[bool] = None,
+        streamer: Any = None,
         **kwargs: Any,
     ):
         """Generate decoder token ids with one compiled function per shape signature.
@@ -336,6 +351,8 @@ class FlaxGenerationMixin:
                 the reference); its values at the defaults take the model's (``prepare_generation_config``),
                 keyword settings win over it.
             attention_mask: encoder mask (B, S); when absent it is inferred from pad tokens as the reference does.
+            decoder_input_ids: a decoder prompt (B, P), continued by the generation (the start token is
+                prepended when no row begins with it, as in the reference; docs/generation.md).
             encoder_outputs: reuse an encoder output (object, tuple or array whose first item is the
                 last hidden state (B, S, E)); the encoder is not run.
             prng_key: ``jax.random.PRNGKey`` for sampling (default ``PRNGKey(0)``); the same key gives the same tokens.
@@ -345,6 +362,8 @@ class FlaxGenerationMixin:
                 backend when a step has several rows (batch x beams or returned sequences), where
                 XLA's products read (in, out) kernels faster; ``False``: the stored kernels, no
                 copy. The tokens are the same.
+            streamer: refused (as ``max_time``): both need a host call at every step, which the
+                compiled loop does not make.
             **kwargs: generation settings (``max_new_tokens``, ``num_beams``, ``generation_config`` ...),
                 resolved by ``encdec.generation_utils.resolve_generation_settings``; ``token_type_ids`` /
                 ``position_ids`` for the encoder.
@@ -364,8 +383,10 @@ class FlaxGenerationMixin:
             self.config, getattr(self, "generation_config", None), vocab_size=vocab_size,
             generation_config=generation_config, **kwargs
         )
+        check_host_features(settings, streamer, "flax")
         encoder_kwargs = {k: model_kwargs.pop(k) for k in _ENCODER_KWARGS if k in model_kwargs}
         encoder_kwargs = {k: np.asarray(v, dtype=np.int32) for k, v in encoder_kwargs.items() if v is not None}
+        prompt = model_kwargs.pop("decoder_input_ids", None)  # (B, P) numpy, the start token first
         model_kwargs.pop("use_cache", None)
         if model_kwargs:
             raise ValueError(f"generate got arguments that are neither generation settings nor encoder inputs: "
@@ -401,6 +422,11 @@ class FlaxGenerationMixin:
         if attention_mask.shape != tuple(source.shape[:2]):
             raise ValueError(f"attention_mask has shape {attention_mask.shape} but the source has "
                              f"(batch, length) = {tuple(source.shape[:2])}")
+        if prompt is None:
+            prompt = np.full((source.shape[0], 1), settings.decoder_start_token_id, np.int32)
+        elif prompt.shape[0] != source.shape[0]:
+            raise ValueError(f"decoder_input_ids has {prompt.shape[0]} rows but the encoder input has {source.shape[0]}")
+        prompt = prompt.astype(np.int32)
         if prng_key is None:
             prng_key = jax.random.PRNGKey(0)
         rows = source.shape[0] * (settings.num_beams if settings.is_beam else settings.num_return_sequences)
@@ -422,7 +448,7 @@ class FlaxGenerationMixin:
             fns[signature] = _make_generate_fn(self.module, traced_settings, vocab_size, signature,
                                                encode=encoder_outputs is None,
                                                encoder_kwarg_names=tuple(sorted(encoder_kwargs)), parts=parts)
-        out = _run(fns, signature, (params, source, attention_mask, encoder_kwargs, prng_key, loop_kernels))
+        out = _run(fns, signature, (params, source, attention_mask, encoder_kwargs, prompt, prng_key, loop_kernels))
         cache = out.pop("cache")  # left on the device: only return_dict_in_generate hands it out
         out = jax.device_get(out)
         out["cache"] = cache
@@ -454,10 +480,11 @@ def _run(fns, signature, args):
 
 def _make_generate_fn(module, s: GenerationSettings, vocab_size: int, signature, encode: bool,
                       encoder_kwarg_names: Tuple[str, ...], parts: _SharedParts):
-    """The function ``jax.jit`` compiles: (params, source, mask, encoder kwargs, key, loop kernels) ->
+    """The function ``jax.jit`` compiles: (params, source, mask, encoder kwargs, decoder prompt, key,
+    loop kernels) ->
     loop outputs; ``parts`` are the model's shared encoder and cross-cache functions."""
 
-    def generate_fn(params, source, attention_mask, encoder_kwargs, prng_key, loop_kernels):
+    def generate_fn(params, source, attention_mask, encoder_kwargs, prompt, prng_key, loop_kernels):
         TRACE_COUNTS[signature] += 1  # Python side effect: runs only while tracing
         expand = s.num_beams if s.is_beam else s.num_return_sequences
         # === Encode once ===
@@ -470,9 +497,9 @@ def _make_generate_fn(module, s: GenerationSettings, vocab_size: int, signature,
         decoder = _Decoder(module, parts, params, hidden, attention_mask, s.max_length, expand, loop_kernels,
                            cross_attention=architecture(module.config.decoder).decoder.cross_attention)
         input_ids = jnp.full((batch_size * expand, s.max_length), s.pad_token_id, dtype=jnp.int32)
-        input_ids = input_ids.at[:, 0].set(s.decoder_start_token_id)
+        input_ids = input_ids.at[:, :s.prompt_length].set(jnp.repeat(prompt, expand, axis=0))  # the prompt first
         if s.is_beam:
-            return _beam_search(decoder, input_ids, s, batch_size, vocab_size)
+            return _beam_search(decoder, input_ids, s, batch_size, vocab_size, prng_key)
         return _greedy_or_sample(decoder, input_ids, s, prng_key, vocab_size)
 
     return generate_fn
@@ -483,9 +510,11 @@ def _greedy_or_sample(decoder: _Decoder, input_ids, s: GenerationSettings, prng_
     n_rows = input_ids.shape[0]
     eos = jnp.asarray(s.eos_token_ids or (-1,), dtype=jnp.int32)
     has_eos = len(s.eos_token_ids) > 0
-    all_scores = jnp.zeros((s.max_length - 1, n_rows, vocab_size) if s.output_scores else (0,), jnp.float32)
-    state = dict(cur_len=jnp.array(1, jnp.int32), input_ids=input_ids, unfinished=jnp.ones((n_rows,), bool),
-                 cache=decoder.initial_cache, all_scores=all_scores, done=jnp.array(False))
+    prompt_len = s.prompt_length
+    all_scores = jnp.zeros((s.max_length - prompt_len, n_rows, vocab_size) if s.output_scores else (0,), jnp.float32)
+    state = dict(cur_len=jnp.array(prompt_len, jnp.int32), input_ids=input_ids, unfinished=jnp.ones((n_rows,), bool),
+                 cache=decoder.prefill(decoder.initial_cache, input_ids, prompt_len), all_scores=all_scores,
+                 done=jnp.array(False))
 
     def body(st):
         cur_len, input_ids, unfinished = st["cur_len"], st["input_ids"], st["unfinished"]
@@ -494,7 +523,7 @@ def _greedy_or_sample(decoder: _Decoder, input_ids, s: GenerationSettings, prng_
         scores = process_scores(s, input_ids, cur_len, logits)
         all_scores = st["all_scores"]
         if s.output_scores:
-            all_scores = lax.dynamic_update_index_in_dim(all_scores, scores, cur_len - 1, axis=0)
+            all_scores = lax.dynamic_update_index_in_dim(all_scores, scores, cur_len - prompt_len, axis=0)
         if s.do_sample:
             next_tokens = jax.random.categorical(jax.random.fold_in(prng_key, cur_len), scores, axis=-1)
         else:
@@ -520,7 +549,8 @@ def _finish_greedy_or_sample(out: Dict[str, np.ndarray], s: GenerationSettings):
     cur_len = int(out["cur_len"])
     sequences = np.asarray(out["sequences"])[:, :cur_len]
     if s.return_dict_in_generate:
-        scores = tuple(np.asarray(out["scores"][i]) for i in range(cur_len - 1)) if s.output_scores else None
+        steps = cur_len - s.prompt_length
+        scores = tuple(np.asarray(out["scores"][i]) for i in range(steps)) if s.output_scores else None
         return FlaxGenerateEncoderDecoderOutput(sequences=sequences, scores=scores, past_key_values=out["cache"])
     return FlaxSampleOutput(sequences=sequences) if s.do_sample else FlaxGreedySearchOutput(sequences=sequences)
 
@@ -532,9 +562,12 @@ def _gather_beams(tensor, beam_indices):
     return jnp.take_along_axis(tensor, beam_indices, axis=1)
 
 
-def _beam_search(decoder: _Decoder, input_ids, s: GenerationSettings, batch_size: int, vocab_size: int):
-    """The reference's vectorised beam search (transformers 4.57 ``_beam_search``), without sampling,
-    in a ``lax.while_loop`` (``encdec_pt/generation/utils.py::_beam_search`` step for step).
+def _beam_search(decoder: _Decoder, input_ids, s: GenerationSettings, batch_size: int, vocab_size: int, prng_key):
+    """The reference's vectorised beam search (transformers 4.57 ``_beam_search``) in a
+    ``lax.while_loop`` (``encdec_pt/generation/utils.py::_beam_search`` step for step); with
+    ``do_sample`` beam sampling: the continuations are drawn without replacement from
+    softmax(accumulated scores), by Gumbel-top-k (the K largest of scores + Gumbel noise, in the order
+    drawn: the distribution of the reference's ``torch.multinomial`` without replacement).
 
     Keeps, per input, ``num_beams`` running beams and ``num_beams`` finished hypotheses; each step
     takes the top ``beams_to_keep = max(2, 1 + n_eos) * num_beams`` continuations of all running
@@ -552,7 +585,7 @@ def _beam_search(decoder: _Decoder, input_ids, s: GenerationSettings, batch_size
         fill_value = s.pad_token_id if s.pad_token_id else s.eos_token_ids[0]
     else:
         fill_value = -1
-    prompt_len = 1  # the start token
+    prompt_len = s.prompt_length  # the start token, or the decoder prompt
     penalties = jnp.asarray(_length_penalties(max_length, length_penalty))  # penalties[x] = x ** length_penalty
 
     running_sequences = jnp.full((batch_size, nb, max_length), fill_value, dtype=jnp.int32)
@@ -560,7 +593,8 @@ def _beam_search(decoder: _Decoder, input_ids, s: GenerationSettings, batch_size
         input_ids[:, :prompt_len].reshape(batch_size, nb, prompt_len))
     running_beam_scores = jnp.zeros((batch_size, nb), jnp.float32).at[:, 1:].set(-1e9)  # only beam 0 is live
     running_beam_indices = jnp.full((batch_size, nb, max_length - prompt_len), -1, dtype=jnp.int32)
-    all_scores = jnp.zeros((max_length - 1, batch_size * nb, vocab_size) if s.output_scores else (0,), jnp.float32)
+    all_scores = jnp.zeros((max_length - prompt_len, batch_size * nb, vocab_size) if s.output_scores else (0,),
+                           jnp.float32)
     state = dict(
         cur_len=jnp.array(prompt_len, jnp.int32),
         running_sequences=running_sequences, sequences=running_sequences,
@@ -569,7 +603,8 @@ def _beam_search(decoder: _Decoder, input_ids, s: GenerationSettings, batch_size
         is_sent_finished=jnp.zeros((batch_size, nb), bool),
         improvement_possible=jnp.ones((batch_size, 1), bool),
         running_beam_indices=running_beam_indices, beam_indices=running_beam_indices,
-        cache=decoder.initial_cache, all_scores=all_scores, done=jnp.array(False),
+        cache=decoder.prefill(decoder.initial_cache, input_ids, prompt_len), all_scores=all_scores,
+        done=jnp.array(False),
     )
     batch_offset = jnp.arange(batch_size, dtype=jnp.int32)[:, None] * nb
 
@@ -582,12 +617,17 @@ def _beam_search(decoder: _Decoder, input_ids, s: GenerationSettings, batch_size
         log_probs = process_scores(s, flat_running, cur_len, log_probs)
         all_scores = st["all_scores"]
         if s.output_scores:
-            all_scores = lax.dynamic_update_index_in_dim(all_scores, log_probs, cur_len - 1, axis=0)
+            all_scores = lax.dynamic_update_index_in_dim(all_scores, log_probs, cur_len - prompt_len, axis=0)
         acc = (log_probs.reshape(batch_size, nb, vocab_size) + st["running_beam_scores"][:, :, None]).reshape(
             batch_size, nb * vocab_size)
 
         # --- top-k continuations over all beams of an input ---
-        topk_log_probs, topk_indices = lax.top_k(acc, beams_to_keep)  # (B, K)
+        if s.do_sample:
+            noise = jax.random.gumbel(jax.random.fold_in(prng_key, cur_len), acc.shape, jnp.float32)
+            topk_indices = lax.top_k(acc + noise, beams_to_keep)[1]  # (B, K), in drawing order
+            topk_log_probs = jnp.take_along_axis(acc, topk_indices, axis=1)
+        else:
+            topk_log_probs, topk_indices = lax.top_k(acc, beams_to_keep)  # (B, K)
         topk_beam = topk_indices // vocab_size
         topk_running_beam_indices = _gather_beams(st["running_beam_indices"], topk_beam)
         topk_running_sequences = _gather_beams(st["running_sequences"], topk_beam)
@@ -662,7 +702,7 @@ def _beam_search(decoder: _Decoder, input_ids, s: GenerationSettings, batch_size
 
 
 def _finish_beam_search(out: Dict[str, np.ndarray], s: GenerationSettings, batch_size: int):
-    nrs, max_length, prompt_len = s.num_return_sequences, s.max_length, 1
+    nrs, max_length, prompt_len = s.num_return_sequences, s.max_length, s.prompt_length
     sequences = np.asarray(out["sequences"]).reshape(batch_size * nrs, max_length)
     beam_scores = np.asarray(out["sequences_scores"]).reshape(batch_size * nrs)
     beam_indices = np.asarray(out["beam_indices"]).reshape(batch_size * nrs, -1)

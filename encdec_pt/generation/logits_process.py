@@ -17,6 +17,7 @@ log-softmax for beam search, as in the reference). No function mutates its input
     7. temperature               (if != 1.0)
     8. top_k                     (if != 0; keeps max(top_k, min_tokens_to_keep))
     9. top_p                     (if < 1.0)
+   10. typical_p                 (if < 1.0)
 
 The TensorFlow and Flax ports copy these functions one to one (docs/generation.md).
 """
@@ -129,6 +130,22 @@ def top_p(scores: torch.Tensor, p: float, min_tokens_to_keep: int = 1) -> torch.
     return scores.masked_fill(remove, NEG_INF)
 
 
+def typical_p(scores: torch.Tensor, mass: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """Locally typical sampling: keep the tokens whose surprisal -log p is closest to the entropy,
+    in that order, until their probability reaches ``mass`` (the reference's ``TypicalLogitsWarper``)."""
+    normalized = torch.log_softmax(scores, dim=-1)
+    p = torch.exp(normalized)
+    entropy = -(normalized * p).nansum(-1, keepdim=True)  # -inf * 0 (filtered tokens) is nan: left out
+    shifted = torch.abs(-normalized - entropy)
+    sorted_shifted, sorted_idx = torch.sort(shifted, descending=False)
+    cumulative = scores.gather(-1, sorted_idx).softmax(dim=-1).cumsum(dim=-1)
+    last = (cumulative < mass).sum(dim=1).clamp(max=scores.shape[-1] - 1)  # (N,)
+    remove_sorted = sorted_shifted > sorted_shifted.gather(1, last.view(-1, 1))
+    remove_sorted[..., :min_tokens_to_keep] = False
+    remove = remove_sorted.scatter(1, sorted_idx, remove_sorted)
+    return scores.masked_fill(remove, NEG_INF)
+
+
 def active_processors(settings) -> Tuple[str, ...]:
     """Names of the processors that run for these settings, in order."""
     s = settings
@@ -152,10 +169,13 @@ def active_processors(settings) -> Tuple[str, ...]:
             names.append("top_k")
         if s.top_p < 1.0:
             names.append("top_p")
+        if s.typical_p < 1.0:
+            names.append("typical_p")
     return tuple(names)
 
 
-# name -> (settings, input_ids, scores) -> scores; sampling keeps min_tokens_to_keep = 1 (no beam sampling).
+# name -> (settings, input_ids, scores) -> scores; the warpers keep ``settings.min_tokens_to_keep``
+# (> 1 with beam sampling).
 PROCESSORS = {
     "repetition_penalty": lambda s, ids, x: repetition_penalty(ids, x, s.repetition_penalty),
     "no_repeat_ngram": lambda s, ids, x: no_repeat_ngram(ids, x, s.no_repeat_ngram_size),
@@ -164,8 +184,9 @@ PROCESSORS = {
     "forced_bos": lambda s, ids, x: forced_bos(ids, x, s.forced_bos_token_id),
     "forced_eos": lambda s, ids, x: forced_eos(ids, x, s.forced_eos_token_id, s.max_length),
     "temperature": lambda s, ids, x: temperature(x, s.temperature),
-    "top_k": lambda s, ids, x: top_k(x, s.top_k, 1),
-    "top_p": lambda s, ids, x: top_p(x, s.top_p, 1),
+    "top_k": lambda s, ids, x: top_k(x, s.top_k, s.min_tokens_to_keep),
+    "top_p": lambda s, ids, x: top_p(x, s.top_p, s.min_tokens_to_keep),
+    "typical_p": lambda s, ids, x: typical_p(x, s.typical_p, s.min_tokens_to_keep),
 }
 
 

@@ -16,13 +16,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import time
 from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from encdec.generation_config import GenerationConfig
-from encdec.generation_utils import GenerationSettings, check_generation_config_argument, resolve_generation_settings
+from encdec.generation_utils import (GenerationSettings, check_generation_config_argument, check_host_features,
+                                     resolve_generation_settings)
 from encdec_pt.generation.logits_process import process_scores
 from encdec_pt.generation.prepacked import PrepackedWeights, prepacked_linears, prepacking_available
 from encdec_pt.generation.static_cache import allocate_static_cache, static_decoder_step
@@ -219,6 +221,7 @@ class GenerationMixin:
         cache_implementation: Optional[str] = None,
         compile_backend: Optional[str] = None,
         prepack_weights: Optional[bool] = None,
+        streamer: Any = None,
         **kwargs: Any,
     ):
         """Generate decoder token ids.
@@ -231,7 +234,12 @@ class GenerationMixin:
             attention_mask: encoder mask (B, S); when absent it is inferred from pad tokens as the reference does.
             encoder_outputs: reuse an encoder output (object, tuple or tensor whose first item is the
                 last hidden state (B, S, E)); the encoder is not run.
+            decoder_input_ids: a decoder prompt (B, P), continued by the generation (the start token is
+                prepended when no row begins with it, as in the reference; docs/generation.md).
             generator / seed: the random source for sampling (default: torch's global generator).
+            streamer: an object with ``put(token_ids)`` / ``end()`` (the reference's ``TextStreamer`` ...):
+                ``put`` gets the decoder's first tokens (B, P), then each step's new tokens (B,), as in
+                the reference; greedy search and sampling only.
             cache_implementation: ``None``/``"dynamic"`` (growing cache) or ``"static"``
                 (preallocated, fixed-shape steps); the tokens are the same.
             compile_backend: with the static cache, ``torch.compile(backend=..., fullgraph=True)`` the step.
@@ -249,12 +257,15 @@ class GenerationMixin:
             inputs = kwargs.pop("input_ids", None)
         elif "input_ids" in kwargs:
             raise ValueError("pass the encoder input ids once: as `inputs` or as `input_ids`, not both")
+        started = time.time()  # max_time counts from here, as the reference's MaxTimeCriteria
         check_generation_config_argument(generation_config)
         settings, model_kwargs = resolve_generation_settings(
             self.config, getattr(self, "generation_config", None), vocab_size=self.config.decoder.vocab_size,
             generation_config=generation_config, **kwargs
         )
+        check_host_features(settings, streamer, "pt")
         encoder_kwargs = {k: model_kwargs.pop(k) for k in _ENCODER_KWARGS if k in model_kwargs}
+        prompt = model_kwargs.pop("decoder_input_ids", None)  # (B, P) numpy, the start token first
         model_kwargs.pop("use_cache", None)
         if model_kwargs:
             raise ValueError(f"generate got arguments that are neither generation settings nor encoder inputs: "
@@ -323,21 +334,34 @@ class GenerationMixin:
                                      self._compiled_static_step(compile_backend))
         else:
             decoder = _DynamicDecoder(self.decoder, hidden, attention_mask, settings.use_cache)
-        input_ids = torch.full((batch_size * expand, 1), settings.decoder_start_token_id, dtype=torch.long,
-                               device=hidden.device)
+        if prompt is None:
+            input_ids = torch.full((batch_size * expand, 1), settings.decoder_start_token_id, dtype=torch.long,
+                                   device=hidden.device)
+        else:
+            if prompt.shape[0] != batch_size:
+                raise ValueError(f"decoder_input_ids has {prompt.shape[0]} rows but the encoder input has {batch_size}")
+            input_ids = torch.from_numpy(prompt).to(hidden.device).repeat_interleave(expand, dim=0)  # (B * n, P)
         with packed(self.decoder):
             if settings.is_beam:
-                return _beam_search(decoder, input_ids, settings, batch_size, self.config.decoder.vocab_size)
-            return _greedy_or_sample(decoder, input_ids, settings, generator)
+                return _beam_search(decoder, input_ids, settings, batch_size, self.config.decoder.vocab_size,
+                                    generator, started)
+            return _greedy_or_sample(decoder, input_ids, settings, generator, streamer, started)
+
+
+def _out_of_time(s: GenerationSettings, started: float) -> bool:
+    """``max_time`` seconds have passed since generate was called (the reference's ``MaxTimeCriteria``)."""
+    return s.max_time is not None and time.time() - started > s.max_time
 
 
 def _greedy_or_sample(decoder, input_ids: torch.Tensor, s: GenerationSettings,
-                      generator: Optional[torch.Generator]):
+                      generator: Optional[torch.Generator], streamer: Any = None, started: float = 0.0):
     """Greedy search / multinomial sampling (the reference's ``_sample``)."""
     eos = torch.tensor(s.eos_token_ids, dtype=torch.long, device=input_ids.device)
     has_eos = len(s.eos_token_ids) > 0
     unfinished = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     all_scores: List[torch.Tensor] = []
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
     while True:
         logits = decoder.step(input_ids)  # (N, V)
         scores = process_scores(s, input_ids, logits)
@@ -351,10 +375,16 @@ def _greedy_or_sample(decoder, input_ids: torch.Tensor, s: GenerationSettings,
         if has_eos:  # finished rows get pad
             next_tokens = torch.where(unfinished, next_tokens, s.pad_token_id)
         input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)
+        if streamer is not None:
+            streamer.put(next_tokens.cpu())
         if has_eos:
             unfinished = unfinished & ~torch.isin(next_tokens, eos)
+        if _out_of_time(s, started):
+            unfinished = torch.zeros_like(unfinished)
         if input_ids.shape[1] >= s.max_length or not bool(unfinished.any()):
             break
+    if streamer is not None:
+        streamer.end()
     if s.return_dict_in_generate:
         return GenerateEncoderDecoderOutput(sequences=input_ids,
                                             scores=tuple(all_scores) if s.output_scores else None,
@@ -369,8 +399,11 @@ def _gather_beams(tensor: torch.Tensor, beam_indices: torch.Tensor) -> torch.Ten
     return torch.take_along_dim(tensor, beam_indices, dim=1)
 
 
-def _beam_search(decoder, input_ids: torch.Tensor, s: GenerationSettings, batch_size: int, vocab_size: int):
-    """The reference's vectorised beam search (transformers 4.57 ``_beam_search``), without sampling.
+def _beam_search(decoder, input_ids: torch.Tensor, s: GenerationSettings, batch_size: int, vocab_size: int,
+                 generator: Optional[torch.Generator] = None, started: float = 0.0):
+    """The reference's vectorised beam search (transformers 4.57 ``_beam_search``); with ``do_sample``
+    beam sampling: the continuations are drawn without replacement from softmax(accumulated scores)
+    instead of taken best first (the warpers ran on the log-probabilities before).
 
     Keeps, per input, ``num_beams`` running beams and ``num_beams`` finished hypotheses; each step
     takes the top ``beams_to_keep = max(2, 1 + n_eos) * num_beams`` continuations of all running
@@ -390,7 +423,7 @@ def _beam_search(decoder, input_ids: torch.Tensor, s: GenerationSettings, batch_
         fill_value = s.pad_token_id if s.pad_token_id else s.eos_token_ids[0]
     else:
         fill_value = -1
-    prompt_len = 1  # the start token
+    prompt_len = input_ids.shape[1]  # the start token, or the decoder prompt
     cur_len = prompt_len
 
     running_sequences = torch.full((batch_size, nb, max_length), fill_value, dtype=torch.long, device=device)
@@ -417,7 +450,12 @@ def _beam_search(decoder, input_ids: torch.Tensor, s: GenerationSettings, batch_
             batch_size, nb * vocab_size)
 
         # --- top-k continuations over all beams of an input ---
-        topk_log_probs, topk_indices = torch.topk(acc, k=beams_to_keep)  # (B, K)
+        if s.do_sample:
+            topk_indices = torch.multinomial(nn.functional.softmax(acc, dim=-1), num_samples=beams_to_keep,
+                                             generator=generator)  # (B, K), in drawing order
+            topk_log_probs = torch.gather(acc, 1, topk_indices)
+        else:
+            topk_log_probs, topk_indices = torch.topk(acc, k=beams_to_keep)  # (B, K)
         topk_beam = topk_indices // vocab_size
         topk_running_beam_indices = _gather_beams(running_beam_indices, topk_beam)
         topk_running_sequences = _gather_beams(running_sequences, topk_beam)
@@ -429,6 +467,8 @@ def _beam_search(decoder, input_ids: torch.Tensor, s: GenerationSettings, batch_
         hits = torch.full_like(topk_ids, cur_len + 1 >= max_length, dtype=torch.bool)
         if n_eos:
             hits = hits | torch.isin(topk_ids, eos)
+        if _out_of_time(s, started):
+            hits = torch.ones_like(hits)
 
         # --- running beams for the next step: best non-stopping continuations ---
         topk_running_log_probs = topk_log_probs + hits.to(torch.float32) * -1.0e9

@@ -141,6 +141,25 @@ def top_p(scores: tf.Tensor, p: float, min_tokens_to_keep: int = 1) -> tf.Tensor
     return tf.where(remove, NEG_INF, scores)
 
 
+def typical_p(scores: tf.Tensor, mass: float, min_tokens_to_keep: int = 1) -> tf.Tensor:
+    """Locally typical sampling: keep the tokens whose surprisal -log p is closest to the entropy,
+    in that order, until their probability reaches ``mass`` (the reference's ``TypicalLogitsWarper``)."""
+    normalized = tf.nn.log_softmax(scores, axis=-1)
+    p = tf.exp(normalized)
+    entropy = -tf.reduce_sum(tf.where(p > 0, normalized * p, 0.0), axis=-1, keepdims=True)  # filtered tokens left out
+    shifted = tf.abs(-normalized - entropy)
+    sorted_idx = tf.argsort(shifted, axis=-1, direction="ASCENDING", stable=True)  # (N, V)
+    sorted_shifted = tf.gather(shifted, sorted_idx, batch_dims=1)
+    cumulative = tf.cumsum(tf.nn.softmax(tf.gather(scores, sorted_idx, batch_dims=1), axis=-1), axis=-1)
+    last = tf.minimum(tf.reduce_sum(tf.cast(cumulative < mass, tf.int32), axis=1), scores.shape[-1] - 1)  # (N,)
+    remove_sorted = sorted_shifted > tf.gather(sorted_shifted, last[:, None], batch_dims=1)
+    keep_first = tf.range(scores.shape[-1]) < min_tokens_to_keep  # (V,)
+    remove_sorted = remove_sorted & ~keep_first[None, :]
+    # Back to vocabulary order: position j of the sorted row is token sorted_idx[j].
+    remove = tf.gather(remove_sorted, tf.argsort(sorted_idx, axis=-1), batch_dims=1)
+    return tf.where(remove, NEG_INF, scores)
+
+
 def active_processors(settings) -> Tuple[str, ...]:
     """Names of the processors that run for these settings, in order."""
     s = settings
@@ -164,13 +183,15 @@ def active_processors(settings) -> Tuple[str, ...]:
             names.append("top_k")
         if s.top_p < 1.0:
             names.append("top_p")
+        if s.typical_p < 1.0:
+            names.append("typical_p")
     return tuple(names)
 
 
 def process_scores(settings, input_ids: tf.Tensor, cur_len: tf.Tensor, scores: tf.Tensor) -> tf.Tensor:
     """All processors (then warpers when sampling) in the reference's order."""
     s = settings
-    min_tokens_to_keep = 1  # sampling only happens with num_beams == 1
+    min_tokens_to_keep = s.min_tokens_to_keep  # > 1 with beam sampling
     for name in active_processors(s):
         if name == "repetition_penalty":
             scores = repetition_penalty(input_ids, cur_len, scores, s.repetition_penalty)
@@ -190,4 +211,6 @@ def process_scores(settings, input_ids: tf.Tensor, cur_len: tf.Tensor, scores: t
             scores = top_k(scores, s.top_k, min_tokens_to_keep)
         elif name == "top_p":
             scores = top_p(scores, s.top_p, min_tokens_to_keep)
+        elif name == "typical_p":
+            scores = typical_p(scores, s.typical_p, min_tokens_to_keep)
     return scores

@@ -27,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from encdec.generation_config import GenerationConfig
-from encdec.generation_utils import GenerationSettings, check_generation_config_argument, resolve_generation_settings
+from encdec.generation_utils import (GenerationSettings, check_generation_config_argument, check_host_features,
+                                     resolve_generation_settings)
 from encdec_tf.generation.logits_process import process_scores
 from encdec_tf.generation.static_cache import allocate_static_cache, static_decoder_step
 from encdec_tf.layers import xla_trace
@@ -92,6 +93,20 @@ class _StaticDecoder:
     def allocate(self) -> List[tf.Tensor]:
         return allocate_static_cache(self.decoder, self.hidden, self.max_length)
 
+    def prefill(self, prompt: tf.Tensor, buffers: List[tf.Tensor]) -> List[tf.Tensor]:
+        """The buffers with the self keys/values of the prompt's first P - 1 tokens (N, P), one
+        fixed-shape step each; the loop feeds the last one. The start token alone needs none."""
+        prompt_len = prompt.shape[1]
+        if prompt_len == 1:
+            return buffers
+
+        def body(position, buffers):
+            tokens = tf.gather(prompt, position, axis=1)[:, None]  # (N, 1)
+            return position + 1, self.step(tokens, position, buffers)[1]
+
+        return tf.while_loop(lambda position, _: position < prompt_len - 1, body, (tf.constant(0), buffers),
+                             maximum_iterations=prompt_len - 1)[1]
+
     def step(self, input_ids: tf.Tensor, position: tf.Tensor, buffers: List[tf.Tensor]):
         """Logits (N, V) for ``input_ids`` (N, 1) at ``position`` and the updated buffers."""
         logits, buffers = static_decoder_step(self.decoder, input_ids, position, self.hidden, self.cross_bias, buffers)
@@ -132,6 +147,7 @@ class TFGenerationMixin:
         encoder_outputs: Any = None,
         seed: Optional[int] = None,
         use_xla: bool = True,
+        streamer: Any = None,
         **kwargs: Any,
     ):
         """Generate decoder token ids.
@@ -142,12 +158,16 @@ class TFGenerationMixin:
                 the reference); its values at the defaults take the model's (``prepare_generation_config``),
                 keyword settings win over it.
             attention_mask: encoder mask (B, S); when absent it is inferred from pad tokens as the reference does.
+            decoder_input_ids: a decoder prompt (B, P), continued by the generation (the start token is
+                prepended when no row begins with it, as in the reference; docs/generation.md).
             encoder_outputs: reuse an encoder output (object, tuple or tensor whose first item is the
                 last hidden state (B, S, E)); the encoder is not run.
             seed: the seed of the stateless random ops of sampling (default 0): the same seed gives
                 the same samples, with or without XLA.
             use_xla: run the whole generation as one ``tf.function(jit_compile=True)`` (default),
                 compiled once per shape signature; False runs the same function eagerly.
+            streamer: refused (as ``max_time``): both need a host call at every step, which the
+                compiled loop does not make.
             **kwargs: generation settings (``max_new_tokens``, ``num_beams``, ``generation_config`` ...),
                 resolved by ``encdec.generation_utils.resolve_generation_settings``.
 
@@ -163,7 +183,9 @@ class TFGenerationMixin:
             self.config, getattr(self, "generation_config", None), vocab_size=self.config.decoder.vocab_size,
             generation_config=generation_config, **kwargs
         )
+        check_host_features(settings, streamer, "tf")
         encoder_kwargs = {k: tf.convert_to_tensor(model_kwargs.pop(k)) for k in _ENCODER_KWARGS if k in model_kwargs}
+        prompt = model_kwargs.pop("decoder_input_ids", None)  # (B, P) numpy, the start token first
         model_kwargs.pop("use_cache", None)  # the loop always uses its static cache
         if model_kwargs:
             raise ValueError(f"generate got arguments that are neither generation settings nor encoder inputs: "
@@ -191,6 +213,11 @@ class TFGenerationMixin:
         if tuple(attention_mask.shape) != (batch_size, source_length):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but the encoder input has "
                              f"(batch, length) = {(batch_size, source_length)}")
+        if prompt is None:
+            prompt = np.full((batch_size, 1), settings.decoder_start_token_id, np.int32)
+        elif prompt.shape[0] != batch_size:
+            raise ValueError(f"decoder_input_ids has {prompt.shape[0]} rows but the encoder input has {batch_size}")
+        prompt = tf.constant(prompt, tf.int32)
         seed_pair = tf.constant([0 if seed is None else int(seed), 0], dtype=tf.int32)
 
         # === One function per shape signature, traced once ===
@@ -199,30 +226,31 @@ class TFGenerationMixin:
         signature = (kind, tuple(source.shape), source.dtype.name,
                      tuple(sorted((k, tuple(v.shape)) for k, v in encoder_kwargs.items())), traced_settings)
         fn = self._generate_function(signature, use_xla)
-        out = fn(source, attention_mask, encoder_kwargs, seed_pair)
+        out = fn(source, attention_mask, encoder_kwargs, prompt, seed_pair)
         return _finish(out, settings, batch_size)
 
     def _generate_function(self, signature: Tuple, use_xla: bool) -> Callable:
         """The (compiled) generation function for this signature, built once."""
         kind, settings = signature[0], signature[-1]
 
-        def run(source, attention_mask, encoder_kwargs, seed_pair):
+        def run(source, attention_mask, encoder_kwargs, prompt, seed_pair):
             self.__dict__["_generate_traces"] = self.__dict__.get("_generate_traces", 0) + 1
-            return self._generate_graph(kind, settings, source, attention_mask, encoder_kwargs, seed_pair)
+            return self._generate_graph(kind, settings, source, attention_mask, encoder_kwargs, prompt, seed_pair)
 
         if not use_xla:
             return run
 
-        def run_for_xla(source, attention_mask, encoder_kwargs, seed_pair):
+        def run_for_xla(source, attention_mask, encoder_kwargs, prompt, seed_pair):
             with xla_trace():  # this body runs only while tracing
-                return run(source, attention_mask, encoder_kwargs, seed_pair)
+                return run(source, attention_mask, encoder_kwargs, prompt, seed_pair)
 
         functions = self.__dict__.setdefault("_generate_functions", {})
         if signature not in functions:
             functions[signature] = tf.function(run_for_xla, jit_compile=True, autograph=False)
         return functions[signature]
 
-    def _generate_graph(self, kind: str, s: GenerationSettings, source, attention_mask, encoder_kwargs, seed_pair):
+    def _generate_graph(self, kind: str, s: GenerationSettings, source, attention_mask, encoder_kwargs, prompt,
+                        seed_pair):
         """Everything after the settings: encoder, projection, expansion, the decoding loop."""
         # === Encode once ===
         if kind == "ids":
@@ -241,9 +269,9 @@ class TFGenerationMixin:
             hidden = tf.repeat(hidden, expand, axis=0)
             attention_mask = tf.repeat(attention_mask, expand, axis=0)
         decoder = _StaticDecoder(self.decoder, hidden, attention_mask, s.max_length)
-        input_ids = tf.fill((batch_size * expand, 1), s.decoder_start_token_id)
+        input_ids = tf.repeat(prompt, expand, axis=0) if expand > 1 else prompt  # (B * n, P)
         if s.is_beam:
-            return _beam_search(decoder, input_ids, s, batch_size, self.config.decoder.vocab_size)
+            return _beam_search(decoder, input_ids, s, batch_size, self.config.decoder.vocab_size, seed_pair)
         return _greedy_or_sample(decoder, input_ids, s, seed_pair)
 
 
@@ -253,29 +281,33 @@ def _write_column(buffer: tf.Tensor, values: tf.Tensor, index: tf.Tensor) -> tf.
     return tf.where(at, values[..., None], buffer)
 
 
-def _sample(scores: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """One draw per row from softmax(scores) (N, V), by Gumbel-max: argmax(scores + Gumbel noise).
+def _gumbel(shape, seed: tf.Tensor) -> tf.Tensor:
+    """Gumbel noise -log(-log(u)) of ``shape``.
 
     The random bits are stateless Philox bits, made uniform in (0, 1) here: XLA's and TensorFlow's
     kernels give the same bits but not the same floats (nor the same ``stateless_categorical``), and
     eager generation must give the compiled tokens.
     """
-    bits = tf.random.stateless_uniform(tf.shape(scores), seed=seed, minval=None, maxval=None, dtype=tf.uint32,
-                                       alg="philox")
+    bits = tf.random.stateless_uniform(shape, seed=seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox")
     top24 = tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32))
     uniform = (tf.cast(top24, tf.float32) + 0.5) * (1.0 / (1 << 24))  # in (0, 1), exact in float32
-    return tf.argmax(scores - tf.math.log(-tf.math.log(uniform)), axis=-1, output_type=tf.int32)
+    return -tf.math.log(-tf.math.log(uniform))
+
+
+def _sample(scores: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """One draw per row from softmax(scores) (N, V), by Gumbel-max: argmax(scores + Gumbel noise)."""
+    return tf.argmax(scores + _gumbel(tf.shape(scores), seed), axis=-1, output_type=tf.int32)
 
 
 def _greedy_or_sample(decoder: _StaticDecoder, input_ids: tf.Tensor, s: GenerationSettings, seed_pair: tf.Tensor):
     """Greedy search / multinomial sampling (the reference's ``_sample``)."""
-    n, max_length = input_ids.shape[0], s.max_length
+    (n, prompt_len), max_length = input_ids.shape, s.max_length
     has_eos = len(s.eos_token_ids) > 0
     eos = tf.constant(s.eos_token_ids or (0,), dtype=tf.int32)
-    sequences = tf.concat([input_ids, tf.fill((n, max_length - 1), s.pad_token_id)], axis=1)  # (N, L)
-    buffers = decoder.allocate()
+    sequences = tf.concat([input_ids, tf.fill((n, max_length - prompt_len), s.pad_token_id)], axis=1)  # (N, L)
+    buffers = decoder.prefill(input_ids, decoder.allocate())
     vocab_size = decoder.decoder.config.vocab_size
-    all_scores = tf.zeros((max_length - 1 if s.output_scores else 0, n, vocab_size), tf.float32)
+    all_scores = tf.zeros((max_length - prompt_len if s.output_scores else 0, n, vocab_size), tf.float32)
 
     def cond(cur_len, sequences, buffers, unfinished, all_scores):
         return (cur_len < max_length) & tf.reduce_any(unfinished)
@@ -285,7 +317,7 @@ def _greedy_or_sample(decoder: _StaticDecoder, input_ids: tf.Tensor, s: Generati
         logits, buffers = decoder.step(last_tokens, cur_len - 1, buffers)  # (N, V)
         scores = process_scores(s, sequences, cur_len, logits)
         if s.output_scores:
-            all_scores = tf.tensor_scatter_nd_update(all_scores, tf.reshape(cur_len - 1, (1, 1)), scores[None])
+            all_scores = tf.tensor_scatter_nd_update(all_scores, tf.reshape(cur_len - prompt_len, (1, 1)), scores[None])
         if s.do_sample:
             next_tokens = _sample(scores, tf.stack([seed_pair[0], seed_pair[1] + cur_len]))
         else:
@@ -297,8 +329,9 @@ def _greedy_or_sample(decoder: _StaticDecoder, input_ids: tf.Tensor, s: Generati
             unfinished = unfinished & ~tf.reduce_any(next_tokens[:, None] == eos[None, :], axis=1)
         return cur_len + 1, sequences, buffers, unfinished, all_scores
 
-    state = (tf.constant(1), sequences, buffers, tf.ones((n,), tf.bool), all_scores)
-    cur_len, sequences, buffers, _, all_scores = tf.while_loop(cond, body, state, maximum_iterations=max_length - 1)
+    state = (tf.constant(prompt_len), sequences, buffers, tf.ones((n,), tf.bool), all_scores)
+    cur_len, sequences, buffers, _, all_scores = tf.while_loop(cond, body, state,
+                                                               maximum_iterations=max_length - prompt_len)
     # The buffers are the loop's state already: returning them costs no copy (kept for past_key_values).
     return {"sequences": sequences, "cur_len": cur_len, "scores": all_scores, "cache": buffers}
 
@@ -309,8 +342,11 @@ def _gather_beams(tensor: tf.Tensor, beam_indices: tf.Tensor) -> tf.Tensor:
 
 
 def _beam_search(decoder: _StaticDecoder, input_ids: tf.Tensor, s: GenerationSettings, batch_size: int,
-                 vocab_size: int):
-    """The reference's vectorised beam search (transformers 4.57 ``_beam_search``), without sampling.
+                 vocab_size: int, seed_pair: tf.Tensor):
+    """The reference's vectorised beam search (transformers 4.57 ``_beam_search``); with ``do_sample``
+    beam sampling: the continuations are drawn without replacement from softmax(accumulated scores),
+    by Gumbel-top-k (the K largest of scores + Gumbel noise, in the order drawn: the distribution of
+    the reference's ``torch.multinomial`` without replacement), instead of taken best first.
 
     Keeps, per input, ``num_beams`` running beams and ``num_beams`` finished hypotheses; each step
     takes the top ``beams_to_keep = max(2, 1 + n_eos) * num_beams`` continuations of all running
@@ -328,20 +364,20 @@ def _beam_search(decoder: _StaticDecoder, input_ids: tf.Tensor, s: GenerationSet
         fill_value = s.pad_token_id if s.pad_token_id else s.eos_token_ids[0]
     else:
         fill_value = -1
-    prompt_len = 1  # the start token
+    prompt_len = input_ids.shape[1]  # the start token, or the decoder prompt
 
-    running_sequences = tf.concat([tf.reshape(input_ids, (batch_size, nb, 1)),
-                                   tf.fill((batch_size, nb, max_length - 1), fill_value)], axis=2)  # (B, nb, L)
+    running_sequences = tf.concat([tf.reshape(input_ids, (batch_size, nb, prompt_len)),
+                                   tf.fill((batch_size, nb, max_length - prompt_len), fill_value)], axis=2)  # (B, nb, L)
     sequences = running_sequences
     running_beam_scores = tf.concat([tf.zeros((batch_size, 1)), tf.fill((batch_size, nb - 1), -1e9)], axis=1)
     beam_scores = tf.fill((batch_size, nb), -1e9)
     is_sent_finished = tf.zeros((batch_size, nb), tf.bool)
     improvement_possible = tf.ones((batch_size, 1), tf.bool)
-    running_beam_indices = tf.fill((batch_size, nb, max_length - 1), -1)
+    running_beam_indices = tf.fill((batch_size, nb, max_length - prompt_len), -1)
     beam_indices = running_beam_indices
     batch_offset = tf.range(batch_size)[:, None] * nb  # (B, 1)
-    buffers = decoder.allocate()
-    all_scores = tf.zeros((max_length - 1 if s.output_scores else 0, batch_size * nb, vocab_size), tf.float32)
+    buffers = decoder.prefill(input_ids, decoder.allocate())
+    all_scores = tf.zeros((max_length - prompt_len if s.output_scores else 0, batch_size * nb, vocab_size), tf.float32)
 
     def cond(cur_len, keep_going, *_):
         return keep_going & (cur_len < max_length)
@@ -354,12 +390,18 @@ def _beam_search(decoder: _StaticDecoder, input_ids: tf.Tensor, s: GenerationSet
         log_probs = tf.nn.log_softmax(logits, axis=-1)
         log_probs = process_scores(s, flat_running, cur_len, log_probs)
         if s.output_scores:
-            all_scores = tf.tensor_scatter_nd_update(all_scores, tf.reshape(cur_len - 1, (1, 1)), log_probs[None])
+            all_scores = tf.tensor_scatter_nd_update(all_scores, tf.reshape(cur_len - prompt_len, (1, 1)),
+                                                     log_probs[None])
         acc = tf.reshape(tf.reshape(log_probs, (batch_size, nb, vocab_size)) + running_beam_scores[:, :, None],
                          (batch_size, nb * vocab_size))
 
         # --- top-k continuations over all beams of an input ---
-        topk_log_probs, topk_indices = tf.math.top_k(acc, k=beams_to_keep)  # (B, K)
+        if s.do_sample:
+            noise = _gumbel(tf.shape(acc), tf.stack([seed_pair[0], seed_pair[1] + cur_len]))
+            topk_indices = tf.math.top_k(acc + noise, k=beams_to_keep).indices  # (B, K), in drawing order
+            topk_log_probs = tf.gather(acc, topk_indices, batch_dims=1)
+        else:
+            topk_log_probs, topk_indices = tf.math.top_k(acc, k=beams_to_keep)  # (B, K)
         topk_beam = topk_indices // vocab_size
         topk_running_beam_indices = _gather_beams(running_beam_indices, topk_beam)
         topk_running_sequences = _gather_beams(running_sequences, topk_beam)
@@ -421,13 +463,13 @@ def _beam_search(decoder: _StaticDecoder, input_ids: tf.Tensor, s: GenerationSet
     state = (tf.constant(prompt_len), tf.constant(True), buffers, running_sequences, running_beam_scores,
              running_beam_indices, sequences, beam_scores, beam_indices, is_sent_finished, improvement_possible,
              all_scores)
-    final = tf.while_loop(cond, body, state, maximum_iterations=max_length - 1)
+    final = tf.while_loop(cond, body, state, maximum_iterations=max_length - prompt_len)
     cur_len, sequences, beam_scores, beam_indices = final[0], final[6], final[7], final[8]
     nrs = s.num_return_sequences
     return {
         "sequences": tf.reshape(sequences[:, :nrs], (batch_size * nrs, max_length)),
         "sequences_scores": tf.reshape(beam_scores[:, :nrs], (batch_size * nrs,)),
-        "beam_indices": tf.reshape(beam_indices[:, :nrs], (batch_size * nrs, max_length - 1)),
+        "beam_indices": tf.reshape(beam_indices[:, :nrs], (batch_size * nrs, max_length - prompt_len)),
         "cur_len": cur_len,
         "scores": final[11],
         "cache": final[2],
@@ -443,21 +485,22 @@ def _past_key_values(buffers: List[tf.Tensor], fed: int) -> Tuple[Tuple[tf.Tenso
 
 def _finish(out: Dict[str, tf.Tensor], s: GenerationSettings, batch_size: int):
     """Trim the fixed-shape buffers to the generated length (eagerly, outside the compiled function)."""
-    steps = int(out["cur_len"]) - 1  # generated tokens, = tokens fed to the decoder
+    cur_len = int(out["cur_len"])
+    steps = cur_len - s.prompt_length  # generated tokens
     scores = None
     if s.output_scores:
         scores = tuple(out["scores"][i] for i in range(steps))
     if s.is_beam:
         beam_indices = out["beam_indices"]
         generated = int(tf.reduce_max(tf.reduce_sum(tf.cast(beam_indices >= 0, tf.int32), axis=1)))
-        sequences = out["sequences"][:, :1 + generated]
+        sequences = out["sequences"][:, :s.prompt_length + generated]
         if not s.return_dict_in_generate:
             return sequences
         return TFGenerateBeamEncoderDecoderOutput(sequences=sequences, sequences_scores=out["sequences_scores"] if s.output_scores else None,
                                                   scores=scores, beam_indices=beam_indices[:, :generated],
-                                                  past_key_values=_past_key_values(out["cache"], steps))
-    sequences = out["sequences"][:, :1 + steps]
+                                                  past_key_values=_past_key_values(out["cache"], cur_len - 1))
+    sequences = out["sequences"][:, :cur_len]
     if not s.return_dict_in_generate:
         return sequences
     return TFGenerateEncoderDecoderOutput(sequences=sequences, scores=scores,
-                                          past_key_values=_past_key_values(out["cache"], steps))
+                                          past_key_values=_past_key_values(out["cache"], cur_len - 1))

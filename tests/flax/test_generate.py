@@ -365,7 +365,6 @@ def test_lengths_count_the_start_token(bert2bert):
 @pytest.mark.parametrize("kw, match", [
     (dict(num_return_sequences=2), "greedy"),
     (dict(num_beams=2, num_return_sequences=3), "num_return_sequences"),
-    (dict(do_sample=True, num_beams=2), "beam sampling"),
     (dict(bad_words_ids=[[500]]), "bad_words_ids"),
     (dict(max_new_tokens=1000), "max_position_embeddings"),
     (dict(foo=1), "foo"),
