@@ -127,7 +127,9 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
     start = state["step"]
     if resume:
         saved = torch.load(os.path.join(resume, "optimizer.pt"), weights_only=True)
-        set_optimizer_state_dict(model, optimizer, optim_state_dict=saved["optimizer"], options=full)
+        # strict=False: a parameter the loss never reaches (the encoder's pooler) has no Adam state
+        set_optimizer_state_dict(model, optimizer, optim_state_dict=saved["optimizer"],
+                                 options=StateDictOptions(full_state_dict=True, cpu_offload=True, strict=False))
         schedule.load_state_dict(saved["schedule"])
         torch.set_rng_state(saved["rng"][rank])
     else:

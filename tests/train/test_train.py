@@ -26,9 +26,7 @@ def test_train_saves_a_loadable_folder_and_resume_repeats_the_losses(tmp_path, f
                            "--grad-accum", "2")) == 0
     uninterrupted = [(r["step"], r["loss"]) for r in metrics(out)]
     assert [s for s, _ in uninterrupted] == [1, 2, 3]
-    assert sorted(os.listdir(out)) == sorted(os.listdir(os.path.join(out, "checkpoint-2"))
-                                             + ["checkpoint-2", "metrics.jsonl"]) \
-        or "checkpoint-2" in os.listdir(out)
+    assert "checkpoint-2" in os.listdir(out)
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
 
     resumed = str(tmp_path / "resumed")
