@@ -1,4 +1,4 @@
-"""The ``encdec`` command: ``encdec demo`` and ``encdec generate``.
+"""The ``encdec`` command: ``encdec demo``, ``encdec generate`` and ``encdec train``.
 
 A framework package is imported only inside the command that needs it (``encdec_app.frameworks``).
 """
@@ -35,6 +35,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from encdec_app.train import main as train_main
+
+    return train_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="encdec",
@@ -67,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-new-tokens", type=int, default=32)
     gen.add_argument("--framework", choices=FRAMEWORKS, default="pt")
     gen.set_defaults(func=cmd_generate)
+
+    from encdec_app.train import add_arguments as add_train_arguments
+
+    train = sub.add_parser("train", help="fine-tune an encoder-decoder on a JSON Lines / CSV file (one device or many)",
+                           description="Fine-tune a warm-started (--encoder/--decoder) or saved (--model) "
+                                       "encoder-decoder; see docs/training.md.")
+    add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
     return parser
 
 

@@ -1,0 +1,182 @@
+"""``encdec train --framework tf``: TensorFlow / Keras 3 ``fit`` under ``tf.distribute``.
+
+One code path: ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is set, else ``MirroredStrategy``
+on all local devices (one device included). ``fit`` splits each global batch over the replicas.
+The train step (``Step.train_step``) sums the micro-batch gradients of the replica's share,
+all-reduces them, clips the *global* norm (Keras's ``global_clipnorm`` clips each replica's
+gradient before its own all-reduce, which is not the global batch's norm), and applies AdamW.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from encdec.configuration import AutoConfig
+from encdec_app.train.common import (MetricsLog, Progress, Setup, config_dict, dropout_fields, latest_checkpoint,
+                                     lr_factor, read_state, score, set_dropout, write_checkpoint)
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask")
+BATCH_KEYS = MODEL_INPUTS + ("labels", "label_weights")
+
+
+def build_model(setup: Setup, args: argparse.Namespace, folder: Optional[str]):
+    import keras
+
+    from encdec_tf import TFEncoderDecoderModel
+
+    keras.utils.set_random_seed(args.seed)
+    path = folder or args.model
+    if path:
+        config = AutoConfig.from_pretrained(path)
+        if args.dropout is not None and folder is None:
+            set_dropout(config.encoder, args.dropout)
+            set_dropout(config.decoder, args.dropout)
+        return TFEncoderDecoderModel.from_pretrained(path, config=config)
+    kwargs = setup.special_ids()
+    if args.dropout is not None:
+        for side, name in (("encoder", args.encoder), ("decoder", args.decoder)):
+            kwargs.update({f"{side}_{k}": args.dropout for k in dropout_fields(AutoConfig.from_pretrained(name))})
+    return TFEncoderDecoderModel.from_encoder_decoder_pretrained(args.encoder, args.decoder, **kwargs)
+
+
+def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
+    from encdec_app.frameworks import _import_tf_quietly
+
+    tf = _import_tf_quietly()
+    import keras
+
+    if args.gradient_checkpointing:
+        raise SystemExit("encdec train: --gradient-checkpointing is not implemented for --framework tf yet")
+    if args.bf16:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    multi_worker = bool(os.environ.get("TF_CONFIG"))
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if multi_worker else tf.distribute.MirroredStrategy()
+    replicas = strategy.num_replicas_in_sync
+    main = not multi_worker or json.loads(os.environ["TF_CONFIG"])["task"].get("index", 0) == 0
+    if args.batch_size % (replicas * args.grad_accum):
+        raise SystemExit(f"encdec train: --batch-size {args.batch_size} must split over {replicas} replicas "
+                         f"and --grad-accum {args.grad_accum}")
+
+    resume = latest_checkpoint(args.output) if args.resume else None
+    state = read_state(resume) if resume else {"step": 0}
+    start = state["step"]
+
+    class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = tf.cast(step, tf.float32)
+            return args.learning_rate * lr_factor(step, args.warmup_steps, args.steps, tf.minimum, tf.maximum)
+
+    class Step(keras.Model):
+        """The encoder-decoder behind ``fit`` with the weighted loss of encdec_app.train.data."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def call(self, batch, training=False):
+            logits = self.model(**{k: batch[k] for k in MODEL_INPUTS}, training=training).logits
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(tf.cast(batch["labels"], tf.int32), 0),
+                                                                tf.cast(logits, tf.float32))
+            return tf.reduce_sum(ce * batch["label_weights"])
+
+        def train_step(self, batch):
+            variables = self.trainable_variables
+            loss, grads = 0.0, [tf.zeros_like(v) for v in variables]
+            for i in range(args.grad_accum):  # micro-batch i = rows i::grad_accum, as the other frameworks
+                micro = {k: v[i::args.grad_accum] for k, v in batch.items()}
+                with tf.GradientTape() as tape:
+                    li = self(micro, training=True)
+                # a variable the loss does not reach (the encoder's pooler) gets a zero gradient
+                step_grads = tape.gradient(li, variables)
+                loss, grads = loss + li, [g if gi is None else g + gi for g, gi in zip(grads, step_grads)]
+            context = tf.distribute.get_replica_context()
+            loss, grads = context.all_reduce("sum", loss), context.all_reduce("sum", grads)
+            if args.max_grad_norm:
+                grads, _ = tf.clip_by_global_norm(grads, args.max_grad_norm)
+            # the optimizer sums gradients over replicas once more: hand it each replica's 1/N
+            self.optimizer.apply_gradients(zip([g / replicas for g in grads], variables))
+            return {"loss": loss}
+
+    with strategy.scope():
+        model = build_model(setup, args, resume)
+        trainer = Step(model)
+        optimizer = keras.optimizers.AdamW(Schedule(), beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                                           weight_decay=args.weight_decay)
+        trainer.compile(optimizer=optimizer, jit_compile=False)
+        optimizer.build(trainer.trainable_variables)
+    if resume:
+        saved = np.load(os.path.join(resume, "optimizer.npz"))
+        for i, v in enumerate(optimizer.variables):
+            v.assign(saved[f"opt_{i}"])
+        for i, v in enumerate(model.non_trainable_variables):
+            v.assign(saved[f"state_{i}"])
+
+    def batches():
+        for step in range(start, args.steps):
+            yield {k: v for k, v in setup.train_batch(step, bucketed=True).items() if k in BATCH_KEYS}
+
+    spec = {k: tf.TensorSpec((None, None), tf.float32 if k == "label_weights" else tf.int32) for k in BATCH_KEYS}
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=spec)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = dataset.with_options(options)
+
+    log = MetricsLog(args.output, start, main)
+    bar = Progress(start, args.steps, main and not args.quiet, "train (TensorFlow, Keras fit)")
+    losses = []
+
+    def checkpoint(step: int) -> None:
+        def write(folder):
+            model.save_pretrained(folder)
+            setup.save_tokenizers(folder)
+            np.savez(os.path.join(folder, "optimizer.npz"),
+                     **{f"opt_{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)},
+                     **{f"state_{i}": np.asarray(v) for i, v in enumerate(model.non_trainable_variables)})
+        if main:
+            write_checkpoint(args.output, step, write, {"examples_seen": step * args.batch_size,
+                                                        "args": config_dict(args), "replicas": replicas})
+
+    class Callback(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            step = start + batch + 1
+            loss_value = float(logs["loss"])
+            losses.append(loss_value)
+            rates = bar.update(loss_value, args.batch_size, 0)
+            if step % args.log_every == 0 or step == args.steps:
+                log.write({"step": step, "loss": loss_value, "lr": float(Schedule()(step - 1)), **rates})
+            if args.save_every and step % args.save_every == 0:
+                checkpoint(step)
+
+    if start < args.steps:
+        trainer.fit(dataset, epochs=1, steps_per_epoch=args.steps - start, verbose=0, callbacks=[Callback()])
+    bar.close()
+    result: Dict[str, Any] = {"losses": losses}
+    if setup.eval is not None:
+        result["eval"] = evaluate(model, setup, args)
+        log.write({"step": args.steps, "split": "eval", **result["eval"]})
+    if main:
+        model.save_pretrained(args.output)
+        setup.save_tokenizers(args.output)
+    return result
+
+
+def evaluate(model, setup: Setup, args) -> Dict[str, float]:
+    import tensorflow as tf
+
+    ce_sum = count = 0.0
+    predictions = []
+    for batch, real in setup.eval_batches(bucketed=True):
+        logits = model(**{k: batch[k] for k in MODEL_INPUTS}, training=False).logits
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(np.maximum(batch["labels"], 0), tf.cast(logits, tf.float32))
+        mask = (batch["label_weights"] > 0).astype(np.float32)
+        ce_sum, count = ce_sum + float(tf.reduce_sum(ce * mask)), count + float(mask.sum())
+        out = model.generate(batch["input_ids"][:real], attention_mask=batch["attention_mask"][:real],
+                             max_new_tokens=args.target_max_length, num_beams=1)
+        predictions += setup.decoder_tokenizer.batch_decode(np.asarray(getattr(out, "sequences", out)),
+                                                            skip_special_tokens=True)
+    return {"loss": ce_sum / count, **score(args.metric, predictions, setup.references())}
