@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[all,dev,demo]"
+	$(BIN)/python -m pip install -q -e ".[all,dev,demo,train]"
 	touch $(STAMP)
 
 setup: $(STAMP)
