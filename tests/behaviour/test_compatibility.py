@@ -128,8 +128,12 @@ def check_config_save_pretrained(framework, env):
 
     d = env["root"] / f"config_{framework}"
     AutoConfig.from_pretrained(env["folder"]).save_pretrained(str(d))
-    assert transformers.AutoConfig.from_pretrained(d).to_dict() == \
-        transformers.AutoConfig.from_pretrained(env["folder"]).to_dict() | {"_name_or_path": str(d)}
+    bookkeeping = ("_name_or_path", "transformers_version")
+
+    def read(folder):
+        return {k: v for k, v in transformers.AutoConfig.from_pretrained(folder).to_dict().items() if k not in bookkeeping}
+
+    assert read(d) == read(env["folder"])
 
 
 def check_model_from_pretrained(framework, env):
@@ -141,7 +145,6 @@ def _reference_legacy_folder(env, kind):
     if not d.exists():
         cls = {"tf": transformers.TFEncoderDecoderModel, "flax": transformers.FlaxEncoderDecoderModel}[kind]
         cls.from_pretrained(env["folder"], from_pt=True).save_pretrained(d)
-        transformers.AutoTokenizer.from_pretrained(env["folder"])
     return str(d)
 
 
