@@ -34,4 +34,16 @@ __all__ = [
     "GenerationConfig",
     "PretrainedConfig",
     "Tokenizer",
+    "pipeline",
 ]
+
+
+def __getattr__(name: str):
+    # The one upward reference (DESIGN.md, layers): `pipeline` lives in the application package,
+    # which imports the frameworks; it is imported only when asked for, so `import encdec` stays
+    # framework-free.
+    if name == "pipeline":
+        from encdec_app.pipeline import pipeline
+
+        return pipeline
+    raise AttributeError(f"module 'encdec' has no attribute {name!r}")

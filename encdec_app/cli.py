@@ -25,7 +25,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not texts:
         print("encdec generate: no input text (pass it as an argument or on stdin)", file=sys.stderr)
         return 2
-    tokenizer = Tokenizer.from_pretrained(args.model)
+    source = args.tokenizer or args.model
+    try:
+        tokenizer = Tokenizer.from_pretrained(source)
+    except OSError as e:
+        hint = ("" if args.tokenizer else
+                "; pass --tokenizer with a folder or hub id that has one (e.g. the encoder's checkpoint)")
+        print(f"encdec generate: cannot load a tokenizer from {source!r}: {e}{hint}", file=sys.stderr)
+        return 2
     model = model_class(args.framework).from_pretrained(args.model)
     batch = tokenizer(texts, padding=True, truncation=True, return_tensors="np")
     sequences = generate_ids(args.framework, model, batch["input_ids"], batch["attention_mask"],
@@ -72,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-beams", type=int, default=1)
     gen.add_argument("--max-new-tokens", type=int, default=32)
     gen.add_argument("--framework", choices=FRAMEWORKS, default="pt")
+    gen.add_argument("--tokenizer", default=None,
+                     help="tokenizer folder or hub id (default: the model folder)")
     gen.set_defaults(func=cmd_generate)
 
     from encdec_app.train import add_arguments as add_train_arguments

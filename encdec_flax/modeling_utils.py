@@ -21,6 +21,8 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from encdec.configuration import PretrainedConfig
+from encdec.files import FLAX_WEIGHTS_NAME
+from encdec.formats.hf_flax_msgpack import write_flax_msgpack
 from encdec.formats.safetensors import save_state_dict
 from encdec.generation_config import GenerationConfig
 from encdec.loading import load_pretrained
@@ -364,9 +366,12 @@ class FlaxPreTrainedModel:
         return cache["cache"]
 
     # --- saving and loading ------------------------------------------------------------------
-    def save_pretrained(self, save_directory: str, params: Any = None, max_shard_size: Any = "5GB") -> List[str]:
+    def save_pretrained(self, save_directory: str, params: Any = None, max_shard_size: Any = "5GB",
+                        safe_serialization: bool = True) -> List[str]:
         """Write ``config.json``, ``generation_config.json`` and ``model.safetensors`` (canonical
-        PyTorch names and layout, owned tensors only; sharded past ``max_shard_size``)."""
+        PyTorch names and layout, owned tensors only; sharded past ``max_shard_size``).
+        ``safe_serialization=False`` writes the reference's ``flax_model.msgpack`` instead (its
+        Flax tree, sharded past ``max_shard_size``), which the reference's Flax classes load."""
         if os.path.isfile(save_directory):
             raise ValueError(f"save_pretrained needs a directory, but {save_directory!r} is a file")
         state = self.state_dict(params)
@@ -374,6 +379,9 @@ class FlaxPreTrainedModel:
         self.config.save_pretrained(save_directory)
         generation_config = self.generation_config or GenerationConfig.from_model_config(self.config)
         generation_config.save_pretrained(save_directory)
+        if not safe_serialization:
+            return write_flax_msgpack(state, self.schema(), os.path.join(save_directory, FLAX_WEIGHTS_NAME),
+                                      max_shard_size=max_shard_size)
         return save_state_dict(state, save_directory, max_shard_size=max_shard_size)
 
     @classmethod

@@ -20,6 +20,8 @@ import tensorflow as tf
 
 from encdec.checkpoint import owned_only
 from encdec.configuration import AutoConfig, PretrainedConfig
+from encdec.files import TF_WEIGHTS_NAME
+from encdec.formats.hf_tf_h5 import write_tf_h5
 from encdec.formats.safetensors import save_state_dict
 from encdec.generation_config import GenerationConfig
 from encdec.loading import load_pretrained
@@ -283,9 +285,12 @@ class TFPreTrainedModel(XLATraceCall, keras.Model):
         return missing
 
     # --- files ------------------------------------------------------------------------------
-    def save_pretrained(self, save_directory: str, max_shard_size: Any = "5GB", **kwargs: Any) -> None:
+    def save_pretrained(self, save_directory: str, max_shard_size: Any = "5GB", safe_serialization: bool = True,
+                        **kwargs: Any) -> None:
         """``config.json``, ``generation_config.json`` and ``model.safetensors`` (canonical names,
-        owned tensors only, metadata ``format: pt``), each written atomically."""
+        owned tensors only, metadata ``format: pt``), each written atomically.
+        ``safe_serialization=False`` writes the reference's ``tf_model.h5`` instead (its TF names and
+        Keras layout, sharded past ``max_shard_size``), which the reference's TF classes load."""
         if kwargs:
             raise TypeError(f"save_pretrained got unexpected arguments {sorted(kwargs)}")
         if os.path.isfile(save_directory):
@@ -295,7 +300,11 @@ class TFPreTrainedModel(XLATraceCall, keras.Model):
         self.config.save_pretrained(save_directory)
         generation_config = self.generation_config or GenerationConfig.for_model(None, self.config)
         generation_config.save_pretrained(save_directory)
-        save_state_dict(owned_only(self.state_dict(), schema), save_directory, max_shard_size=max_shard_size)
+        if safe_serialization:
+            save_state_dict(owned_only(self.state_dict(), schema), save_directory, max_shard_size=max_shard_size)
+        else:
+            write_tf_h5(self.state_dict(), schema, os.path.join(save_directory, TF_WEIGHTS_NAME),
+                        max_shard_size=max_shard_size)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, *model_args: Any, **kwargs: Any) -> "TFPreTrainedModel":
