@@ -63,6 +63,9 @@ class Adapter:
             steps.append(np.asarray(out.logits))
         return np.concatenate(steps, axis=1)  # (B, T, V)
 
+    def cache(self, model, inputs):
+        return None  # adapters.CACHE_FORM
+
     def grads(self, model, inputs):
         batch = {k: jnp.asarray(v) for k, v in inputs.items() if v is not None}
         model.check_inputs(**batch)

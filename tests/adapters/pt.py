@@ -66,6 +66,11 @@ class Adapter:
                 steps.append(out.logits)
         return torch.cat(steps, dim=1).numpy()  # (B, T, V)
 
+    def cache(self, model, inputs):
+        with torch.no_grad():
+            out = model(**_to_torch(inputs), use_cache=True)
+        return _to_numpy(out.past_key_values)
+
     def grads(self, model, inputs):
         model.zero_grad(set_to_none=True)
         out = model(**_to_torch(inputs), use_cache=False)

@@ -64,6 +64,10 @@ class Adapter:
             steps.append(out.logits)
         return tf.concat(steps, axis=1).numpy()  # (B, T, V)
 
+    def cache(self, model, inputs):
+        out = model(**_to_tf(inputs), use_cache=True, training=False)
+        return _to_numpy(out.past_key_values)
+
     def grads(self, model, inputs):
         schema = model.schema()
         variables = model.canonical_variables()
