@@ -129,7 +129,7 @@ def pair_params(*leading, pairs: Optional[Tuple[str, ...]] = None, unsupported: 
     """``pytest.param``s over ``leading`` values (e.g. frameworks) x pairs, for ``parametrize``.
 
     ``leading`` is a sequence of tuples (one per extra leading argument, e.g. ``("pt", "tf", "flax")``);
-    the cases are their product with ``pairs`` (default ``PAIRS``). A pair outside ``CI_PAIRS`` gets the
+    a value that is itself a tuple (``("pt", "tf")``) fills as many arguments. The cases are their product with ``pairs`` (default ``PAIRS``). A pair outside ``CI_PAIRS`` gets the
     ``slow`` mark (run by ``make test-all``, i.e. ``--runslow``). ``unsupported`` maps
     ``(value, pair)`` or ``pair`` to a reason: such a case is skipped with that reason (the one place
     unsupported combinations are declared is the calling module's data).
@@ -147,7 +147,8 @@ def pair_params(*leading, pairs: Optional[Tuple[str, ...]] = None, unsupported: 
         reasons = [unsupported[key] for key in [pair, *((value, pair) for value in combo[:-1])] if key in unsupported]
         if reasons:
             marks.append(pytest.mark.skip(reason="; ".join(reasons)))
-        cases.append(pytest.param(*combo, marks=marks, id="-".join(str(v) for v in combo)))
+        values = [v for value in combo for v in (value if isinstance(value, tuple) else (value,))]
+        cases.append(pytest.param(*values, marks=marks, id="-".join(str(v) for v in values)))
     return cases
 
 
