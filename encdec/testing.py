@@ -37,6 +37,7 @@ PAIRS: Dict[str, Tuple[str, str, Dict[str, Any], bool]] = {
     "xlm-roberta2gpt2": ("xlm-roberta", "gpt2", {}, False),
     "camembert2camembert": ("camembert", "camembert", {}, False),
     "roberta2bart": ("roberta", "bart", {}, False),
+    "gpt22bert": ("gpt2", "bert", {}, False),  # GPT-2's record allows the encoder role too
 }
 ARCHS = tuple(PAIRS)
 

@@ -13,7 +13,7 @@ Each module (``pt``, ``tf``, ``flax``) defines ``Adapter`` with:
   cache; ``None`` where the framework keeps its cache in another form (``CACHE_FORM``)
 - ``grads(model, inputs)``: d loss / d parameter for every owned canonical name, canonical layout
 - ``state_dict(model)``: the owned canonical tensors
-- ``save(model, path)`` / ``load(path)``
+- ``save(model, path, **kwargs)`` (``save_pretrained``, e.g. ``max_shard_size=``) / ``load(path)``
 - ``generate(model, inputs, **kwargs)``: sequences as a numpy array
 - ``generate_output(model, inputs, **kwargs)``: with ``return_dict_in_generate=True``, a dict of numpy
   arrays (``sequences``, and ``sequences_scores`` / ``beam_indices`` for beam search, ``scores`` as a

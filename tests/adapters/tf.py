@@ -91,8 +91,8 @@ class Adapter:
     def state_dict(self, model):
         return model.state_dict()
 
-    def save(self, model, path):
-        model.save_pretrained(str(path))
+    def save(self, model, path, **kwargs):
+        model.save_pretrained(str(path), **kwargs)
 
     def load(self, path):
         return TFEncoderDecoderModel.from_pretrained(str(path))
