@@ -41,6 +41,7 @@ PAIRS: Dict[str, Tuple[str, str, Dict[str, Any], bool]] = {
 }
 ARCHS = tuple(PAIRS)
 
+
 def tiny_arch_config(model_type: str, **overrides: Any) -> PretrainedConfig:
     """The tiny config of an architecture's record (``Architecture.tiny``) with ``overrides``."""
     return architecture(model_type).tiny_config(**overrides)
