@@ -37,6 +37,7 @@ PAIRS: Dict[str, Tuple[str, str, Dict[str, Any], bool]] = {
     "xlm-roberta2gpt2": ("xlm-roberta", "gpt2", {}, False),
     "camembert2camembert": ("camembert", "camembert", {}, False),
     "roberta2bart": ("roberta", "bart", {}, False),
+    "gpt22bert": ("gpt2", "bert", {}, False),  # GPT-2's record allows the encoder role too
 }
 ARCHS = tuple(PAIRS)
 
@@ -75,6 +76,82 @@ def tiny_config(arch: str = "bert2bert") -> EncoderDecoderConfig:
     except KeyError:
         raise ValueError(f"unknown tiny arch {arch!r}; choose from {ARCHS}") from None
     return tiny_pair_config(encoder_type, decoder_type, tie, decoder_overrides=decoder_overrides)
+
+
+def pair_features(name: str, pairs: Optional[Dict[str, Tuple[str, str, Dict[str, Any], bool]]] = None) -> Tuple[str, ...]:
+    """What makes a pair of ``PAIRS`` special: ``"projection"`` (the decoder's hidden size differs
+    from the encoder's, so the composite holds ``enc_to_dec_proj``) and ``"tied"``
+    (``tie_encoder_decoder=True``)."""
+    encoder_type, decoder_type, decoder_overrides, tie = (PAIRS if pairs is None else pairs)[name]
+    encoder_hidden = tiny_arch_config(encoder_type).hidden_size
+    decoder_hidden = tiny_arch_config(decoder_type, **decoder_overrides).hidden_size
+    return tuple(f for f, on in (("projection", encoder_hidden != decoder_hidden), ("tied", tie)) if on)
+
+
+def covering_pairs(pairs: Optional[Dict[str, Tuple[str, str, Dict[str, Any], bool]]] = None) -> Tuple[str, ...]:
+    """The pairs CI runs: every special pair (``pair_features``), and plain pairs chosen greedily
+    (in ``PAIRS`` order) until every architecture of ``pairs`` appears as an encoder and as a
+    decoder of a plain pair. ``make test`` runs these; ``make test-all`` (``--runslow``) all of ``PAIRS``."""
+    pairs = PAIRS if pairs is None else pairs
+    special = [name for name in pairs if pair_features(name, pairs)]
+    plain = [name for name in pairs if name not in special]
+    wanted = {("encoder", p[0]) for p in pairs.values()} | {("decoder", p[1]) for p in pairs.values()}
+    chosen = []
+    while True:
+        missing = {name: {("encoder", pairs[name][0]), ("decoder", pairs[name][1])} & wanted for name in plain}
+        best = max(plain, key=lambda name: len(missing[name]), default=None)
+        if best is None or not missing[best]:
+            break
+        chosen.append(best)
+        wanted -= missing[best]
+    return tuple(name for name in pairs if name in chosen or name in special)
+
+
+CI_PAIRS = covering_pairs()
+
+# The one tolerance table of the tests, by dtype (float32 everywhere today). No test writes its own
+# number; a test picks the entry that says what it compares.
+#   abs: max abs difference of any output (logits, loss, hidden states, attentions, caches, scores)
+#        between two implementations on the same weights (frameworks, or ours and the reference).
+#   same_model: max abs difference between two computations of one model that must agree up to
+#        rounding (labels alone vs the shifted inputs given explicitly, a loss computed by hand).
+#   grad_rtol / grad_floor: gradients between two frameworks: max |a - b| relative to max |b| of the
+#        same parameter. A gradient that is zero in exact arithmetic (attention key biases: softmax
+#        is shift-invariant) holds only rounding noise (~1e-9), so its scale is floored at
+#        `grad_floor` times the largest gradient of the model.
+#   grad_abs / grad_scale_rtol: gradients against the reference: max |a - b| below `grad_abs`, and
+#        below `grad_scale_rtol` times the model's largest reference gradient.
+TOLERANCE: Dict[str, Dict[str, float]] = {
+    "float32": {"abs": 1e-5, "same_model": 1e-6, "grad_rtol": 1e-4, "grad_floor": 1e-3,
+                "grad_abs": 1e-5, "grad_scale_rtol": 1e-5},
+}
+
+
+def pair_params(*leading, pairs: Optional[Tuple[str, ...]] = None, unsupported: Optional[Dict] = None):
+    """``pytest.param``s over ``leading`` values (e.g. frameworks) x pairs, for ``parametrize``.
+
+    ``leading`` is a sequence of tuples (one per extra leading argument, e.g. ``("pt", "tf", "flax")``);
+    a value that is itself a tuple (``("pt", "tf")``) fills as many arguments. The cases are their product with ``pairs`` (default ``PAIRS``). A pair outside ``CI_PAIRS`` gets the
+    ``slow`` mark (run by ``make test-all``, i.e. ``--runslow``). ``unsupported`` maps
+    ``(value, pair)`` or ``pair`` to a reason: such a case is skipped with that reason (the one place
+    unsupported combinations are declared is the calling module's data).
+    """
+    import itertools
+
+    import pytest
+
+    pairs = tuple(PAIRS) if pairs is None else tuple(pairs)
+    unsupported = unsupported or {}
+    cases = []
+    for combo in itertools.product(*leading, pairs):
+        pair = combo[-1]
+        marks = [] if pair in CI_PAIRS else [pytest.mark.slow]
+        reasons = [unsupported[key] for key in [pair, *((value, pair) for value in combo[:-1])] if key in unsupported]
+        if reasons:
+            marks.append(pytest.mark.skip(reason="; ".join(reasons)))
+        values = [v for value in combo for v in (value if isinstance(value, tuple) else (value,))]
+        cases.append(pytest.param(*values, marks=marks, id="-".join(str(v) for v in values)))
+    return cases
 
 
 _SCALES = {LINEAR: 0.12, CONV1D: 0.12, EMBEDDING: 0.4, BIAS: 0.05}

@@ -63,6 +63,9 @@ class Adapter:
             steps.append(np.asarray(out.logits))
         return np.concatenate(steps, axis=1)  # (B, T, V)
 
+    def cache(self, model, inputs):
+        return None  # adapters.CACHE_FORM
+
     def grads(self, model, inputs):
         batch = {k: jnp.asarray(v) for k, v in inputs.items() if v is not None}
         model.check_inputs(**batch)
@@ -84,8 +87,8 @@ class Adapter:
     def state_dict(self, model):
         return model.state_dict()
 
-    def save(self, model, path):
-        model.save_pretrained(str(path))
+    def save(self, model, path, **kwargs):
+        model.save_pretrained(str(path), **kwargs)
 
     def load(self, path):
         return FlaxEncoderDecoderModel.from_pretrained(str(path))

@@ -66,6 +66,11 @@ class Adapter:
                 steps.append(out.logits)
         return torch.cat(steps, dim=1).numpy()  # (B, T, V)
 
+    def cache(self, model, inputs):
+        with torch.no_grad():
+            out = model(**_to_torch(inputs), use_cache=True)
+        return _to_numpy(out.past_key_values)
+
     def grads(self, model, inputs):
         model.zero_grad(set_to_none=True)
         out = model(**_to_torch(inputs), use_cache=False)
@@ -86,8 +91,8 @@ class Adapter:
     def state_dict(self, model):
         return model.canonical_state_dict()
 
-    def save(self, model, path):
-        model.save_pretrained(str(path))
+    def save(self, model, path, **kwargs):
+        model.save_pretrained(str(path), **kwargs)
 
     def load(self, path):
         return EncoderDecoderModel.from_pretrained(str(path))

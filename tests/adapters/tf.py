@@ -64,6 +64,10 @@ class Adapter:
             steps.append(out.logits)
         return tf.concat(steps, axis=1).numpy()  # (B, T, V)
 
+    def cache(self, model, inputs):
+        out = model(**_to_tf(inputs), use_cache=True, training=False)
+        return _to_numpy(out.past_key_values)
+
     def grads(self, model, inputs):
         schema = model.schema()
         variables = model.canonical_variables()
@@ -87,8 +91,8 @@ class Adapter:
     def state_dict(self, model):
         return model.state_dict()
 
-    def save(self, model, path):
-        model.save_pretrained(str(path))
+    def save(self, model, path, **kwargs):
+        model.save_pretrained(str(path), **kwargs)
 
     def load(self, path):
         return TFEncoderDecoderModel.from_pretrained(str(path))

@@ -16,21 +16,12 @@ import os
 import numpy as np
 import pytest
 
-from adapters import load_adapter
-from encdec.naming.schema import schema_for
-from encdec.testing import ARCHS, deterministic_state_dict, tiny_config, tiny_inputs
+from adapters import FRAMEWORKS, built_cache
+from encdec.testing import ARCHS, TOLERANCE, pair_params
 
-FRAMEWORKS = ("pt", "tf", "flax")
 PAIRS = list(itertools.combinations(FRAMEWORKS, 2))  # (pt, tf), (pt, flax), (tf, flax)
 DTYPE = "float32"
-# One tolerance table, by dtype. `abs`: max abs difference of any output between two frameworks.
-# Gradients: max |a - b| relative to max |b| of the same parameter. A gradient that is zero in
-# exact arithmetic (attention key biases: softmax is shift-invariant) holds only rounding noise
-# (~1e-9), so its scale is floored at `grad_floor` times the largest gradient of the model.
-TOLERANCE = {
-    "float32": {"abs": 1e-5, "grad_rtol": 1e-4, "grad_floor": 1e-3},
-}
-# (framework, arch) -> reason the framework cannot run the architecture; a pair involving it is skipped.
+# (framework, arch) -> reason the framework cannot run the architecture; a case involving it is skipped.
 UNSUPPORTED = {}
 OUTPUTS = ("loss", "logits", "encoder_last_hidden_state", "encoder_hidden_states", "encoder_attentions",
            "decoder_hidden_states", "decoder_attentions", "cross_attentions")
@@ -39,68 +30,18 @@ REPORT = []  # (arch, comparison, output, measured): printed / written at the en
 DOC = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "equivalence.md")
 
 
-def _marks(frameworks, arch):
-    reasons = [UNSUPPORTED[(fw, arch)] for fw in frameworks if (fw, arch) in UNSUPPORTED]
-    return [pytest.mark.skip(reason="; ".join(reasons))] if reasons else []
-
-
 def _pair_cases():
-    for a, b in PAIRS:
-        for arch in ARCHS:
-            yield pytest.param(a, b, arch, marks=_marks((a, b), arch), id=f"{a}-{b}-{arch}")
+    return pair_params(PAIRS, unsupported={(fws, arch): why for (fw, arch), why in UNSUPPORTED.items()
+                                           for fws in PAIRS if fw in fws})
 
 
 def _fw_cases():
-    for fw in FRAMEWORKS:
-        for arch in ARCHS:
-            yield pytest.param(fw, arch, marks=_marks((fw,), arch), id=f"{fw}-{arch}")
-
-
-class Built:
-    """One (framework, arch) model and its results, each computed on first use."""
-
-    def __init__(self, fw, arch):
-        self.config = tiny_config(arch)
-        self.state = deterministic_state_dict(schema_for(self.config), seed=1)
-        self.inputs = tiny_inputs(self.config)
-        self.adapter = load_adapter(fw)
-        self.model = self.adapter.build(self.config, self.state)
-        self._results = {}
-
-    def _get(self, key, compute):
-        if key not in self._results:
-            self._results[key] = compute()
-        return self._results[key]
-
-    @property
-    def outputs(self):
-        return self._get("outputs", lambda: self.adapter.forward(
-            self.model, self.inputs, output_attentions=True, output_hidden_states=True))
-
-    @property
-    def plain_logits(self):
-        """Logits of a forward without attentions or hidden states (what a loaded model is compared to)."""
-        return self._get("plain", lambda: self.adapter.forward(self.model, self.inputs)["logits"])
-
-    @property
-    def step_logits(self):
-        return self._get("steps", lambda: self.adapter.step_logits(self.model, self.inputs))
-
-    @property
-    def grads(self):
-        return self._get("grads", lambda: self.adapter.grads(self.model, self.inputs))
+    return pair_params(FRAMEWORKS, unsupported=UNSUPPORTED)
 
 
 @pytest.fixture(scope="module")
 def built():
-    cache = {}
-
-    def get(fw, arch):
-        if (fw, arch) not in cache:
-            cache[(fw, arch)] = Built(fw, arch)
-        return cache[(fw, arch)]
-
-    return get
+    return built_cache()
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +72,7 @@ def _compare(name, a, b, tol):
     return diff
 
 
-@pytest.mark.parametrize("a,b,arch", list(_pair_cases()))
+@pytest.mark.parametrize("a,b,arch", _pair_cases())
 def test_forward_outputs_equal(built, a, b, arch):
     out_a, out_b = built(a, arch).outputs, built(b, arch).outputs
     assert set(OUTPUTS) <= set(out_a) and set(OUTPUTS) <= set(out_b)
@@ -141,7 +82,7 @@ def test_forward_outputs_equal(built, a, b, arch):
     assert np.asarray(out_a["loss"]).shape == np.asarray(out_b["loss"]).shape == ()
 
 
-@pytest.mark.parametrize("fw,arch", list(_fw_cases()))
+@pytest.mark.parametrize("fw,arch", _fw_cases())
 def test_cached_steps_equal_full_forward(built, fw, arch):
     b = built(fw, arch)
     # Positions whose decoder input is masked out differ on purpose; compare the attended ones.
@@ -150,7 +91,7 @@ def test_cached_steps_equal_full_forward(built, fw, arch):
     REPORT.append((arch, f"{fw} cached vs {fw} full", "logits", diff))
 
 
-@pytest.mark.parametrize("a,b,arch", list(_pair_cases()))
+@pytest.mark.parametrize("a,b,arch", _pair_cases())
 def test_cached_steps_equal_across_frameworks(built, a, b, arch):
     ba, bb = built(a, arch), built(b, arch)
     mask = ba.inputs["decoder_attention_mask"].astype(bool)
@@ -158,7 +99,7 @@ def test_cached_steps_equal_across_frameworks(built, a, b, arch):
     REPORT.append((arch, f"{a} cached vs {b} cached", "logits", diff))
 
 
-@pytest.mark.parametrize("a,b,arch", list(_pair_cases()))
+@pytest.mark.parametrize("a,b,arch", _pair_cases())
 def test_gradients_equal(built, a, b, arch):
     ga, gb = built(a, arch).grads, built(b, arch).grads
     state = built(a, arch).state
@@ -174,7 +115,7 @@ def test_gradients_equal(built, a, b, arch):
     REPORT.append((arch, f"{a} vs {b}", "grads (max rel)", worst))
 
 
-@pytest.mark.parametrize("src,arch", list(_fw_cases()))
+@pytest.mark.parametrize("src,arch", _fw_cases())
 def test_save_in_one_framework_load_in_every_other(built, saved, src, arch):
     b = built(src, arch)
     assert all(np.array_equal(v, b.state[k]) for k, v in b.adapter.state_dict(b.model).items())

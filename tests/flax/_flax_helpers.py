@@ -4,11 +4,9 @@ import numpy as np
 import pytest
 
 from encdec.naming.schema import schema_for
-from encdec.testing import deterministic_state_dict, tiny_config, tiny_inputs
+from encdec.testing import TOLERANCE, deterministic_state_dict, tiny_config, tiny_inputs
 
-OUTPUT_LISTS = ("decoder_hidden_states", "decoder_attentions", "cross_attentions", "encoder_hidden_states",
-                "encoder_attentions")
-TOL = 1e-5  # float32, max abs difference
+TOL = TOLERANCE["float32"]["abs"]
 
 
 class Built:
@@ -42,14 +40,3 @@ def hf_config(config):
     hcfg.decoder._attn_implementation = "eager"
     return hcfg
 
-
-def hf_pt_model(config, state):
-    """The reference PyTorch EncoderDecoderModel with canonical ``state`` loaded (strict on owned names)."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    model = transformers.EncoderDecoderModel(config=hf_config(config)).eval()
-    missing, unexpected = model.load_state_dict({k: torch.tensor(v) for k, v in state.items()}, strict=False)
-    assert not unexpected
-    owned = set(state)
-    assert not [k for k in missing if k in owned]
-    return model

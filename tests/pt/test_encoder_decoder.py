@@ -1,18 +1,17 @@
-"""EncoderDecoderModel behaviour: labels and loss, derived mask, routing, tuples, errors, files."""
+"""EncoderDecoderModel behaviour of the PyTorch API: shift_tokens_right, routing, tuples, errors, files.
+Labels, loss and bad ids in every framework: tests/semantics."""
 
-import json
 import logging
 import os
 
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 from torch import nn
 
-from encdec.modeling_utils import decoder_mask_from_labels_np, shift_tokens_right_np
+from encdec.modeling_utils import shift_tokens_right_np
 from encdec.naming.schema import schema_for
-from encdec.testing import ARCHS, deterministic_state_dict, tiny_bert_config, tiny_config, tiny_gpt2_config, tiny_inputs
+from encdec.testing import deterministic_state_dict, tiny_bert_config, tiny_config, tiny_gpt2_config, tiny_inputs
 from encdec_pt import (
     BertLMHeadModel,
     BertModel,
@@ -49,76 +48,6 @@ def test_shift_tokens_right_names_missing_ids():
         shift_tokens_right(labels, 0, None)
     with pytest.raises(ValueError, match="pad_token_id"):
         shift_tokens_right(labels, None, 2)
-    model = _model()
-    model.config.decoder_start_token_id = None
-    with pytest.raises(ValueError, match="decoder_start_token_id"):
-        model(input_ids=labels, labels=labels)
-
-
-@pytest.mark.parametrize("arch", ["bert2bert", "bert2gpt2"])
-def test_loss_is_mean_cross_entropy_over_kept_labels(arch):
-    model = _model(arch)
-    inputs = _inputs(model)
-    labels = inputs["labels"]
-    assert (labels == -100).any()
-    with torch.no_grad():
-        out = model(**inputs)
-    assert out.loss.shape == ()
-    keep = labels != -100
-    log_probs = torch.log_softmax(out.logits, -1)
-    manual = -log_probs[keep].gather(-1, labels[keep][:, None]).mean()
-    assert torch.allclose(out.loss, manual, atol=1e-6)
-    # Ignored positions do not count, whatever the logits there.
-    other = labels.clone()
-    other[~keep] = 5
-    with torch.no_grad():
-        changed = model(**{**inputs, "labels": other}).loss
-    assert not torch.allclose(changed, out.loss)
-
-
-def test_all_labels_ignored_gives_zero_not_nan():
-    model = _model()
-    inputs = _inputs(model)
-    labels = torch.full_like(inputs["labels"], -100)
-    loss = model(input_ids=inputs["input_ids"], decoder_input_ids=inputs["decoder_input_ids"], labels=labels).loss
-    assert loss.item() == 0.0
-
-
-@pytest.mark.parametrize("arch", ["bert2bert", "bert2gpt2"])
-def test_labels_alone_derive_decoder_inputs_and_mask(arch):
-    model = _model(arch)
-    inputs = _inputs(model)
-    labels = inputs["labels"]
-    with torch.no_grad():
-        derived = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels)
-        explicit = model(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs["attention_mask"],
-            decoder_input_ids=torch.from_numpy(shift_tokens_right_np(labels.numpy(), 0, 2)),
-            decoder_attention_mask=torch.from_numpy(decoder_mask_from_labels_np(labels.numpy())),
-            labels=labels,
-        )
-        unmasked = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                         decoder_input_ids=inputs["decoder_input_ids"],
-                         decoder_attention_mask=torch.ones_like(labels))
-    assert torch.equal(derived.logits, explicit.logits)
-    assert torch.equal(derived.loss, explicit.loss)
-    # The derived mask matters: row 1 ends with pads from -100 labels.
-    assert not torch.allclose(derived.logits[1], unmasked.logits[1])
-
-
-def test_start_token_equal_to_pad_is_still_attended():
-    model = _model()
-    model.config.decoder_start_token_id = model.config.pad_token_id  # 0, as many BERT setups do
-    inputs = _inputs(model)
-    labels = inputs["labels"]
-    with torch.no_grad():
-        derived = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=labels)
-        mask = torch.from_numpy(decoder_mask_from_labels_np(labels.numpy()))
-        assert mask[:, 0].tolist() == [1, 1]
-        explicit = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                         decoder_input_ids=shift_tokens_right(labels, 0, 0), decoder_attention_mask=mask)
-    assert torch.equal(derived.logits, explicit.logits)
 
 
 # --- routing, tuples, encoder outputs ---------------------------------------------------------
@@ -242,21 +171,8 @@ def _assert_matches(model):
 # --- bad input ------------------------------------------------------------------------------
 
 
-def test_out_of_vocabulary_ids_raise_value_error():
-    model = _model()
-    inputs = _inputs(model)
-    bad = inputs["input_ids"].clone()
-    bad[1, 2] = 99
-    with pytest.raises(ValueError, match=r"input_ids holds token id 99 .*vocab_size=99"):
-        model(input_ids=bad, decoder_input_ids=inputs["decoder_input_ids"])
-    bad = inputs["decoder_input_ids"].clone()
-    bad[0, 1] = -3
-    with pytest.raises(ValueError, match=r"decoder_input_ids holds token id -3 .*vocab_size=99"):
-        model(input_ids=inputs["input_ids"], decoder_input_ids=bad)
-    bad = inputs["labels"].clone()
-    bad[0, 0] = 1000
-    with pytest.raises(ValueError, match=r"labels holds token id 1000 .*vocab_size=99"):
-        model(input_ids=inputs["input_ids"], labels=bad)
+def test_part_models_name_out_of_vocabulary_ids():
+    """The parts on their own (the composite: tests/semantics)."""
     with pytest.raises(ValueError, match="token id 500"):
         BertModel(tiny_bert_config())(input_ids=torch.tensor([[500]]))
     with pytest.raises(ValueError, match="token id 500"):
@@ -314,42 +230,27 @@ def test_built_from_instances():
 # --- files ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_save_load_round_trip_is_bit_exact(arch, tmp_path):
+@pytest.mark.parametrize("arch", ["bert2bert", "bert2bert_tied"])
+def test_loaded_model_is_in_eval_mode_with_shared_tied_parameters(arch, tmp_path):
+    """What only PyTorch has (files and round trip in every framework: tests/behaviour/test_save_load.py)."""
     model = _model(arch, seed=3)
     model.save_pretrained(str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == ["config.json", "generation_config.json", "model.safetensors"]
-    with safe_open(str(tmp_path / "model.safetensors"), "np") as f:
-        assert f.metadata()["format"] == "pt"
-        assert sorted(f.keys()) == sorted(p.name for p in schema_for(model.config).owned())
-    config = json.loads((tmp_path / "config.json").read_text())
-    assert config["model_type"] == "encoder-decoder" and config["architectures"] == ["EncoderDecoderModel"]
-    assert config["decoder"]["add_cross_attention"] is True
-    assert json.loads((tmp_path / "generation_config.json").read_text())["decoder_start_token_id"] == 2
     loaded = EncoderDecoderModel.from_pretrained(str(tmp_path))
     assert not loaded.training
-    expected, got = model.canonical_state_dict(), loaded.canonical_state_dict()
-    assert sorted(got) == sorted(expected)
-    assert all(np.array_equal(got[k], expected[k]) for k in expected)
-    inputs = _inputs(model)
-    with torch.no_grad():
-        assert torch.equal(model(**inputs).logits, loaded(**inputs).logits)
     if arch == "bert2bert_tied":
         params = loaded._all_parameters()
         for tied, owner in schema_for(loaded.config).ties().items():
             assert params[tied] is params[owner], tied
 
 
-def test_sharded_and_bin_files_load(tmp_path):
+def test_bin_files_load(tmp_path):
+    """``safe_serialization=False`` writes pytorch_model.bin (sharded safetensors: tests/behaviour/test_save_load.py)."""
     model = _model("bert2gpt2", seed=4)
-    model.save_pretrained(str(tmp_path / "sharded"), max_shard_size="40KB")
-    assert (tmp_path / "sharded" / "model.safetensors.index.json").exists()
     model.save_pretrained(str(tmp_path / "bin"), safe_serialization=False)
     assert (tmp_path / "bin" / "pytorch_model.bin").exists()
     expected = model.canonical_state_dict()
-    for sub in ("sharded", "bin"):
-        got = EncoderDecoderModel.from_pretrained(str(tmp_path / sub)).canonical_state_dict()
-        assert all(np.array_equal(got[k], expected[k]) for k in expected), sub
+    got = EncoderDecoderModel.from_pretrained(str(tmp_path / "bin")).canonical_state_dict()
+    assert all(np.array_equal(got[k], expected[k]) for k in expected)
 
 
 @pytest.mark.parametrize("dtype_kw", [{"torch_dtype": torch.float16}, {"dtype": "bfloat16"}, {"torch_dtype": "auto"}])

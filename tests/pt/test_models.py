@@ -187,3 +187,24 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert sorted(grads[0]) == sorted(grads[1])
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
+
+
+def test_encoder_decoder_cache_grows_one_position_per_step():
+    """The composite's cache is the reference's legacy layout: per layer (self k, self v, cross k,
+    cross v), the self-attention entries one position longer after each step (values against the
+    reference: tests/behaviour/test_oracle.py)."""
+    from encdec.testing import tiny_inputs
+
+    config = tiny_config("bert2bert")
+    model = EncoderDecoderModel(config).eval()
+    inputs = {k: torch.from_numpy(v) for k, v in tiny_inputs(config).items()}
+    with torch.no_grad():
+        encoder_outputs = model.get_encoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        past = None
+        for t in range(inputs["decoder_input_ids"].shape[1]):
+            out = model(encoder_outputs=encoder_outputs, attention_mask=inputs["attention_mask"],
+                        decoder_input_ids=inputs["decoder_input_ids"][:, t:t + 1],
+                        decoder_attention_mask=inputs["decoder_attention_mask"][:, :t + 1],
+                        past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            assert len(past[0]) == 4 and past[0][0].shape[2] == t + 1 and past[0][2].shape[2] == 7

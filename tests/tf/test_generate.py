@@ -337,15 +337,6 @@ def test_bad_settings_raise(kw, match):
         model.generate(ids, attention_mask=mask, **kw)
 
 
-def test_out_of_vocabulary_input_ids_raise():
-    model = _model("bert2bert")
-    ids, mask = _inputs(model.config)
-    ids = ids.copy()
-    ids[0, 0] = 120
-    with pytest.raises(ValueError, match="input_ids holds token id 120"):
-        model.generate(ids, attention_mask=mask)
-
-
 def test_adapter_generate_returns_numpy():
     from tests.adapters.tf import Adapter
 

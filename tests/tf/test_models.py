@@ -1,6 +1,5 @@
 """TFEncoderDecoderModel on its own: structure, outputs, loss, cache, ties, saving, training, errors."""
 
-import json
 import os
 
 import numpy as np
@@ -9,10 +8,10 @@ import tensorflow as tf
 
 from encdec.modeling_utils import SEQ2SEQ_OUTPUT_FIELDS, decoder_mask_from_labels_np, shift_tokens_right_np
 from encdec.naming.schema import schema_for
-from encdec.testing import ARCHS, tiny_config
+from encdec.testing import ARCHS, TOLERANCE, tiny_config
 from encdec_tf import TFEncoderDecoderModel, TFGPT2LMHeadModel
 
-TOL = 1e-5
+TOL = TOLERANCE["float32"]["abs"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -133,25 +132,6 @@ def test_one_row_products_are_not_fused_with_their_bias_under_xla():
     assert "kind=kOutput" in plain.experimental_get_compiler_ir(one_row)(stage="optimized_hlo")
 
 
-@pytest.mark.parametrize("arch", ["bert2bert", "bert2gpt2_proj"])
-def test_save_load_round_trip_is_bit_exact(tiny, tmp_path, arch):
-    config, state, inputs, model = tiny(arch)
-    model.save_pretrained(str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == ["config.json", "generation_config.json", "model.safetensors"]
-    from safetensors import safe_open
-
-    with safe_open(str(tmp_path / "model.safetensors"), framework="np") as f:
-        assert f.metadata()["format"] == "pt"
-        assert sorted(f.keys()) == sorted(state)
-    loaded = TFEncoderDecoderModel.from_pretrained(str(tmp_path))
-    got = loaded.state_dict()
-    assert all(np.array_equal(got[k], state[k]) for k in state)
-    a = model(**inputs).logits.numpy()
-    b = loaded(**inputs).logits.numpy()
-    assert np.array_equal(a, b)
-    assert json.loads((tmp_path / "config.json").read_text())["decoder"]["add_cross_attention"] is True
-
-
 def test_fresh_model_saves_without_a_call(tmp_path):
     model = TFEncoderDecoderModel(tiny_config("bert2gpt2"))
     model.save_pretrained(str(tmp_path))
@@ -172,22 +152,9 @@ def test_tuple_output_keeps_every_field_in_order(tiny):
     assert max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(tup[3], out.decoder_hidden_states)) == 0.0
 
 
-def test_loss_is_scalar_masked_token_mean(tiny):
-    _, _, inputs, model = tiny("bert2gpt2")
-    out = model(**inputs)
-    assert out.loss.shape == ()
-    logits, labels = out.logits.numpy().astype(np.float64), inputs["labels"]
-    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    active = labels != -100
-    expected = -np.mean(np.take_along_axis(logp, np.where(active, labels, 0)[..., None], -1)[..., 0][active])
-    assert abs(float(out.loss) - expected) < TOL
-
-
-def test_labels_alone_give_the_shift_and_derived_mask(tiny):
+def test_prepare_decoder_input_ids_from_labels_is_the_shift(tiny):
+    """(The loss and the derived mask in every framework: tests/semantics.)"""
     config, _, inputs, model = tiny("bert2bert")
-    explicit = model(**inputs).logits.numpy()
-    derived = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=inputs["labels"])
-    assert np.abs(derived.logits.numpy() - explicit).max() < TOL
     np.testing.assert_array_equal(
         shift_tokens_right_np(inputs["labels"], config.pad_token_id, config.decoder_start_token_id),
         model.prepare_decoder_input_ids_from_labels(inputs["labels"]).numpy(),
@@ -274,20 +241,9 @@ def test_prefixed_kwargs_are_routed(tiny):
     assert np.abs(routed.logits.numpy() - plain.logits.numpy()).max() > 1e-4  # decoder token types arrived
 
 
-def test_out_of_vocabulary_ids_raise(tiny):
+def test_out_of_vocabulary_ids_raise_in_graphs(tiny):
+    """Inside a tf.function the check is a graph assert (eager calls in every framework: tests/semantics)."""
     _, _, inputs, model = tiny("bert2gpt2")
-    bad = inputs["input_ids"].copy()
-    bad[0, 3] = 99
-    with pytest.raises(ValueError, match=r"input_ids holds token id 99 .*vocab_size=99"):
-        model(input_ids=bad, decoder_input_ids=inputs["decoder_input_ids"])
-    bad = inputs["decoder_input_ids"].copy()
-    bad[1, 0] = -5
-    with pytest.raises(ValueError, match=r"decoder_input_ids holds token id -5"):
-        model(input_ids=inputs["input_ids"], decoder_input_ids=bad)
-    labels = inputs["labels"].copy()
-    labels[0, 0] = 150
-    with pytest.raises(ValueError, match=r"labels holds token id 150"):
-        model(input_ids=inputs["input_ids"], labels=labels)
 
     @tf.function
     def forward(input_ids, decoder_input_ids):
@@ -296,18 +252,6 @@ def test_out_of_vocabulary_ids_raise(tiny):
     forward(inputs["input_ids"], inputs["decoder_input_ids"])  # fine ids pass the graph asserts
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"input_ids holds a token id outside the vocabulary \[0, 99\)"):
         forward(np.full_like(inputs["input_ids"], 120), inputs["decoder_input_ids"])
-
-
-def test_missing_special_tokens_are_named(tiny):
-    config, _, inputs, _ = tiny("bert2bert")
-    broken = tiny_config("bert2bert")
-    broken.decoder_start_token_id = None
-    model = TFEncoderDecoderModel(broken)
-    with pytest.raises(ValueError, match="decoder_start_token_id"):
-        model(input_ids=inputs["input_ids"], labels=inputs["labels"])
-    model.config.decoder_start_token_id, model.config.pad_token_id = 2, None
-    with pytest.raises(ValueError, match="pad_token_id"):
-        model(input_ids=inputs["input_ids"], labels=inputs["labels"])
 
 
 def test_constructor_checks():
