@@ -246,6 +246,70 @@ def check_generate_sample(framework, env):
     _same_generation(framework, env, max_new_tokens=5, do_sample=True, top_k=1)
 
 
+def check_generate_decoder_input_ids(framework, env):
+    prompt = np.array([[101, 7], [101, 9]])
+    batch = env["batch"]
+    expected = env["reference"].generate(torch.from_numpy(batch["input_ids"]),
+                                         attention_mask=torch.from_numpy(batch["attention_mask"]),
+                                         decoder_input_ids=torch.from_numpy(prompt), max_new_tokens=4)
+    got = _generate(framework, env, decoder_input_ids=torch.from_numpy(prompt) if framework == "pt" else prompt,
+                    max_new_tokens=4)
+    np.testing.assert_array_equal(_numpy(getattr(got, "sequences", got)), expected.numpy())
+
+
+def check_generate_typical_p(framework, env):
+    # top_k=1 after the typical warper: deterministic, so every framework's tokens equal the reference's
+    _same_generation(framework, env, max_new_tokens=5, do_sample=True, typical_p=0.9, top_k=1)
+
+
+def check_generate_beam_sample(framework, env):
+    if framework == "pt":  # the same torch random stream: the reference's tokens
+        torch.manual_seed(0)
+        batch = env["batch"]
+        expected = env["reference"].generate(torch.from_numpy(batch["input_ids"]),
+                                             attention_mask=torch.from_numpy(batch["attention_mask"]),
+                                             do_sample=True, num_beams=2, max_new_tokens=4)
+        torch.manual_seed(0)
+        np.testing.assert_array_equal(_numpy(_generate(framework, env, do_sample=True, num_beams=2, max_new_tokens=4)),
+                                      expected.numpy())
+        return
+    if framework == "tf":
+        seed = {"seed": 3}
+    else:
+        import jax
+
+        seed = {"prng_key": jax.random.PRNGKey(3)}
+    runs = [_generate(framework, env, do_sample=True, num_beams=2, max_new_tokens=4, **seed) for _ in range(2)]
+    first, again = (_numpy(getattr(run, "sequences", run)) for run in runs)
+    np.testing.assert_array_equal(again, first)  # reproducible from its seed
+
+
+def check_generate_streamer(framework, env):
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def put(self, value):
+            self.calls.append(("put", np.asarray(value).tolist()))
+
+        def end(self):
+            self.calls.append(("end",))
+
+    batch = env["batch"]
+    ours, theirs = Recorder(), Recorder()
+    env["reference"].generate(torch.from_numpy(batch["input_ids"][:1]),
+                              attention_mask=torch.from_numpy(batch["attention_mask"][:1]), streamer=theirs,
+                              max_new_tokens=4)
+    model = _ours(framework, env["folder"])
+    model.generate(torch.from_numpy(batch["input_ids"][:1]), attention_mask=torch.from_numpy(batch["attention_mask"][:1]),
+                   streamer=ours, max_new_tokens=4)
+    assert ours.calls == theirs.calls
+
+
+def check_generate_max_time(framework, env):
+    _same_generation(framework, env, max_new_tokens=5, max_time=60.0)
+
+
 def check_generate_return_dict(framework, env):
     batch = env["batch"]
     kwargs = dict(max_new_tokens=5, num_beams=3, return_dict_in_generate=True, output_scores=True)
@@ -342,6 +406,11 @@ CHECKS = {
     "generate.processors": check_generate_processors,
     "generate.sample": check_generate_sample,
     "generate.return_dict": check_generate_return_dict,
+    "generate.decoder_input_ids": check_generate_decoder_input_ids,
+    "generate.typical_p": check_generate_typical_p,
+    "generate.beam_sample": check_generate_beam_sample,
+    "generate.streamer": check_generate_streamer,
+    "generate.max_time": check_generate_max_time,
     "tokenizer.call": check_tokenizer_call,
     "tokenizer.text_target": check_tokenizer_text_target,
     "tokenizer.pairs": check_tokenizer_pairs,
@@ -363,9 +432,6 @@ def _streamer(env):
 
 PROBES = {
     "generate.streamer": lambda env: {"streamer": _streamer(env)},
-    "generate.decoder_input_ids": lambda env: {"decoder_input_ids": np.array([[101, 7], [101, 9]])},
-    "generate.typical_p": lambda env: {"do_sample": True, "typical_p": 0.9},
-    "generate.beam_sample": lambda env: {"do_sample": True, "num_beams": 2},
     "generate.group_beam": lambda env: {"num_beams": 4, "num_beam_groups": 2, "diversity_penalty": 1.0},
     "generate.stop_strings": lambda env: {"stop_strings": ["x"], "tokenizer": env["tokenizer"]},
     "generate.max_time": lambda env: {"max_time": 1.0},
