@@ -128,7 +128,7 @@ def check_config_save_pretrained(framework, env):
 
     d = env["root"] / f"config_{framework}"
     AutoConfig.from_pretrained(env["folder"]).save_pretrained(str(d))
-    bookkeeping = ("_name_or_path", "transformers_version")
+    bookkeeping = ("_name_or_path", "transformers_version", "encdec_version")
 
     def read(folder):
         return {k: v for k, v in transformers.AutoConfig.from_pretrained(folder).to_dict().items() if k not in bookkeeping}

@@ -305,6 +305,7 @@ def test_the_xla_trace_is_lean(monkeypatch, arch):
     signature = ("ids", tuple(ids.shape), "int32", (), dataclasses.replace(settings, return_dict_in_generate=False))
     function = model._generate_function(signature, use_xla=True)
     graph = function.get_concrete_function(tf.constant(ids, tf.int32), tf.constant(mask, tf.int32), {},
+                                           tf.fill((ids.shape[0], 1), model.config.decoder_start_token_id),
                                            tf.constant([0, 0], tf.int32)).graph
     assert keras_calls == []
     bodies = [f for f in graph.as_graph_def().library.function if "while_body" in f.signature.name]
