@@ -270,7 +270,12 @@ def resolve_generation_settings(
         raise ValueError(f"max_length={max_length} leaves no room for a new token after {what}; "
                          "set max_new_tokens")
     if min_length > max_length:
-        raise ValueError(f"min_length={min_length} is larger than max_length={max_length}")
+        # The reference warns and generates up to max_length with eos suppressed throughout; a
+        # pipeline's own length check relies on that, so this is a warning, not an error.
+        warnings.warn(f"Unfeasible length constraints: `min_length` ({min_length}) is larger than the maximum "
+                      f"possible length ({max_length}). Generation will stop at the defined maximum length. "
+                      "You should decrease the minimum length and/or increase the maximum length.",
+                      UserWarning, stacklevel=3)
     # Learned absolute positions: a longer output has no position embedding (XLA's gather would
     # clamp the index silently).
     max_positions = getattr(getattr(model_config, "decoder", None), "max_position_embeddings", None)

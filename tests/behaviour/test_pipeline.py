@@ -125,7 +125,7 @@ def test_summarization_warns_as_the_reference(folder, caplog):
         _ours(folder, "summarization", "pt")(TEXTS[1], min_length=12, max_length=11)
     text = caplog.text
     assert "Your min_length=12 must be inferior than your max_length=11." in text
-    assert "Your max_length is set to 11, but your input_length is only 7." in text
+    assert "Your max_length is set to 11, but your input_length is only 8." in text
 
 
 @pytest.mark.parametrize("device", ["cpu", -1, "torch-cpu", None])

@@ -42,13 +42,19 @@ def test_pad_falls_back_to_eos():
     (dict(num_return_sequences=2), "greedy search returns one sequence"),
     (dict(do_sample=True, temperature=0.0), "temperature"),
     (dict(top_p=1.5), "top_p"),
-    (dict(max_new_tokens=3, min_new_tokens=5), "min_length=6 is larger than max_length=4"),
     (dict(bad_words_ids=[[5, 500]]), "bad_words_ids contains token id 500"),
     (dict(early_stopping="sometimes"), "early_stopping"),
 ])
 def test_invalid_settings_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         resolve_generation_settings(tiny_config("bert2bert"), None, vocab_size=99, **kwargs)
+
+
+def test_unfeasible_min_length_warns_as_the_reference():
+    with pytest.warns(UserWarning, match=r"`min_length` \(6\) is larger than the maximum possible length \(4\)"):
+        s, _ = resolve_generation_settings(tiny_config("bert2bert"), None, vocab_size=99,
+                                           max_new_tokens=3, min_new_tokens=5)
+    assert (s.min_length, s.max_length) == (6, 4)
 
 
 def test_encdec_imports_no_framework():
