@@ -23,12 +23,12 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from encdec.configuration import PretrainedConfig
 from encdec.files import FLAX_WEIGHTS_NAME
 from encdec.formats.hf_flax_msgpack import write_flax_msgpack
-from encdec.formats.safetensors import save_state_dict
+from encdec.formats.safetensors import release_pages, save_state_dict
 from encdec.generation_config import GenerationConfig
 from encdec.loading import load_pretrained
 from encdec.modeling_utils import check_token_ids
-from encdec.naming.layout import framework_path, from_framework, to_framework
-from encdec.naming.schema import Schema, schema_for
+from encdec.naming.layout import framework_path, framework_rule, from_framework
+from encdec.naming.schema import ParamSpec, Schema, schema_for
 
 logger = logging.getLogger("encdec_flax")
 
@@ -98,9 +98,16 @@ def state_dict_to_params(state: Dict[str, np.ndarray], schema: Schema) -> Dict[s
     for spec in schema.owned():
         if spec.name not in state:
             raise KeyError(f"state has no tensor for {spec.name!r}")
-        leaf, array = to_framework(spec, np.asarray(state[spec.name]), "flax")
-        flat[tuple(spec.name.split(".")[:-1]) + (leaf,)] = jnp.asarray(array)
+        flat[framework_path(spec, "flax")] = to_param(spec, state[spec.name])
     return unflatten_dict(flat)
+
+
+def to_param(spec: ParamSpec, array: np.ndarray) -> jax.Array:
+    """One canonical tensor as its Flax leaf: one copy to the device (``jax.device_put``; ``jnp.asarray``
+    of a numpy array copied on the host first), then XLA's transpose for a kernel."""
+    _, transpose = framework_rule(spec, "flax", array)
+    value = jax.device_put(np.asarray(array))
+    return jnp.transpose(value) if transpose else value
 
 
 def cast_floating(params: Any, dtype, mask: Any = None) -> Any:
@@ -465,7 +472,16 @@ class FlaxLoader:
             model.params = model.init_weights(model.key, model.input_shape)
 
     def assign(self, model: "FlaxPreTrainedModel", tensors: Dict[str, np.ndarray]) -> None:
+        # ``state_dict_to_params``'s loop over the drawn params (if any), giving back each tensor's
+        # file pages once the device holds a copy: otherwise the load would hold the weights twice.
         schema = model.schema()
-        state = params_to_state_dict(model.params, schema) if model.params is not None else {}
-        state.update(tensors)
-        model.params = state_dict_to_params(state, schema)
+        flat = {tuple(path): leaf for path, leaf in flatten_dict(dict(model.params)).items()} \
+            if model.params is not None else {}
+        for spec in schema.owned():
+            if spec.name in tensors:
+                flat[framework_path(spec, "flax")] = to_param(spec, tensors[spec.name])
+                release_pages(tensors[spec.name])
+        absent = [spec.name for spec in schema.owned() if framework_path(spec, "flax") not in flat]
+        if absent:
+            raise KeyError(f"no tensor for {absent[:8]} ({len(absent)} in all)")
+        model.params = unflatten_dict(flat)

@@ -8,6 +8,8 @@ with TF and Flax.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import os
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Type
 
@@ -284,8 +286,12 @@ class PreTrainedModel(nn.Module):
 
     # --- initialisation and ties -------------------------------------------------------------
     def post_init(self) -> None:
-        """Initialise every parameter, then restore ties (called last in every constructor)."""
-        self.apply(self._init_weights)
+        """Initialise every parameter, then restore ties (called last in every constructor).
+
+        A model built on the meta device (``TorchLoader.build``) has no values to initialise:
+        ``_materialise`` later initialises, by these same rules, what its checkpoint lacks."""
+        if any(param.device.type != "meta" for param in self.parameters()):
+            self.apply(self._init_weights)
         self.tie_weights()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -371,24 +377,26 @@ class PreTrainedModel(nn.Module):
         Tied names need not be present: their owner fills them. With ``strict``, a missing owned
         name, an unknown name or a wrong shape raises ``ValueError`` naming the key. With
         ``assign`` (a freshly loaded model), a tensor of the parameter's dtype becomes the parameter
-        without a copy (it shares the numpy array's memory; of arrays that share one buffer only the
-        first is taken, so no two parameters alias; tied names are copied as without ``assign``).
+        without a copy (it shares the numpy array's memory, e.g. a view of a mapped safetensors
+        file; of arrays whose bytes overlap only the first is taken, so no two parameters alias;
+        tied names are copied as without ``assign``).
         """
         schema = self.schema()
         params = self._all_parameters()
         ties = schema.ties()
-        taken_buffers = set()  # ids of the buffers (outermost numpy bases) that became parameters
+        taken = []  # sorted (start, end) byte ranges of the arrays that became parameters
 
         def can_take(array: Any, value: torch.Tensor, param: nn.Parameter) -> bool:
             if not (assign and isinstance(array, np.ndarray) and array.flags.c_contiguous and array.flags.writeable
                     and array.nbytes and value.dtype == param.dtype and param.device.type == "cpu"):
                 return False
-            buffer = array
-            while isinstance(buffer.base, np.ndarray):
-                buffer = buffer.base
-            if id(buffer) in taken_buffers:
+            # Views of one mapped file share a buffer but not bytes: compare address ranges.
+            start = array.__array_interface__["data"][0]
+            end = start + array.nbytes
+            at = bisect.bisect_left(taken, (start, end))
+            if (at and taken[at - 1][1] > start) or (at < len(taken) and taken[at][0] < end):
                 return False
-            taken_buffers.add(id(buffer))
+            taken.insert(at, (start, end))
             return True
 
         unknown = [k for k in state if k not in params]
@@ -577,6 +585,26 @@ def padded_vocab_size(current: int, new_num_tokens: Optional[int], pad_to_multip
     return size
 
 
+# The initialisers of ``torch.nn.init`` that constructors (``nn.Linear.reset_parameters``, GPT-2's
+# ``Conv1D``) call. On the meta device they compute nothing yet cost as much as on real tensors
+# (torch runs their Python decompositions).
+_INITIALISERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "zeros_", "ones_", "xavier_uniform_",
+                 "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")
+
+
+@contextlib.contextmanager
+def _no_initialisers():
+    """``torch.nn.init``'s initialisers as no-ops, for building a model on the meta device only."""
+    saved = {name: getattr(nn.init, name) for name in _INITIALISERS}
+    for name in _INITIALISERS:
+        setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(nn.init, name, function)
+
+
 class TorchLoader:
     """PyTorch's part of the loading path (``encdec.loading``): build on the meta device (no
     memory, no random numbers for the tensors the checkpoint replaces), initialise only what the
@@ -588,7 +616,7 @@ class TorchLoader:
 
     def build(self, model_class: Type["PreTrainedModel"], config: PretrainedConfig, *model_args: Any,
               **init_kwargs: Any) -> "PreTrainedModel":
-        with torch.device("meta"):
+        with torch.device("meta"), _no_initialisers():
             return model_class(config, *model_args, **init_kwargs)
 
     def initialise_missing(self, model: "PreTrainedModel", names: List[str]) -> None:

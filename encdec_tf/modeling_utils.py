@@ -22,12 +22,12 @@ from encdec.checkpoint import owned_only
 from encdec.configuration import AutoConfig, PretrainedConfig
 from encdec.files import TF_WEIGHTS_NAME
 from encdec.formats.hf_tf_h5 import write_tf_h5
-from encdec.formats.safetensors import save_state_dict
+from encdec.formats.safetensors import release_pages, save_state_dict
 from encdec.generation_config import GenerationConfig
 from encdec.loading import load_pretrained
 from encdec.modeling_utils import check_token_ids
-from encdec.naming.layout import framework_path, from_framework, to_framework
-from encdec.naming.schema import Schema
+from encdec.naming.layout import framework_path, framework_rule, from_framework
+from encdec.naming.schema import ParamSpec, Schema
 from encdec_tf.layers import XLATraceCall, deferred_initialisers, run_initialisers
 
 logger = logging.getLogger(__name__)
@@ -278,8 +278,7 @@ class TFPreTrainedModel(XLATraceCall, keras.Model):
             if spec.name not in state:
                 missing.append(spec.name)
                 continue
-            _, array = to_framework(spec, np.asarray(state[spec.name]), "tf")
-            variables[spec.name].assign(array.astype(variables[spec.name].dtype, copy=False))
+            assign_canonical(variables[spec.name], spec, state[spec.name])
         if strict and missing:
             raise ValueError(f"{type(self).__name__}.load_state_dict: missing {missing[:8]} ({len(missing)} in all)")
         return missing
@@ -348,4 +347,20 @@ class TFLoader:
             run_initialisers(self.initialisers, [variables[name] for name in names if name in variables])
 
     def assign(self, model: TFPreTrainedModel, tensors: Dict[str, np.ndarray]) -> None:
-        model.load_state_dict(tensors, strict=False)
+        # ``load_state_dict``'s loop, giving back each tensor's file pages once the variable holds
+        # a copy: otherwise the load would hold the weights twice, in the variables and the mapping.
+        variables = model.canonical_variables()
+        for spec in model.schema().owned():
+            if spec.name in tensors:
+                assign_canonical(variables[spec.name], spec, tensors[spec.name])
+                release_pages(tensors[spec.name])
+
+
+def assign_canonical(variable: keras.Variable, spec: ParamSpec, array: np.ndarray) -> None:
+    """``variable`` := the canonical ``array`` in TF's layout. A kernel is transposed by TF from
+    the array itself (one copy, then the variable's own; numpy's transpose was slower and a third)."""
+    _, transpose = framework_rule(spec, "tf", array)
+    value = tf.convert_to_tensor(np.asarray(array))
+    if transpose:
+        value = tf.transpose(value)
+    variable.assign(tf.cast(value, variable.dtype))

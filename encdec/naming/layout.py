@@ -23,7 +23,7 @@ of either framework map with this table alone.
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -67,15 +67,24 @@ def _transposed(array: np.ndarray, transpose: bool, where: str) -> np.ndarray:
     return np.ascontiguousarray(array.T)
 
 
-def to_framework(spec: ParamSpec, array: np.ndarray, framework: str) -> Tuple[str, np.ndarray]:
-    """Canonical tensor -> (leaf name, array) as ``framework`` stores it."""
+def framework_rule(spec: ParamSpec, framework: str, array: Optional[np.ndarray] = None) -> Tuple[str, bool]:
+    """(leaf name, transposed?) of ``spec`` in ``framework``; ``array``'s canonical shape is checked.
+
+    For a framework that transposes straight into its own buffer (``tf.transpose``, XLA): one
+    copy, where ``to_framework``'s numpy transpose and the framework's copy of it are two.
+    """
     _check_framework(framework)
-    if tuple(array.shape) != tuple(spec.shape):
+    if array is not None and tuple(array.shape) != tuple(spec.shape):
         raise ValueError(f"{spec.name}: canonical shape {spec.shape} expected, got {tuple(array.shape)}")
     try:
-        fw_leaf, transpose = LEAF_RULES[(spec.kind, spec.leaf)][framework]
+        return LEAF_RULES[(spec.kind, spec.leaf)][framework]
     except KeyError:
         raise ValueError(f"{spec.name}: no layout rule for kind {spec.kind!r} leaf {spec.leaf!r}") from None
+
+
+def to_framework(spec: ParamSpec, array: np.ndarray, framework: str) -> Tuple[str, np.ndarray]:
+    """Canonical tensor -> (leaf name, array) as ``framework`` stores it."""
+    fw_leaf, transpose = framework_rule(spec, framework, array)
     return fw_leaf, _transposed(array, transpose, spec.name)
 
 
