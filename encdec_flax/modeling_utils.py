@@ -443,6 +443,17 @@ def _flax_result(model: "FlaxPreTrainedModel", loaded: Any, do_init: bool, outpu
     return out[0] if len(out) == 1 else out
 
 
+_ASSIGN_CHUNK = 64 * 2**20
+
+
+def _finish_copies(pending: List[Tuple[jax.Array, np.ndarray]]) -> None:
+    """Wait for the device copies of ``pending``, give their sources' file pages back, and clear it."""
+    for value, array in pending:
+        value.block_until_ready()
+        release_pages(array)
+    pending.clear()
+
+
 class FlaxLoader:
     """Flax's part of the loading path (``encdec.loading``): build with ``_do_init=False`` (no
     params), draw the random init only when the checkpoint lacks something, put the checkpoint's
@@ -477,10 +488,17 @@ class FlaxLoader:
         schema = model.schema()
         flat = {tuple(path): leaf for path, leaf in flatten_dict(dict(model.params)).items()} \
             if model.params is not None else {}
+        pending: List[Tuple[jax.Array, np.ndarray]] = []
         for spec in schema.owned():
             if spec.name in tensors:
-                flat[framework_path(spec, "flax")] = to_param(spec, tensors[spec.name])
-                release_pages(tensors[spec.name])
+                value = flat[framework_path(spec, "flax")] = to_param(spec, tensors[spec.name])
+                pending.append((value, tensors[spec.name]))
+                # JAX dispatches asynchronously: a loop that never waits holds every tensor's
+                # untransposed copy at once. Waiting every _ASSIGN_CHUNK bytes bounds that, and the
+                # pages of a tensor go only once its copy is done.
+                if sum(array.nbytes for _, array in pending) >= _ASSIGN_CHUNK:
+                    _finish_copies(pending)
+        _finish_copies(pending)
         absent = [spec.name for spec in schema.owned() if framework_path(spec, "flax") not in flat]
         if absent:
             raise KeyError(f"no tensor for {absent[:8]} ({len(absent)} in all)")
