@@ -357,8 +357,9 @@ class TFLoader:
 
 
 def assign_canonical(variable: keras.Variable, spec: ParamSpec, array: np.ndarray) -> None:
-    """``variable`` := the canonical ``array`` in TF's layout. A kernel is transposed by TF from
-    the array itself (one copy, then the variable's own; numpy's transpose was slower and a third)."""
+    """``variable`` := the canonical ``array`` in TF's layout. A kernel is transposed by TF straight
+    from the array (``np.ascontiguousarray(array.T)`` first would add a host copy, and numpy's
+    transpose is the slower one: docs/performance.md, "Loading by mapping the file")."""
     _, transpose = framework_rule(spec, "tf", array)
     value = tf.convert_to_tensor(np.asarray(array))
     if transpose:
