@@ -594,10 +594,17 @@ _INITIALISERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "zeros_", 
 
 @contextlib.contextmanager
 def _no_initialisers():
-    """``torch.nn.init``'s initialisers as no-ops, for building a model on the meta device only."""
+    """``torch.nn.init``'s initialisers as no-ops on meta tensors, for building a model on the meta
+    device. The patch is process-wide: a model another thread builds meanwhile on a real device
+    still gets its initial values."""
     saved = {name: getattr(nn.init, name) for name in _INITIALISERS}
-    for name in _INITIALISERS:
-        setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+
+    def skip_meta(initialiser):
+        return lambda tensor, *args, **kwargs: \
+            tensor if tensor.device.type == "meta" else initialiser(tensor, *args, **kwargs)
+
+    for name, initialiser in saved.items():
+        setattr(nn.init, name, skip_meta(initialiser))
     try:
         yield
     finally:
