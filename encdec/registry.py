@@ -51,8 +51,10 @@ class TokenizerFamily:
     reads it for the architectures that use it.
 
     Args:
-        name: the backend's algorithm as built from vocabulary files: ``"wordpiece"`` (``vocab.txt``),
-            ``"byte_level_bpe"`` (``vocab.json`` + ``merges.txt``), or ``"generic"`` (``tokenizer.json`` only).
+        name: the family's name; ``"wordpiece"`` (``vocab.txt``), ``"byte_level_bpe"`` (``vocab.json`` +
+            ``merges.txt``) and ``"sentencepiece"`` (``spiece.model``) are also the families a folder of
+            those files gets when its ``tokenizer_config.json`` names no class; ``"generic"``:
+            ``tokenizer.json`` only.
         class_name: ``tokenizer_class`` written to ``tokenizer_config.json``.
         special_tokens: defaults the reference's class sets for special tokens the folder does not name.
         model_input_names: what ``__call__`` returns by default.
@@ -61,6 +63,15 @@ class TokenizerFamily:
         class_names: the ``tokenizer_class`` values of the folders of this family.
         slow_normalized: special tokens that the reference's slow class makes normalized
             AddedTokens when given as strings (it converts folders without tokenizer.json through it).
+        template: ``(single, pair)`` of ``tokenizers.processors.TemplateProcessing`` that a backend
+            built from vocabulary files gets; ``{cls_token}``-style fields name this tokenizer's special
+            tokens (RoBERTa's converter reads them), other tokens are literal (XLM-R's converter writes
+            ``<s>``). None: the algorithm's own default.
+        lstrip: special tokens that, given as strings, swallow the spaces before them (``<mask>``).
+        sentencepiece_vocab: how a SentencePiece model's pieces become ids, as the reference's
+            converter of the family: ``(head, skip, tail)`` = pieces ``(token, score)`` put first, how
+            many of the model's first pieces are dropped, tokens appended (score 0); the unknown
+            token is ``<unk>`` of ``head`` when there is a head. None: the model's own ids.
     """
 
     name: str
@@ -70,6 +81,9 @@ class TokenizerFamily:
     normalizer_options: Mapping[str, Tuple[str, Any]] = dataclasses.field(default_factory=dict)
     class_names: Tuple[str, ...] = ()
     slow_normalized: Tuple[str, ...] = ()
+    template: Optional[Tuple[str, str]] = None
+    lstrip: Tuple[str, ...] = ()
+    sentencepiece_vocab: Optional[Tuple[Tuple[Tuple[str, float], ...], int, Tuple[str, ...]]] = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,8 @@ from encdec.registry import TokenizerFamily, records
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+SPIECE_FILE = "spiece.model"  # BertGeneration's (and T5's) SentencePiece model
+SPM_BPE_FILE = "sentencepiece.bpe.model"  # XLM-R's and CamemBERT's
 # The reference's SPECIAL_TOKENS_ATTRIBUTES order: it decides the ids of special tokens that
 # from_pretrained adds, and the order of all_special_tokens.
 SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -52,6 +54,11 @@ _KEPT_CONFIG = ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "add
 GENERIC = TokenizerFamily("generic", None, {}, ("input_ids", "token_type_ids", "attention_mask"))
 
 
+# The family of a folder whose tokenizer_config.json names no class, by the files it holds.
+_FAMILY_OF_FILES = {"wordpiece": "wordpiece", "bpe": "byte_level_bpe", SPIECE_FILE: "sentencepiece",
+                    SPM_BPE_FILE: "xlm_roberta_spm"}
+
+
 def _families() -> Dict[str, TokenizerFamily]:
     """The tokenizer families of the registered architectures, by name, and the generic one."""
     families = {record.tokenizer.name: record.tokenizer for record in records()}
@@ -70,7 +77,7 @@ def _tokenizer_family(tokenizer_class: Optional[str], files: str) -> TokenizerFa
             if tokenizer_class in family.class_names:
                 return family
         return GENERIC
-    return families.get({"wordpiece": "wordpiece", "bpe": "byte_level_bpe"}.get(files, ""), GENERIC)
+    return families.get(_FAMILY_OF_FILES.get(files, ""), GENERIC)
 
 
 class BatchEncoding(dict):
@@ -185,6 +192,10 @@ class Tokenizer:
 
         tokenizer_file, vocab_txt = find(TOKENIZER_FILE), find("vocab.txt")
         vocab_json, merges = find("vocab.json"), find("merges.txt")
+        spm_model, spm_name = None, None
+        if not (tokenizer_file or vocab_txt or vocab_json and merges):
+            spm_name = next((n for n in (SPM_BPE_FILE, SPIECE_FILE) if find(n)), None)
+            spm_model = find(spm_name) if spm_name else None
         if tokenizer_file:
             try:
                 backend = Backend.from_file(tokenizer_file)
@@ -195,10 +206,12 @@ class Tokenizer:
             backend, files = None, "wordpiece"
         elif vocab_json and merges:
             backend, files = None, "bpe"
+        elif spm_model:
+            backend, files = None, spm_name
         else:
             raise OSError(
                 f"{str(path_or_id)!r} has no tokenizer: looked for {TOKENIZER_FILE}, vocab.txt, "
-                "vocab.json + merges.txt"
+                f"vocab.json + merges.txt, {SPM_BPE_FILE}, {SPIECE_FILE}"
             )
         family = _tokenizer_family(config.get("tokenizer_class"), files)
         if cls._family is not None and family.name != cls._family:
@@ -208,14 +221,18 @@ class Tokenizer:
             )
         for key in set(kwargs) & set(_KEPT_CONFIG):
             normalizer_key = key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
-            if key in ("add_prefix_space", "add_bos_token") and family.name == "wordpiece" or (
+            if key in ("add_prefix_space", "add_bos_token") and files not in ("bpe", "byte_level_bpe") or (
                     normalizer_key and not family.normalizer_options):
                 raise ValueError(f"{key}= does not apply to a {family.class_name or 'generic'} tokenizer")
         config.update(kwargs)
         built_here = backend is None
         if built_here:
-            backend = (_wordpiece(vocab_txt, config) if files == "wordpiece"
-                       else _byte_level_bpe(vocab_json, merges, config))
+            if files == "wordpiece":
+                backend = _wordpiece(vocab_txt, config)
+            elif files == "bpe":
+                backend = _byte_level_bpe(vocab_json, merges, config, family)
+            else:
+                backend = _sentencepiece(spm_model, family)
 
         # Sides a tokenizer.json fixes are the defaults (as the reference); then the config's.
         padding_side = (backend.padding or {}).get("direction", "right").lower()
@@ -238,10 +255,12 @@ class Tokenizer:
         to_add = _tokens_to_add(backend, config, family, built_here)
         if to_add:
             backend.add_tokens(to_add)
+        # After the additions: a [CLS] / [SEP] may be an added token (the reference's converter takes
+        # their ids from the slow tokenizer, which has added them by then).
         if built_here and files == "wordpiece":
-            # After the additions: a [CLS] / [SEP] may be an added token (the reference's converter
-            # takes their ids from the slow tokenizer, which has added them by then).
             backend.post_processor = _bert_post_processor(backend, tok.cls_token, tok.sep_token)
+        elif built_here and family.template is not None:
+            backend.post_processor = _template_processor(backend, family.template, tok._special)
         return tok
 
     # --- special tokens ------------------------------------------------------------------------
@@ -593,7 +612,8 @@ def _token_text(value: Any, name: str) -> Optional[str]:
     raise ValueError(f"{name} must be a string or an AddedToken, got {value!r}")
 
 
-def _added_token(value: Any, special: bool, name: str = "token", normalized: Optional[bool] = None) -> Any:
+def _added_token(value: Any, special: bool, name: str = "token", normalized: Optional[bool] = None,
+                 lstrip: bool = False) -> Any:
     """A ``tokenizers.AddedToken``; strings become the reference's special-token defaults (not
     normalized, no stripping)."""
     from tokenizers import AddedToken
@@ -608,7 +628,8 @@ def _added_token(value: Any, special: bool, name: str = "token", normalized: Opt
         fields = {k: value[k] for k in ("single_word", "lstrip", "rstrip", "normalized") if k in value}
         return AddedToken(value["content"], special=special, **fields)
     if isinstance(value, str):
-        return AddedToken(value, normalized=not special if normalized is None else normalized, special=special)
+        return AddedToken(value, normalized=not special if normalized is None else normalized, special=special,
+                          lstrip=lstrip)
     raise ValueError(f"{name} must be a string or an AddedToken, got {value!r}")
 
 
@@ -632,7 +653,10 @@ def _tokens_to_add(backend: Any, config: Mapping[str, Any], family: TokenizerFam
         # The slow classes of some families wrap these as normalized AddedTokens, and the reference
         # converts a folder without tokenizer.json through them.
         normalized = built_here and isinstance(token, str) and name in family.slow_normalized
-        to_add.append(_added_token(token, special=True, normalized=True if normalized else None))
+        added = _added_token(token, special=True, normalized=True if normalized else None)
+        if isinstance(token, str) and name in family.lstrip:
+            added = _added_token(token, special=True, normalized=False, lstrip=True)
+        to_add.append(added)
     return to_add
 
 
@@ -737,13 +761,15 @@ def _bert_post_processor(backend: Any, cls_tok: Optional[str], sep: Optional[str
         special_tokens=list(ids.items()))
 
 
-def _byte_level_bpe(vocab_file: str, merges_file: str, config: Mapping[str, Any]) -> Any:
+def _byte_level_bpe(vocab_file: str, merges_file: str, config: Mapping[str, Any], family: TokenizerFamily) -> Any:
     from tokenizers import Tokenizer as Backend
     from tokenizers import decoders, models, pre_tokenizers, processors
 
     backend = Backend(models.BPE.from_file(vocab_file, merges_file))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=bool(config.get("add_prefix_space", False)))
     backend.decoder = decoders.ByteLevel()
+    if family.template is not None:  # set once the special tokens are known
+        return backend
     if config.get("add_bos_token"):  # as the reference's GPT2Converter
         bos = _token_text(config.get("bos_token", "<|endoftext|>"), "bos_token")
         bos_id = backend.token_to_id(bos)
@@ -754,3 +780,151 @@ def _byte_level_bpe(vocab_file: str, merges_file: str, config: Mapping[str, Any]
     else:
         backend.post_processor = processors.ByteLevel(trim_offsets=False)
     return backend
+
+
+def _template_processor(backend: Any, template: Tuple[str, str], special: Mapping[str, Optional[str]]) -> Any:
+    """A family's ``(single, pair)`` template with its ``{cls_token}`` fields filled from ``special``."""
+    from tokenizers import processors
+
+    try:
+        single, pair = (t.format(**{k: v or "" for k, v in special.items()}) for t in template)
+    except KeyError as e:
+        raise ValueError(f"template {template} names {e}, which is not a special token name") from None
+    tokens = dict.fromkeys(t for t in (single + " " + pair).split() if not t.startswith("$"))
+    ids = {t: backend.token_to_id(t) for t in tokens}
+    missing = [t for t, i in ids.items() if i is None]
+    if missing:
+        raise ValueError(f"the template {single!r} / {pair!r} needs {missing} in the vocabulary")
+    return processors.TemplateProcessing(single=single, pair=pair, special_tokens=list(ids.items()))
+
+
+def _read_sentencepiece(model_file: str) -> Dict[str, Any]:
+    """What the reference's converters read from a SentencePiece ``ModelProto``, by the protobuf wire
+    format (no protobuf dependency): pieces ``(piece, score, type)``, ``model_type`` (1 unigram, 2 BPE),
+    ``unk_id``, ``unk_piece``, ``byte_fallback`` and the normalizer's ``precompiled_charsmap``."""
+    import struct
+
+    with open(model_file, "rb") as f:
+        data = f.read()
+
+    def fields(buf: bytes) -> List[Tuple[int, int, Any]]:
+        out, pos = [], 0
+
+        def varint() -> int:
+            nonlocal pos
+            value = shift = 0
+            while True:
+                if pos >= len(buf) or shift > 63:
+                    raise ValueError("truncated varint")
+                byte = buf[pos]
+                pos += 1
+                value |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    return value
+
+        while pos < len(buf):
+            key = varint()
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                value: Any = varint()
+            elif wire == 1:
+                value, pos = buf[pos:pos + 8], pos + 8
+            elif wire == 2:
+                size = varint()
+                value, pos = buf[pos:pos + size], pos + size
+            elif wire == 5:
+                value, pos = buf[pos:pos + 4], pos + 4
+            else:
+                raise ValueError(f"unsupported wire type {wire}")
+            if pos > len(buf) or number == 0:
+                raise ValueError("truncated field")
+            out.append((number, wire, value))
+        return out
+
+    try:
+        model = {"pieces": [], "model_type": 1, "unk_id": 0, "unk_piece": "<unk>", "byte_fallback": False,
+                 "precompiled_charsmap": b""}
+        for number, wire, value in fields(data):
+            if number == 1 and wire == 2:  # SentencePiece: piece 1, score 2 (float), type 3 (NORMAL = 1)
+                piece, score, kind = "", 0.0, 1
+                for n, w, v in fields(value):
+                    if n == 1 and w == 2:
+                        piece = v.decode("utf-8")
+                    elif n == 2 and w == 5:
+                        score = struct.unpack("<f", v)[0]
+                    elif n == 3 and w == 0:
+                        kind = v
+                model["pieces"].append((piece, score, kind))
+            elif number == 2 and wire == 2:  # TrainerSpec
+                for n, w, v in fields(value):
+                    if (n, w) == (3, 0):
+                        model["model_type"] = v
+                    elif (n, w) == (35, 0):
+                        model["byte_fallback"] = bool(v)
+                    elif (n, w) == (40, 0):
+                        model["unk_id"] = v
+                    elif (n, w) == (45, 2):
+                        model["unk_piece"] = v.decode("utf-8")
+            elif number == 3 and wire == 2:  # NormalizerSpec
+                for n, w, v in fields(value):
+                    if (n, w) == (2, 2):
+                        model["precompiled_charsmap"] = v
+    except (ValueError, UnicodeDecodeError, struct.error) as e:
+        raise ValueError(f"{model_file} is not a SentencePiece model: {e}") from None
+    if not model["pieces"]:
+        raise ValueError(f"{model_file} is not a SentencePiece model: it has no pieces")
+    return model
+
+
+def _sentencepiece(model_file: str, family: TokenizerFamily) -> Any:
+    """A ``tokenizers`` backend equal to a SentencePiece model, as the reference's SpmConverter (and the
+    family's fairseq id layout, ``family.sentencepiece_vocab``) builds it."""
+    from tokenizers import AddedToken, Regex
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models, normalizers, pre_tokenizers
+
+    proto = _read_sentencepiece(model_file)
+    if proto["byte_fallback"]:
+        raise ValueError(f"{model_file} uses SentencePiece's byte fallback, which the reference's converted "
+                         "tokenizer does not reproduce either; it is not supported")
+    vocab = [(piece, score) for piece, score, _ in proto["pieces"]]
+    unk_id = proto["unk_id"]
+    if family.sentencepiece_vocab is not None:
+        head, skip, tail = family.sentencepiece_vocab
+        vocab = list(head) + vocab[skip:] + [(token, 0.0) for token in tail]
+        unk_id = [token for token, _ in head].index("<unk>")
+    if proto["model_type"] == 1:
+        backend = Backend(models.Unigram(vocab, unk_id=unk_id, byte_fallback=False))
+    elif proto["model_type"] == 2:
+        ids = {piece: i for i, (piece, _) in enumerate(vocab)}
+        # Merges are ordered by the model's own ids, before any fairseq shift (as the reference).
+        own_ids = {piece: i for i, (piece, _, _) in enumerate(proto["pieces"])}
+        backend = Backend(models.BPE(ids, _sentencepiece_merges(own_ids, vocab), unk_token=proto["unk_piece"],
+                                     fuse_unk=True, byte_fallback=False, dropout=None))
+    else:
+        raise ValueError(f"{model_file} is a SentencePiece model of type {proto['model_type']}; "
+                         "only unigram (1) and BPE (2) models are supported")
+    # Control (3) and user-defined (4) pieces match as added tokens; only control ones are special.
+    backend.add_tokens([AddedToken(piece, normalized=False, special=kind == 3)
+                        for piece, _, kind in proto["pieces"] if kind in (3, 4)])
+    steps = [normalizers.Strip(left=False, right=True), normalizers.Replace(Regex(" {2,}"), "\u2581")]
+    if proto["precompiled_charsmap"]:
+        steps.insert(0, normalizers.Precompiled(proto["precompiled_charsmap"]))
+    backend.normalizer = normalizers.Sequence(steps)
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    backend.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    return backend
+
+
+def _sentencepiece_merges(ids: Mapping[str, int], vocab: Sequence[Tuple[str, float]]) -> List[Tuple[str, str]]:
+    """BPE merges of a SentencePiece BPE model, ordered by the merged piece's score (the reference's
+    ``generate_merges``): every split of a piece of ``vocab`` into two pieces of the model (``ids``)."""
+    scores = dict(vocab)
+    merges = []
+    for merged, score in scores.items():
+        local = [(merged[:i], merged[i:], score) for i in range(1, len(merged))
+                 if merged[:i] in ids and merged[i:] in ids]
+        merges.extend(sorted(local, key=lambda m: (ids[m[0]], ids[m[1]])))
+    merges.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)
+    return [(left, right) for left, right, _ in merges]

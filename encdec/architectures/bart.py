@@ -13,11 +13,12 @@ reference). The modules are in ``encdec_pt/models/bart.py``, ``encdec_tf/models/
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar, List
 
 from encdec.configuration import PretrainedConfig
 from encdec.naming.schema import LINEAR, ParamSpec, Schema, embedding, layernorm, linear
-from encdec.architectures.gpt2 import BYTE_LEVEL_BPE
+from encdec.architectures.roberta import ROBERTA_BPE
 from encdec.registry import Architecture, DecoderLayout, register_architecture
 
 # BART's learned positions keep two extra rows in front (a fairseq legacy): position p reads row p + 2.
@@ -124,9 +125,10 @@ def bart_causal_lm_schema(config: BartConfig) -> Schema:
     return schema
 
 
-# BART folders hold GPT-2's vocabulary files (vocab.json + merges.txt): the byte-level BPE family.
-# Its `<s> A </s>` template and <s>/</s>/<pad> defaults are RoBERTa's (its record's tokenizer family).
-BART_BPE = BYTE_LEVEL_BPE
+# BART folders hold GPT-2's vocabulary files (vocab.json + merges.txt) with RoBERTa's `<s> A </s>`
+# template and <s>/</s>/<pad>/<mask> defaults (the reference's BartTokenizer is RobertaTokenizer's copy).
+BART_BPE = dataclasses.replace(ROBERTA_BPE, name="bart_bpe", class_name="BartTokenizer",
+                               class_names=("BartTokenizer", "BartTokenizerFast"))
 
 _DECODER = DecoderLayout(
     cross_attention="encoder_attn",

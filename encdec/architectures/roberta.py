@@ -90,7 +90,8 @@ def roberta_causal_lm_schema(config: RobertaConfig) -> Schema:
     return schema
 
 
-# RoBERTa's byte-level BPE (``RobertaTokenizer``): GPT-2's algorithm with `<s> A </s></s> B </s>`.
+# RoBERTa's byte-level BPE (``RobertaTokenizer``): GPT-2's algorithm with `<s> A </s></s> B </s>` (the
+# reference's RobertaConverter takes the template's tokens from the tokenizer's cls and sep tokens).
 ROBERTA_BPE = TokenizerFamily(
     name="roberta_bpe",
     class_name="RobertaTokenizer",
@@ -98,17 +99,26 @@ ROBERTA_BPE = TokenizerFamily(
                     "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"},
     model_input_names=("input_ids", "attention_mask"),
     class_names=("RobertaTokenizer", "RobertaTokenizerFast"),
+    template=("{cls_token} $A {sep_token}", "{cls_token} $A {sep_token} {sep_token} $B {sep_token}"),
+    lstrip=("mask_token",),
 )
 
-# XLM-R's and CamemBERT's SentencePiece BPE (``sentencepiece.bpe.model``), same template as RoBERTa.
+# XLM-R's and CamemBERT's SentencePiece BPE (``sentencepiece.bpe.model``), same template as RoBERTa but
+# with literal tokens, and fairseq's ids: `<s> <pad> </s> <unk>` first, the model's pieces shifted
+# after them, `<mask>` last (the reference's XLMRobertaConverter / CamembertConverter).
 _SPM_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
                  "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
+_SPM_TEMPLATE = ("<s> $A </s>", "<s> $A </s> </s> $B </s>")
 XLM_ROBERTA_SPM = TokenizerFamily(
     name="xlm_roberta_spm",
     class_name="XLMRobertaTokenizer",
     special_tokens=_SPM_SPECIALS,
     model_input_names=("input_ids", "attention_mask"),
     class_names=("XLMRobertaTokenizer", "XLMRobertaTokenizerFast"),
+    template=_SPM_TEMPLATE,
+    lstrip=("mask_token",),
+    # The model's own <unk> <s> </s> (its first three pieces) give way to fairseq's four.
+    sentencepiece_vocab=((("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)), 3, ("<mask>",)),
 )
 CAMEMBERT_SPM = TokenizerFamily(
     name="camembert_spm",
@@ -116,6 +126,12 @@ CAMEMBERT_SPM = TokenizerFamily(
     special_tokens=_SPM_SPECIALS,
     model_input_names=("input_ids", "attention_mask"),
     class_names=("CamembertTokenizer", "CamembertTokenizerFast"),
+    template=_SPM_TEMPLATE,
+    lstrip=("mask_token",),
+    # CamemBERT keeps its model's pieces after its first, behind five fairseq ones; the model's own
+    # `<unk>` is demoted (score -100) so that the fairseq `<unk>` (id 3) is the one used.
+    sentencepiece_vocab=((("<s>NOTUSED", 0.0), ("<pad>", 0.0), ("</s>NOTUSED", 0.0), ("<unk>", 0.0),
+                          ("<unk>NOTUSED", -100.0)), 1, ("<mask>",)),
 )
 
 _DECODER = DecoderLayout(
