@@ -72,6 +72,11 @@ class TokenizerFamily:
             converter of the family: ``(head, skip, tail)`` = pieces ``(token, score)`` put first, how
             many of the model's first pieces are dropped, tokens appended (score 0); the unknown
             token is ``<unk>`` of ``head`` when there is a head. None: the model's own ids.
+        sentencepiece_file: the SentencePiece model of the family's folders (``spiece.model``), read
+            even beside a ``tokenizer.json`` and saved again (the reference's slow class needs it).
+        slow_only: the reference has no fast class for the family, so its slow class's rules apply:
+            ``longest_first`` takes pair tokens one at a time from the longer sequence (the second on a
+            tie), and decoding runs SentencePiece on each stretch between special tokens.
     """
 
     name: str
@@ -84,6 +89,8 @@ class TokenizerFamily:
     template: Optional[Tuple[str, str]] = None
     lstrip: Tuple[str, ...] = ()
     sentencepiece_vocab: Optional[Tuple[Tuple[Tuple[str, float], ...], int, Tuple[str, ...]]] = None
+    sentencepiece_file: Optional[str] = None
+    slow_only: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

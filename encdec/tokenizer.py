@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from encdec.files import atomic_write_text
+from encdec.files import atomic_write_bytes, atomic_write_text
 from encdec.hub import HUB_KWARGS
 from encdec.registry import TokenizerFamily, records
 
@@ -124,6 +124,10 @@ class Tokenizer:
         clean_up_tokenization_spaces: undo the spaces WordPiece decoding puts before punctuation.
         model_input_names: which of ``input_ids``, ``token_type_ids``, ``attention_mask`` to return.
         extra_config: other ``tokenizer_config.json`` settings kept for saving (``do_lower_case``, ...).
+        sentencepiece_model: ``(file name, bytes)`` of the SentencePiece model the folder held, saved
+            again beside tokenizer.json.
+        slow_only: follow the reference's slow tokenizer (``TokenizerFamily.slow_only``) in pair
+            truncation and decoding.
     """
 
     _family: Optional[str] = None  # set by the classes bound to one family (BertTokenizer)
@@ -133,7 +137,8 @@ class Tokenizer:
                  model_input_names: Sequence[str] = ("input_ids", "token_type_ids", "attention_mask"),
                  extra_config: Optional[Dict[str, Any]] = None,
                  additional_special_tokens: Sequence[Any] = (), padding_side: str = "right",
-                 truncation_side: str = "right"):
+                 truncation_side: str = "right", sentencepiece_model: Optional[Tuple[str, bytes]] = None,
+                 slow_only: bool = False):
         self._tokenizer = backend
         # Calls decide padding and truncation; a tokenizer.json may carry fixed settings.
         self._tokenizer.no_padding()
@@ -150,6 +155,9 @@ class Tokenizer:
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
         self.model_input_names = list(model_input_names)
         self.extra_config = dict(extra_config or {})
+        self._sentencepiece_model = sentencepiece_model
+        self._sentencepiece_processor: Any = None  # loaded on the first slow decode
+        self._slow_only = slow_only
 
     # --- loading -------------------------------------------------------------------------------
     @classmethod
@@ -214,6 +222,13 @@ class Tokenizer:
                 f"vocab.json + merges.txt, {SPM_BPE_FILE}, {SPIECE_FILE}"
             )
         family = _tokenizer_family(config.get("tokenizer_class"), files)
+        if spm_model is None and family.sentencepiece_file:
+            spm_name = family.sentencepiece_file
+            spm_model = find(spm_name)
+        spm_bytes = None
+        if spm_model:
+            with open(spm_model, "rb") as f:
+                spm_bytes = f.read()
         if cls._family is not None and family.name != cls._family:
             raise ValueError(
                 f"{str(path_or_id)!r} holds a {config.get('tokenizer_class') or family.name} tokenizer, not one of "
@@ -232,7 +247,7 @@ class Tokenizer:
             elif files == "bpe":
                 backend = _byte_level_bpe(vocab_json, merges, config, family)
             else:
-                backend = _sentencepiece(spm_model, family)
+                backend = _sentencepiece(spm_bytes, spm_model, family)
 
         # Sides a tokenizer.json fixes are the defaults (as the reference); then the config's.
         padding_side = (backend.padding or {}).get("direction", "right").lower()
@@ -250,6 +265,8 @@ class Tokenizer:
             additional_special_tokens=[_token_text(t, "additional_special_tokens") for t in additional],
             padding_side=config.get("padding_side", padding_side),
             truncation_side=config.get("truncation_side", truncation_side),
+            sentencepiece_model=(spm_name, spm_bytes) if spm_bytes is not None else None,
+            slow_only=family.slow_only,
         )
         tok.extra_config.setdefault("tokenizer_class", family.class_name)
         to_add = _tokens_to_add(backend, config, family, built_here)
@@ -499,20 +516,29 @@ class Tokenizer:
                              "(e.g. = tokenizer.eos_token) or add one with add_special_tokens({'pad_token': ...})")
         if truncate and pad and pad_to_multiple_of and limit % pad_to_multiple_of:
             raise ValueError(f"truncation length {limit} is not a multiple of pad_to_multiple_of {pad_to_multiple_of}")
-        if truncate:
-            strategy = "longest_first" if truncation is True else truncation
-            self._tokenizer.enable_truncation(limit, strategy=strategy, direction=self.truncation_side)
-        if pad:
-            self._tokenizer.enable_padding(direction=side, pad_id=self.pad_token_id, pad_token=self.pad_token,
-                                           length=limit if pad_to_max else None,
-                                           pad_to_multiple_of=pad_to_multiple_of)
-        try:
-            encodings = self._tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens)
-        except Exception as e:  # the tokenizers library raises a bare Exception (e.g. pairs too long)
-            raise ValueError(f"cannot encode the text: {e}") from None
-        finally:
-            self._tokenizer.no_padding()
-            self._tokenizer.no_truncation()
+        strategy = "longest_first" if truncation is True else truncation
+        if truncate and strategy == "longest_first" and self._slow_only and any(isinstance(i, tuple) for i in inputs):
+            encodings = self._encode_slow_longest_first(inputs, limit, add_special_tokens)
+            if pad:
+                length = limit if pad_to_max else max(len(e) for e in encodings)
+                if pad_to_multiple_of and length % pad_to_multiple_of:
+                    length += pad_to_multiple_of - length % pad_to_multiple_of
+                for encoding in encodings:
+                    encoding.pad(length, direction=side, pad_id=self.pad_token_id, pad_token=self.pad_token)
+        else:
+            if truncate:
+                self._tokenizer.enable_truncation(limit, strategy=strategy, direction=self.truncation_side)
+            if pad:
+                self._tokenizer.enable_padding(direction=side, pad_id=self.pad_token_id, pad_token=self.pad_token,
+                                               length=limit if pad_to_max else None,
+                                               pad_to_multiple_of=pad_to_multiple_of)
+            try:
+                encodings = self._tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens)
+            except Exception as e:  # the tokenizers library raises a bare Exception (e.g. pairs too long)
+                raise ValueError(f"cannot encode the text: {e}") from None
+            finally:
+                self._tokenizer.no_padding()
+                self._tokenizer.no_truncation()
 
         want_mask = "attention_mask" in self.model_input_names if return_attention_mask is None else return_attention_mask
         want_types = "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
@@ -525,6 +551,26 @@ class Tokenizer:
             out = {k: v[0] for k, v in out.items()}
         return out, single
 
+    def _encode_slow_longest_first(self, inputs: Sequence[Any], limit: int, add_special_tokens: bool) -> List[Any]:
+        """Encodings truncated to ``limit`` as the reference's slow tokenizers truncate: one token at a
+        time from the longer sequence of a pair, from the second when both are as long (``tokenizers``
+        gives the odd token to the longer one, the second on a tie)."""
+        encodings = []
+        for item in inputs:
+            parts = item if isinstance(item, tuple) else (item,)
+            pieces = [self._tokenizer.encode(part, add_special_tokens=False) for part in parts]
+            lengths = [len(p) for p in pieces]
+            specials = self._tokenizer.num_special_tokens_to_add(len(parts) == 2) if add_special_tokens else 0
+            budget = max(limit - specials, 0)
+            while sum(lengths) > budget:
+                longer_first = len(lengths) == 1 or lengths[0] > lengths[1]
+                lengths[0 if longer_first else 1] -= 1
+            for piece, length in zip(pieces, lengths):
+                piece.truncate(length, direction=self.truncation_side)
+            encodings.append(self._tokenizer.post_process(pieces[0], pieces[1] if len(pieces) == 2 else None,
+                                                          add_special_tokens=add_special_tokens))
+        return encodings
+
     def encode(self, text: Any, text_pair: Any = None, add_special_tokens: bool = True, **kwargs: Any) -> Any:
         return self(text, text_pair, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
 
@@ -532,12 +578,70 @@ class Tokenizer:
     def decode(self, token_ids: Any, skip_special_tokens: bool = False,
                clean_up_tokenization_spaces: Optional[bool] = None) -> str:
         """Text of one sequence of ids (an int, a list, or a 1-D array or tensor of any framework)."""
-        text = self._tokenizer.decode(_id_list(token_ids), skip_special_tokens=skip_special_tokens)
+        if self._slow_only:
+            text = self._slow_decode(_id_list(token_ids), skip_special_tokens)
+        else:
+            text = self._tokenizer.decode(_id_list(token_ids), skip_special_tokens=skip_special_tokens)
         clean = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
         if clean:
             for old, new in _CLEANUPS:
                 text = text.replace(old, new)
         return text
+
+    def _slow_decode(self, ids: List[int], skip_special_tokens: bool) -> str:
+        """The reference's slow ``_decode`` with ``BertGenerationTokenizer.convert_tokens_to_string``:
+        added tokens beyond the model's vocabulary that are not special (and additional special tokens
+        there) stand alone, joined to the rest by spaces; in between, SentencePiece decodes each
+        stretch between special tokens on its own and the special tokens are kept as they are, so a
+        stretch loses the space it starts with (``"a <unk> b"`` -> ``"a<unk>b"``)."""
+        special = set(self.all_special_tokens)
+        skip = set(self.all_special_ids) if skip_special_tokens else set()
+        tokens = [self._tokenizer.id_to_token(i) for i in ids if i not in skip]
+        beyond = {t for t, i in self.get_added_vocab().items() if i >= self.vocab_size}
+        alone = beyond - special | {t for t in self._additional if t in beyond}
+        texts: List[str] = []
+        stretch: List[str] = []
+        for token in tokens:
+            if token is None:
+                raise ValueError(f"cannot decode: an id is outside the vocabulary of {len(self)} tokens")
+            if skip_special_tokens and token in special:
+                continue
+            if token in alone:
+                text = self._slow_tokens_to_string(stretch)
+                if text:
+                    texts.append(text)
+                texts.append(token)
+                stretch = []
+            else:
+                stretch.append(token)
+        if stretch:
+            texts.append(self._slow_tokens_to_string(stretch))
+        return " ".join(texts)
+
+    def _slow_tokens_to_string(self, tokens: List[str]) -> str:
+        special = set(self.all_special_tokens)
+        out, pieces = "", []
+        for token in tokens:
+            if token in special:
+                out += self._decode_pieces(pieces) + token
+                pieces = []
+            else:
+                pieces.append(token)
+        return (out + self._decode_pieces(pieces)).strip()
+
+    def _decode_pieces(self, pieces: List[str]) -> str:
+        """SentencePiece's decoding of pieces (control pieces vanish, the unknown piece reads " \u2047 "),
+        or the backend's Metaspace decoder when the folder held no SentencePiece model."""
+        if not pieces:
+            return ""
+        if self._sentencepiece_model is None:
+            return self._tokenizer.decoder.decode(pieces) if self._tokenizer.decoder else "".join(pieces)
+        if self._sentencepiece_processor is None:
+            import sentencepiece
+
+            self._sentencepiece_processor = sentencepiece.SentencePieceProcessor(
+                model_proto=self._sentencepiece_model[1])
+        return self._sentencepiece_processor.decode(pieces)
 
     def batch_decode(self, sequences: Any, skip_special_tokens: bool = False,
                      clean_up_tokenization_spaces: Optional[bool] = None) -> List[str]:
@@ -547,8 +651,9 @@ class Tokenizer:
 
     # --- saving --------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> List[str]:
-        """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json (atomically) in a
-        layout the reference's ``AutoTokenizer`` reads."""
+        """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json and the SentencePiece
+        model the tokenizer was loaded with, if any (atomically), in a layout the reference's
+        ``AutoTokenizer`` reads."""
         os.makedirs(save_directory, exist_ok=True)
         config = {k: v for k, v in self.extra_config.items() if v is not None or k != "tokenizer_class"}
         config.update(self.special_tokens_map)
@@ -568,6 +673,10 @@ class Tokenizer:
         }
         for name, text in files.items():
             atomic_write_text(os.path.join(save_directory, name), text)
+        if self._sentencepiece_model is not None:
+            name, data = self._sentencepiece_model
+            atomic_write_bytes(os.path.join(save_directory, name), data)
+            return list(files) + [name]
         return list(files)
 
 
@@ -798,14 +907,11 @@ def _template_processor(backend: Any, template: Tuple[str, str], special: Mappin
     return processors.TemplateProcessing(single=single, pair=pair, special_tokens=list(ids.items()))
 
 
-def _read_sentencepiece(model_file: str) -> Dict[str, Any]:
+def _read_sentencepiece(data: bytes, model_file: str) -> Dict[str, Any]:
     """What the reference's converters read from a SentencePiece ``ModelProto``, by the protobuf wire
     format (no protobuf dependency): pieces ``(piece, score, type)``, ``model_type`` (1 unigram, 2 BPE),
     ``unk_id``, ``unk_piece``, ``byte_fallback`` and the normalizer's ``precompiled_charsmap``."""
     import struct
-
-    with open(model_file, "rb") as f:
-        data = f.read()
 
     def fields(buf: bytes) -> List[Tuple[int, int, Any]]:
         out, pos = [], 0
@@ -877,14 +983,14 @@ def _read_sentencepiece(model_file: str) -> Dict[str, Any]:
     return model
 
 
-def _sentencepiece(model_file: str, family: TokenizerFamily) -> Any:
+def _sentencepiece(data: bytes, model_file: str, family: TokenizerFamily) -> Any:
     """A ``tokenizers`` backend equal to a SentencePiece model, as the reference's SpmConverter (and the
     family's fairseq id layout, ``family.sentencepiece_vocab``) builds it."""
     from tokenizers import AddedToken, Regex
     from tokenizers import Tokenizer as Backend
     from tokenizers import decoders, models, normalizers, pre_tokenizers
 
-    proto = _read_sentencepiece(model_file)
+    proto = _read_sentencepiece(data, model_file)
     if proto["byte_fallback"]:
         raise ValueError(f"{model_file} uses SentencePiece's byte fallback, which the reference's converted "
                          "tokenizer does not reproduce either; it is not supported")

@@ -101,6 +101,8 @@ SENTENCEPIECE = TokenizerFamily(
                     "sep_token": "<::::>"},
     model_input_names=("input_ids", "attention_mask"),
     class_names=("BertGenerationTokenizer",),
+    sentencepiece_file="spiece.model",
+    slow_only=True,  # the reference has no BertGenerationTokenizerFast
 )
 
 BERT_GENERATION = register_architecture(Architecture(

@@ -118,6 +118,7 @@ XLM_ROBERTA_SPM = TokenizerFamily(
     template=_SPM_TEMPLATE,
     lstrip=("mask_token",),
     # The model's own <unk> <s> </s> (its first three pieces) give way to fairseq's four.
+    sentencepiece_file="sentencepiece.bpe.model",
     sentencepiece_vocab=((("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)), 3, ("<mask>",)),
 )
 CAMEMBERT_SPM = TokenizerFamily(
@@ -130,6 +131,7 @@ CAMEMBERT_SPM = TokenizerFamily(
     lstrip=("mask_token",),
     # CamemBERT keeps its model's pieces after its first, behind five fairseq ones; the model's own
     # `<unk>` is demoted (score -100) so that the fairseq `<unk>` (id 3) is the one used.
+    sentencepiece_file="sentencepiece.bpe.model",
     sentencepiece_vocab=((("<s>NOTUSED", 0.0), ("<pad>", 0.0), ("</s>NOTUSED", 0.0), ("<unk>", 0.0),
                           ("<unk>NOTUSED", -100.0)), 1, ("<mask>",)),
 )
