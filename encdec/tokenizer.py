@@ -1,8 +1,9 @@
 """A tokenizer on the ``tokenizers`` library that reads and writes Hugging Face tokenizer folders.
 
 ``Tokenizer.from_pretrained`` takes ``tokenizer.json`` when present, otherwise builds the
-tokenizer from ``vocab.txt`` (BERT WordPiece) or ``vocab.json`` + ``merges.txt`` (GPT-2
-byte-level BPE), reading special tokens from ``tokenizer_config.json`` /
+tokenizer from ``vocab.txt`` (BERT WordPiece), ``vocab.json`` + ``merges.txt`` (byte-level BPE of
+GPT-2, RoBERTa, BART) or a SentencePiece model (``sentencepiece.bpe.model`` of XLM-R / CamemBERT,
+``spiece.model`` of BertGeneration), reading special tokens from ``tokenizer_config.json`` /
 ``special_tokens_map.json``; keyword arguments override the files as in ``transformers``
 (special tokens absent from the vocabulary are added as new tokens). ``__call__`` follows the
 ``transformers`` call: pairs (``text_pair`` or a batch of ``(a, b)`` tuples), ``text_target``

@@ -9,10 +9,10 @@ import io
 
 import numpy as np
 import pytest
+import sentencepiece as spm  # a base dependency of encdec: never skipped
 
 pytestmark = pytest.mark.oracle
 transformers = pytest.importorskip("transformers")
-spm = pytest.importorskip("sentencepiece")
 
 INPUT_TEXT = "Hello, my dog is cute and the weather is lovely today."
 _WORDS = ("hello my dog is cute the weather lovely today translation model of a sentence and where "

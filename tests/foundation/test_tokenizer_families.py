@@ -11,12 +11,12 @@ import io
 import json
 
 import pytest
+import sentencepiece as spm  # a base dependency of encdec: never skipped
 
 from encdec.tokenizer import SPECIAL_TOKEN_NAMES, AutoTokenizer
 
 pytestmark = pytest.mark.oracle
 transformers = pytest.importorskip("transformers")
-spm = pytest.importorskip("sentencepiece")
 
 TEXTS = [
     "Hello, world! Isn't it a lovely day?",
