@@ -237,7 +237,9 @@ class Tokenizer:
             )
         for key in set(kwargs) & set(_KEPT_CONFIG):
             normalizer_key = key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
-            if key in ("add_prefix_space", "add_bos_token") and files not in ("bpe", "byte_level_bpe") or (
+            # Byte-level BPE settings; a SentencePiece BPE tokenizer.json also has a BPE model.
+            byte_level = files in ("bpe", "byte_level_bpe") and not family.sentencepiece_file
+            if key in ("add_prefix_space", "add_bos_token") and not byte_level or (
                     normalizer_key and not family.normalizer_options):
                 raise ValueError(f"{key}= does not apply to a {family.class_name or 'generic'} tokenizer")
         config.update(kwargs)
