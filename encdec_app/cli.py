@@ -19,7 +19,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from encdec.tokenizer import Tokenizer
+    from encdec_app.tokenizers import load_saved
 
     texts = [args.text] if args.text is not None else [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
@@ -27,7 +27,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 2
     source = args.tokenizer or args.model
     try:
-        tokenizer = Tokenizer.from_pretrained(source)
+        tokenizer, decoder_tokenizer, _ = load_saved(args.model, args.tokenizer)
     except OSError as e:
         hint = ("" if args.tokenizer else
                 "; pass --tokenizer with a folder or hub id that has one (e.g. the encoder's checkpoint)")
@@ -36,8 +36,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model = model_class(args.framework).from_pretrained(args.model)
     batch = tokenizer(texts, padding=True, truncation=True, return_tensors="np")
     sequences = generate_ids(args.framework, model, batch["input_ids"], batch["attention_mask"],
-                             num_beams=args.num_beams, max_new_tokens=args.max_new_tokens)
-    for text in tokenizer.batch_decode(sequences, skip_special_tokens=True):
+                             num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
+                             **({} if args.min_new_tokens is None else {"min_new_tokens": args.min_new_tokens}))
+    for text in decoder_tokenizer.batch_decode(sequences, skip_special_tokens=True):
         print(text)
     return 0
 
@@ -67,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch-size", type=int, default=None, help="training batch size")
     demo.add_argument("--train-size", type=int, default=None, help="number of training examples")
     demo.add_argument("--test-size", type=int, default=None, help="number of held-out examples")
+    demo.add_argument("--encoder", default=None,
+                      help="encoder checkpoint (folder or hub id) of any registered architecture (default: MiniLM)")
+    demo.add_argument("--decoder", default=None,
+                      help="decoder checkpoint of any registered architecture that can decode (default: the encoder's)")
     demo.add_argument("--out", default="demo_out", help="folder for the fine-tuned model (default: demo_out)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data and of the training run")
     demo.add_argument("--quick", action="store_true", help="a tiny run that checks every step works (used by the tests)")
@@ -78,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("text", nargs="?", default=None, help="input text (default: one input per line of stdin)")
     gen.add_argument("--num-beams", type=int, default=1)
     gen.add_argument("--max-new-tokens", type=int, default=32)
+    gen.add_argument("--min-new-tokens", type=int, default=None, help="tokens to write before the end token may come")
     gen.add_argument("--framework", choices=FRAMEWORKS, default="pt")
     gen.add_argument("--tokenizer", default=None,
                      help="tokenizer folder or hub id (default: the model folder)")

@@ -20,9 +20,10 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 from encdec.testing import minilm_path
-from encdec.tokenizer import Tokenizer
 from encdec_app.demo_data import exact_match, make_dataset, normalise
 from encdec_app.frameworks import FRAMEWORKS, generate_ids, model_class
+from encdec_app.tokenizers import decoder_special_ids, load_pair, save_pair
+from encdec_app.train.data import Encoded, encode_pairs
 
 # The default budget (about 10 minutes on a 2-core CPU, all phases) and the --quick smoke run.
 DEFAULTS = dict(steps=400, batch_size=16, train_size=6000, test_size=100, learning_rate=3e-4)
@@ -34,15 +35,17 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def encode(tokenizer: Tokenizer, pairs: List[Tuple[str, str]], src_len: int, tgt_len: int) -> Dict[str, np.ndarray]:
+def encode(encoded: Encoded, src_len: int, tgt_len: int, pad_token_id: int) -> Dict[str, np.ndarray]:
     """Fixed-shape arrays (one compile in TF and Flax): encoder ids/mask, labels = target ids
-    without the leading [CLS] (the decoder start token) and ending in [SEP], -100 after it."""
-    src = tokenizer([s for s, _ in pairs], padding="max_length", truncation=True, max_length=src_len, return_tensors="np")
-    tgt = tokenizer([t for _, t in pairs], padding="max_length", truncation=True, max_length=tgt_len + 1,
-                    return_tensors="np")
-    labels = tgt["input_ids"][:, 1:].copy()
-    labels[tgt["attention_mask"][:, 1:] == 0] = -100
-    return {"input_ids": src["input_ids"], "attention_mask": src["attention_mask"], "labels": labels}
+    without the decoder start token and ending in the end token, -100 after it."""
+    n = len(encoded.sources)
+    data = {"input_ids": np.full((n, src_len), pad_token_id, np.int64), "attention_mask": np.zeros((n, src_len), np.int64),
+            "labels": np.full((n, tgt_len), -100, np.int64)}
+    for i, (source, labels) in enumerate(zip(encoded.sources, encoded.labels)):
+        data["input_ids"][i, :len(source)] = source
+        data["attention_mask"][i, :len(source)] = 1
+        data["labels"][i, :len(labels)] = labels
+    return data
 
 
 def batches(data: Dict[str, np.ndarray], batch_size: int, steps: int, seed: int):
@@ -179,22 +182,29 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="  %(message)s", stream=sys.stdout)
     logging.getLogger("encdec").setLevel(logging.INFO)
 
-    log(f"== encdec demo: bert2bert from MiniLM, trained in {NAMES[fw]} ==")
-    path = minilm_path()
-    tokenizer = Tokenizer.from_pretrained(path)
+    encoder_path = getattr(args, "encoder", None) or minilm_path()
+    decoder_path = getattr(args, "decoder", None) or encoder_path
+    pair = "bert2bert from MiniLM" if encoder_path == decoder_path == minilm_path() else \
+        f"{_name(encoder_path)} -> {_name(decoder_path)}"
+    log(f"== encdec demo: {pair}, trained in {NAMES[fw]} ==")
+    enc_tokenizer, tokenizer, distinct = load_pair(encoder_path, decoder_path)
+    start, eos, pad = decoder_special_ids(tokenizer)
+    enc_pad = next(i for i in (enc_tokenizer.pad_token_id, enc_tokenizer.eos_token_id, 0) if i is not None)
     train, test = make_dataset(budget["train_size"], budget["test_size"], seed=args.seed)
-    src_len = max(len(tokenizer(s)["input_ids"]) for s, _ in train + test)
-    tgt_len = max(len(tokenizer(t)["input_ids"]) for _, t in train + test) - 1
-    train_data, test_data = (encode(tokenizer, pairs, src_len, tgt_len) for pairs in (train, test))
+    encoded = [encode_pairs(pairs, enc_tokenizer, tokenizer, 512, 512, start, eos) for pairs in (train, test)]
+    src_len = max(len(s) for e in encoded for s in e.sources)
+    tgt_len = max(len(t) for e in encoded for t in e.labels)
+    train_data, test_data = (encode(e, src_len, tgt_len, enc_pad) for e in encoded)
     log(f"task: dates in words -> ISO dates; {len(train)} training / {len(test)} held-out examples, "
         f"e.g. {test[0][0]!r} -> {test[0][1]!r}")
 
-    log("\n[1/4] warm-start from the real pretrained MiniLM (encoder and decoder), cross-attention new:")
+    what = "the real pretrained MiniLM (encoder and decoder)" if pair.startswith("bert2bert") else \
+        f"{encoder_path} (encoder) and {decoder_path} (decoder)"
+    log(f"\n[1/4] warm-start from {what}, cross-attention new:")
     cls = model_class(fw)
     seeded = seed_everything(fw, args.seed)  # the new cross-attention weights and dropout
     model = cls.from_encoder_decoder_pretrained(
-        path, path, decoder_start_token_id=tokenizer.cls_token_id, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.sep_token_id, **seeded)
+        encoder_path, decoder_path, decoder_start_token_id=start, pad_token_id=pad, eos_token_id=eos, **seeded)
 
     log(f"\n[2/4] fine-tune: {budget['steps']} steps, batch {budget['batch_size']}, AdamW lr {budget['learning_rate']} "
         "decaying linearly to 0")
@@ -216,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     log(f"\n[4/4] save to {args.out}, load the same folder in every framework, generate:")
     os.makedirs(args.out, exist_ok=True)
     model.save_pretrained(args.out)
-    tokenizer.save_pretrained(args.out)
+    save_pair(args.out, enc_tokenizer, tokenizer, distinct)
     log(f"  wrote {', '.join(sorted(os.listdir(args.out)))}")
     loaded = {fw: model}
     for other in FRAMEWORKS:
@@ -237,6 +247,10 @@ def run(args: argparse.Namespace) -> int:
     log(f"\ndone in {time.time() - start:.0f} s. greedy exact match {100 * results['greedy'][0]:.1f}%, "
         f"4-beam {100 * results['4-beam'][0]:.1f}%. Try: encdec generate {args.out} \"{test[0][0]}\"")
     return 0
+
+
+def _name(path: str) -> str:
+    return os.path.basename(os.path.normpath(path)) or path
 
 
 def _table(test: List[Tuple[str, str]], outputs: Dict[str, List[str]], rows: int = 8) -> None:

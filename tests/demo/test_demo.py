@@ -45,3 +45,50 @@ def test_quick_demo_runs_every_step(tmp_path, framework):
                      stdin="the first of may, nineteen ninety\nthe second of june, two thousand\n")
         assert piped.returncode == 0, piped.stderr[-2000:]
         assert len(piped.stdout.strip().splitlines()) == 2
+
+
+@pytest.fixture(scope="module")
+def gpt2_folder(tmp_path_factory):
+    """A small GPT-2 decoder with its own byte-level BPE vocabulary (trained here on the demo's
+    targets), saved by the oracle as a hub checkpoint would be."""
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    from tokenizers import ByteLevelBPETokenizer
+
+    folder = str(tmp_path_factory.mktemp("gpt2"))
+    train, test = make_dataset(200, 20, seed=0)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator([t for _, t in train + test], vocab_size=300, special_tokens=["<|endoftext|>"])
+    tokenizer = transformers.GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>",
+                                               eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_quick_demo_warm_starts_another_pair(tmp_path, gpt2_folder):
+    """`--encoder/--decoder`: the real MiniLM as encoder, a GPT-2 with another vocabulary as decoder.
+    The target is written with the decoder's tokenizer (saved in `decoder_tokenizer/`), which
+    `encdec generate` then decodes with."""
+    from encdec.testing import minilm_path
+
+    out = tmp_path / "model"
+    result = _run("demo", "--quick", "--encoder", minilm_path(), "--decoder", gpt2_folder, "--out", str(out))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for marker in ("[1/4]", "(encoder) and", "[3/4]", "[4/4]", "identical in all three frameworks"):
+        assert marker in result.stdout, f"{marker!r} missing from the demo output:\n{result.stdout[-3000:]}"
+    assert (out / "tokenizer.json").is_file() and (out / "decoder_tokenizer" / "tokenizer.json").is_file()
+    text = "the first of may, nineteen ninety"
+    gen = _run("generate", str(out), text, "--max-new-tokens", "6", "--min-new-tokens", "4")
+    assert gen.returncode == 0, gen.stderr[-2000:]
+    # the reference, reading the same folder with each side's tokenizer, writes the same text
+    transformers = pytest.importorskip("transformers")
+    reference = transformers.EncoderDecoderModel.from_pretrained(str(out))
+    ids = transformers.AutoTokenizer.from_pretrained(str(out))(text, return_tensors="pt")
+    sequences = reference.generate(**ids, max_new_tokens=6, min_new_tokens=4)
+    decoder_tokenizer = transformers.AutoTokenizer.from_pretrained(str(out / "decoder_tokenizer"))
+    assert gen.stdout.strip() == decoder_tokenizer.decode(sequences[0], skip_special_tokens=True).strip()
+    assert gen.stdout.strip()
