@@ -53,6 +53,7 @@ class GenerationSettings:
     max_time: Optional[float]
     return_dict_in_generate: bool
     use_cache: bool
+    stop_strings: Tuple[str, ...] = ()
     # Decoder tokens before the first generated one: the start token, or a decoder prompt
     # (``decoder_input_ids``, with the start token prepended as the reference does).
     prompt_length: int = 1
@@ -196,12 +197,57 @@ def check_host_features(settings: GenerationSettings, streamer: Any, framework: 
     so they refuse them by name. ``streamer`` with beams is refused as in the reference."""
     if streamer is not None and settings.is_beam:
         raise ValueError("`streamer` cannot be used with beam search (yet!). Make sure that `num_beams` is set to 1.")
-    wanted = [name for name, on in (("streamer", streamer is not None), ("max_time", settings.max_time is not None))
-              if on]
+    wanted = [name for name, on in (("streamer", streamer is not None), ("max_time", settings.max_time is not None),
+                                    ("stop_strings", bool(settings.stop_strings))) if on]
     if wanted and framework in ("tf", "flax"):
         where = "TensorFlow's tf.while_loop (compiled by XLA)" if framework == "tf" else "Flax's jitted lax.while_loop"
         raise NotImplementedError(f"{' and '.join(wanted)} need a host call at every decoding step, which "
                                   f"{where} does not make")
+
+
+class StopStrings:
+    """The reference's ``StopStringCriteria`` on the host: a row is done when one of the strings
+    occurs in the text of its tokens and ends inside the last token (so it was just completed; a
+    token may overhang either end of the string). A token's text is what the tokenizer writes for it
+    after other text (the reference's ``clean_tokenizer_vocab``: "##ing" is "ing", "Ġthe" is " the")."""
+
+    _PREFIX = "abcdef"
+
+    def __init__(self, strings: Sequence[str], tokenizer: Any):
+        if tokenizer is None:
+            raise ValueError("There are one or more stop strings, either in the arguments to `generate` or in the "
+                             "model's generation config, but we could not locate a tokenizer. When generating with "
+                             "stop strings, you must pass the model's tokenizer to the `tokenizer` argument of "
+                             "`generate`.")
+        self.strings = tuple(strings)
+        self.tokenizer = tokenizer
+        self.longest = max(len(x) for x in self.strings)
+        self._base = list(tokenizer(self._PREFIX, add_special_tokens=False)["input_ids"])
+        self._texts: Dict[int, str] = {}
+
+    def _text(self, token: int) -> str:
+        text = self._texts.get(token)
+        if text is None:
+            written = self.tokenizer.decode(self._base + [token], skip_special_tokens=False,
+                                            clean_up_tokenization_spaces=False)
+            text = written[written.index(self._PREFIX) + len(self._PREFIX):] if self._PREFIX in written else written
+            self._texts[token] = text
+        return text
+
+    def __call__(self, sequences: np.ndarray) -> np.ndarray:
+        """sequences (N, L) int -> (N,) bool: the rows a stop string was just completed in."""
+        sequences = np.asarray(sequences)
+        done = np.zeros(sequences.shape[0], dtype=bool)
+        for row in range(sequences.shape[0]):
+            # each token writes at least one character, so the last `longest` tokens hold any match
+            pieces = [self._text(int(t)) for t in sequences[row, -self.longest:]]
+            text = "".join(pieces)
+            last_start = len(text) - len(pieces[-1])
+            for string in self.strings:
+                if text.find(string, max(0, last_start - len(string) + 1)) != -1:
+                    done[row] = True
+                    break
+        return done
 
 
 def check_generation_config_argument(generation_config: Any) -> None:
@@ -297,9 +343,9 @@ def resolve_generation_settings(
         raise ValueError(f"top_p must be in (0, 1], got {g.top_p}")
     if not 0 < g.typical_p <= 1:
         raise ValueError(f"typical_p must be in (0, 1], got {g.typical_p}")
-    if g.stop_strings:
-        raise NotImplementedError("stop_strings is not supported by this generate (in any framework): stop on "
-                                  "token ids with eos_token_id instead")
+    stop_strings = (g.stop_strings,) if isinstance(g.stop_strings, str) else tuple(g.stop_strings or ())
+    if not all(isinstance(x, str) and x for x in stop_strings):
+        raise ValueError(f"stop_strings must be a non-empty string or a list of them, got {g.stop_strings!r}")
     if int(g.num_beam_groups) > 1 or float(g.diversity_penalty) != 0.0:
         raise NotImplementedError(
             "group beam search (num_beam_groups > 1, diversity_penalty) is not built in: transformers 4.57 moved it "
@@ -335,7 +381,7 @@ def resolve_generation_settings(
         forced_bos_token_id=None if g.forced_bos_token_id is None else int(g.forced_bos_token_id),
         forced_eos_token_id=None if g.forced_eos_token_id is None else int(g.forced_eos_token_id),
         output_scores=bool(g.output_scores),
-        max_time=None if g.max_time is None else float(g.max_time), return_dict_in_generate=bool(g.return_dict_in_generate),
+        max_time=None if g.max_time is None else float(g.max_time), stop_strings=stop_strings, return_dict_in_generate=bool(g.return_dict_in_generate),
         use_cache=bool(g.use_cache), prompt_length=prompt,
     )
     return settings, model_kwargs

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from encdec.generation_config import GenerationConfig
-from encdec.generation_utils import (GenerationSettings, check_generation_config_argument, check_host_features,
+from encdec.generation_utils import (GenerationSettings, StopStrings, check_generation_config_argument, check_host_features,
                                      resolve_generation_settings)
 from encdec_pt.generation.logits_process import process_scores
 from encdec_pt.generation.prepacked import PrepackedWeights, prepacked_linears, prepacking_available
@@ -222,6 +222,7 @@ class GenerationMixin:
         compile_backend: Optional[str] = None,
         prepack_weights: Optional[bool] = None,
         streamer: Any = None,
+        tokenizer: Any = None,
         **kwargs: Any,
     ):
         """Generate decoder token ids.
@@ -240,6 +241,8 @@ class GenerationMixin:
             streamer: an object with ``put(token_ids)`` / ``end()`` (the reference's ``TextStreamer`` ...):
                 ``put`` gets the decoder's first tokens (B, P), then each step's new tokens (B,), as in
                 the reference; greedy search and sampling only.
+            tokenizer: the decoder's tokenizer, needed with ``stop_strings`` (as in the reference) to
+                read the text of the tokens.
             cache_implementation: ``None``/``"dynamic"`` (growing cache) or ``"static"``
                 (preallocated, fixed-shape steps); the tokens are the same.
             compile_backend: with the static cache, ``torch.compile(backend=..., fullgraph=True)`` the step.
@@ -264,6 +267,7 @@ class GenerationMixin:
             generation_config=generation_config, **kwargs
         )
         check_host_features(settings, streamer, "pt")
+        stop = StopStrings(settings.stop_strings, tokenizer) if settings.stop_strings else None
         encoder_kwargs = {k: model_kwargs.pop(k) for k in _ENCODER_KWARGS if k in model_kwargs}
         prompt = model_kwargs.pop("decoder_input_ids", None)  # (B, P) numpy, the start token first
         model_kwargs.pop("use_cache", None)
@@ -344,8 +348,8 @@ class GenerationMixin:
         with packed(self.decoder):
             if settings.is_beam:
                 return _beam_search(decoder, input_ids, settings, batch_size, self.config.decoder.vocab_size,
-                                    generator, started)
-            return _greedy_or_sample(decoder, input_ids, settings, generator, streamer, started)
+                                    generator, started, stop)
+            return _greedy_or_sample(decoder, input_ids, settings, generator, streamer, started, stop)
 
 
 def _out_of_time(s: GenerationSettings, started: float) -> bool:
@@ -354,7 +358,8 @@ def _out_of_time(s: GenerationSettings, started: float) -> bool:
 
 
 def _greedy_or_sample(decoder, input_ids: torch.Tensor, s: GenerationSettings,
-                      generator: Optional[torch.Generator], streamer: Any = None, started: float = 0.0):
+                      generator: Optional[torch.Generator], streamer: Any = None, started: float = 0.0,
+                      stop: Optional[StopStrings] = None):
     """Greedy search / multinomial sampling (the reference's ``_sample``)."""
     eos = torch.tensor(s.eos_token_ids, dtype=torch.long, device=input_ids.device)
     has_eos = len(s.eos_token_ids) > 0
@@ -379,6 +384,8 @@ def _greedy_or_sample(decoder, input_ids: torch.Tensor, s: GenerationSettings,
             streamer.put(next_tokens.cpu())
         if has_eos:
             unfinished = unfinished & ~torch.isin(next_tokens, eos)
+        if stop is not None:
+            unfinished = unfinished & ~torch.from_numpy(stop(input_ids.cpu().numpy())).to(unfinished.device)
         if _out_of_time(s, started):
             unfinished = torch.zeros_like(unfinished)
         if input_ids.shape[1] >= s.max_length or not bool(unfinished.any()):
@@ -400,7 +407,8 @@ def _gather_beams(tensor: torch.Tensor, beam_indices: torch.Tensor) -> torch.Ten
 
 
 def _beam_search(decoder, input_ids: torch.Tensor, s: GenerationSettings, batch_size: int, vocab_size: int,
-                 generator: Optional[torch.Generator] = None, started: float = 0.0):
+                 generator: Optional[torch.Generator] = None, started: float = 0.0,
+                 stop: Optional[StopStrings] = None):
     """The reference's vectorised beam search (transformers 4.57 ``_beam_search``); with ``do_sample``
     beam sampling: the continuations are drawn without replacement from softmax(accumulated scores)
     instead of taken best first (the warpers ran on the log-probabilities before).
@@ -467,6 +475,9 @@ def _beam_search(decoder, input_ids: torch.Tensor, s: GenerationSettings, batch_
         hits = torch.full_like(topk_ids, cur_len + 1 >= max_length, dtype=torch.bool)
         if n_eos:
             hits = hits | torch.isin(topk_ids, eos)
+        if stop is not None:
+            written = topk_running_sequences[:, :, :cur_len + 1].reshape(-1, cur_len + 1).cpu().numpy()
+            hits = hits | torch.from_numpy(stop(written)).to(device).view_as(hits)
         if _out_of_time(s, started):
             hits = torch.ones_like(hits)
 

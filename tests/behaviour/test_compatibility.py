@@ -310,6 +310,27 @@ def check_generate_max_time(framework, env):
     _same_generation(framework, env, max_new_tokens=5, max_time=60.0)
 
 
+def check_generate_stop_strings(framework, env):
+    """Stop strings cut from the reference's own output: one across two tokens with overhang at both
+    ends (row 0's 3rd and 4th new tokens), one that row 1 never writes; greedy and 3 beams."""
+    from encdec.generation_utils import StopStrings
+
+    batch = env["batch"]
+    ids, mask = torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"])
+    free = env["reference"].generate(ids, attention_mask=mask, max_new_tokens=8)
+    texts = StopStrings(["x"], env["tokenizer"])._text
+    first, second = texts(int(free[0, 3])), texts(int(free[0, 4]))
+    strings = [first[-2:] + second[:1], "never written here"]
+    for kwargs in (dict(max_new_tokens=8), dict(max_new_tokens=8, num_beams=3)):
+        expected = env["reference"].generate(ids, attention_mask=mask, stop_strings=strings,
+                                             tokenizer=env["tokenizer"], **kwargs)
+        if "num_beams" not in kwargs:
+            assert expected.shape[1] < free.shape[1] or (expected[0, 5:] == 0).all(), "the stop string must stop row 0"
+        for tokenizer in (env["tokenizer"], _tokenizers(env)[0]):  # the reference's, ours
+            got = _generate(framework, env, stop_strings=strings, tokenizer=tokenizer, **kwargs)
+            np.testing.assert_array_equal(_numpy(got), expected.numpy())
+
+
 def check_generate_return_dict(framework, env):
     batch = env["batch"]
     kwargs = dict(max_new_tokens=5, num_beams=3, return_dict_in_generate=True, output_scores=True)
@@ -411,6 +432,7 @@ CHECKS = {
     "generate.beam_sample": check_generate_beam_sample,
     "generate.streamer": check_generate_streamer,
     "generate.max_time": check_generate_max_time,
+    "generate.stop_strings": check_generate_stop_strings,
     "tokenizer.call": check_tokenizer_call,
     "tokenizer.text_target": check_tokenizer_text_target,
     "tokenizer.pairs": check_tokenizer_pairs,
@@ -433,7 +455,7 @@ def _streamer(env):
 PROBES = {
     "generate.streamer": lambda env: {"streamer": _streamer(env)},
     "generate.group_beam": lambda env: {"num_beams": 4, "num_beam_groups": 2, "diversity_penalty": 1.0},
-    "generate.stop_strings": lambda env: {"stop_strings": ["x"], "tokenizer": env["tokenizer"]},
+    "generate.stop_strings": lambda env: {"stop_strings": ["x"], "tokenizer": env["tokenizer"]},  # TF, Flax
     "generate.max_time": lambda env: {"max_time": 1.0},
 }
 
