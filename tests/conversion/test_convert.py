@@ -14,7 +14,7 @@ from encdec.checkpoint import load_checkpoint, owned_only
 from encdec.files import CheckpointError
 from encdec.formats.safetensors import save_state_dict
 from encdec.naming.schema import schema_for
-from encdec.testing import ARCHS, deterministic_state_dict, tiny_config
+from encdec.testing import ARCHS, deterministic_state_dict, pair_params, tiny_config
 
 # (to, format, max_shard_size or None) -> (files a single save writes, file a sharded save's index has)
 LAYOUTS = [
@@ -179,6 +179,17 @@ def test_cli_help_and_exit_codes(canonical, tmp_path, capsys):
     assert main([src, str(tmp_path / "bad"), "--to", "flax", "--format", "h5", "--quiet"]) == 2
     assert "error:" in capsys.readouterr().err
     assert main([str(tmp_path / "nothing"), str(tmp_path / "bad2"), "--to", "tf", "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("arch", pair_params())
+def test_cli_verify_passes_for_every_pair(canonical, tmp_path, arch):
+    """`encdec-convert --verify` (the converted model's outputs against the source's) for every
+    pair (CI: the covering pairs), to TF and Flax in turn."""
+    pytest.importorskip("torch")
+    to = ("tf", "flax")[ARCHS.index(arch) % 2]
+    pytest.importorskip("tensorflow" if to == "tf" else "flax")
+    src, *_ = canonical(arch)
+    assert main([src, str(tmp_path / "out"), "--to", to, "--verify", "--quiet"]) == 0
 
 
 def test_cli_verify_prints_diffs_and_fails_above_tolerance(canonical, tmp_path, capsys):
