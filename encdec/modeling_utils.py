@@ -186,3 +186,15 @@ class AutoFactory:
     def register(cls, model_type: str, model_class: Any) -> None:
         """Register ``model_class`` for ``model_type`` in this factory's role."""
         cls.registry.register(model_type, **{cls.role: model_class})
+
+
+def padded_vocab_size(current: int, new_num_tokens: Optional[int], pad_to_multiple_of: Optional[int]) -> int:
+    """The vocabulary size ``resize_token_embeddings`` makes (the reference's rule)."""
+    size = current if new_num_tokens is None else int(new_num_tokens)
+    if pad_to_multiple_of is not None:
+        if not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of!r}")
+        size = -(-size // pad_to_multiple_of) * pad_to_multiple_of
+    if size < 1:
+        raise ValueError(f"new_num_tokens must be >= 1, got {size}")
+    return size

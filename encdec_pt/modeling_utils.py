@@ -22,6 +22,7 @@ from encdec.formats.safetensors import save_state_dict
 from encdec.formats.torch_bin import save_torch_bin
 from encdec.generation_config import GenerationConfig
 from encdec.loading import load_pretrained
+from encdec.modeling_utils import padded_vocab_size
 from encdec.naming.schema import Schema, schema_for
 
 
@@ -571,18 +572,6 @@ class PreTrainedModel(nn.Module):
             embeddings = {f"{name}.weight" for name, module in self.named_modules() if isinstance(module, nn.Embedding)}
             params = {name: p for name, p in params.items() if name not in embeddings}
         return sum(p.numel() for p in params.values() if p.requires_grad or not only_trainable)
-
-
-def padded_vocab_size(current: int, new_num_tokens: Optional[int], pad_to_multiple_of: Optional[int]) -> int:
-    """The vocabulary size ``resize_token_embeddings`` makes (the reference's rule)."""
-    size = current if new_num_tokens is None else int(new_num_tokens)
-    if pad_to_multiple_of is not None:
-        if not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1:
-            raise ValueError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of!r}")
-        size = -(-size // pad_to_multiple_of) * pad_to_multiple_of
-    if size < 1:
-        raise ValueError(f"new_num_tokens must be >= 1, got {size}")
-    return size
 
 
 # The initialisers of ``torch.nn.init`` that constructors (``nn.Linear.reset_parameters``, GPT-2's

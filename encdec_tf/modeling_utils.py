@@ -25,7 +25,7 @@ from encdec.formats.hf_tf_h5 import write_tf_h5
 from encdec.formats.safetensors import release_pages, save_state_dict
 from encdec.generation_config import GenerationConfig
 from encdec.loading import load_pretrained
-from encdec.modeling_utils import check_token_ids
+from encdec.modeling_utils import check_token_ids, padded_vocab_size
 from encdec.naming.layout import framework_path, framework_rule, from_framework
 from encdec.naming.schema import ParamSpec, Schema
 from encdec_tf.layers import XLATraceCall, deferred_initialisers, run_initialisers
@@ -249,6 +249,55 @@ class TFPreTrainedModel(XLATraceCall, keras.Model):
             return self.get_input_embeddings()
         raise NotImplementedError(f"{type(self).__name__} with tie_word_embeddings=False: its output layer is not "
                                   "exposed (the reference's TF language-model heads are always tied)")
+
+    def resize_token_embeddings(self, new_num_tokens: Optional[int] = None,
+                                pad_to_multiple_of: Optional[int] = None) -> keras.layers.Embedding:
+        """Grow or shrink the vocabulary (PyTorch's rule, ``encdec_pt``): old rows kept, new rows drawn
+        like the model's init (N(0, initializer_range); zeros for an output bias), every tensor of
+        vocabulary size resized (word embeddings, the LM head's bias), ties kept, ``config.vocab_size``
+        updated. The variables are new objects: ``compile`` a Keras model again before ``fit``.
+        Returns the input embedding layer."""
+        embedding = self.get_input_embeddings()
+        old_n = int(embedding.embeddings.shape[0])
+        n = padded_vocab_size(old_n, new_num_tokens, pad_to_multiple_of)
+        if n == old_n:
+            return embedding
+        old_schema, variables = self.schema(), self.canonical_variables()
+        configs = {id(layer.config): layer.config for layer in self._flatten_layers(include_self=True)
+                   if getattr(getattr(layer, "config", None), "vocab_size", None) == old_n}
+        for config in configs.values():  # the model's and those its sub-layers were built with
+            config.vocab_size = n
+        new_schema = self.schema()
+        rng = np.random.default_rng()
+        replaced: Dict[int, keras.Variable] = {}
+        for name, variable in variables.items():
+            old_shape, new_shape = old_schema[name].shape, new_schema[name].shape
+            if old_shape == new_shape or id(variable) in replaced:
+                continue
+            axis = next(i for i, (a, b) in enumerate(zip(old_shape, new_shape)) if a != b)
+            if tuple(variable.shape) != tuple(old_shape):  # stored transposed
+                axis = len(old_shape) - 1 - axis
+            value = np.asarray(variable.numpy())
+            shape = list(value.shape)
+            shape[axis] = n
+            std = getattr(self.config, "initializer_range", 0.02)
+            new = (np.zeros(shape) if value.ndim == 1 else rng.normal(0.0, std, shape)).astype(value.dtype)
+            keep = [slice(None)] * value.ndim
+            keep[axis] = slice(0, min(n, old_n))
+            new[tuple(keep)] = value[tuple(keep)]
+            replaced[id(variable)] = keras.Variable(new, name=variable.name, trainable=variable.trainable,
+                                                    dtype=variable.dtype)
+        for layer in self._flatten_layers(include_self=True):
+            for attr, value in list(vars(layer).items()):
+                if id(value) in replaced and isinstance(value, keras.Variable):
+                    object.__setattr__(layer, attr, replaced[id(value)])
+            for tracked in (layer._trainable_variables, layer._non_trainable_variables):
+                for i, value in enumerate(tracked):
+                    if id(value) in replaced:
+                        tracked[i] = replaced[id(value)]
+            if isinstance(layer, keras.layers.Embedding) and int(layer.embeddings.shape[0]) == n:
+                layer.input_dim = n
+        return self.get_input_embeddings()
 
     # --- canonical weights ------------------------------------------------------------------
     def schema(self) -> Schema:

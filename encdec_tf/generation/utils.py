@@ -245,6 +245,8 @@ class TFGenerationMixin:
                 return run(source, attention_mask, encoder_kwargs, prompt, seed_pair)
 
         functions = self.__dict__.setdefault("_generate_functions", {})
+        # a traced function holds the variables it read: a resized vocabulary makes new ones
+        signature = signature + ((self.config.encoder.vocab_size, self.config.decoder.vocab_size),)
         if signature not in functions:
             functions[signature] = tf.function(run_for_xla, jit_compile=True, autograph=False)
         return functions[signature]

@@ -121,6 +121,37 @@ def test_decoder_resize_token_embeddings_like_reference(folder, new_num_tokens, 
         ours.decoder.resize_token_embeddings(100, pad_to_multiple_of=0)
 
 
+@pytest.mark.parametrize("new_num_tokens,pad_to_multiple_of", [(101, 8), (96, None)])
+def test_tf_decoder_resize_token_embeddings(folder, tmp_path, new_num_tokens, pad_to_multiple_of):
+    """TF ``decoder.resize_token_embeddings`` (the reference's composite raises, its halves resize):
+    the size and kept rows of the reference's PyTorch resize, the old tokens' logits unchanged, a new
+    token id accepted, generate (traced again) and a save/load round trip on the new size."""
+    pytest.importorskip("tensorflow")
+    from encdec_tf import TFEncoderDecoderModel
+
+    _, ref = _pair(folder)
+    ours = TFEncoderDecoderModel.from_pretrained(folder)
+    ids, dec = np.array([[5, 6, 7, 8]]), np.array([[2, 5, 9]])
+    before = ours(input_ids=ids, decoder_input_ids=dec).logits.numpy()
+    ours.generate(ids, max_new_tokens=2)
+    layer = ours.decoder.resize_token_embeddings(new_num_tokens, pad_to_multiple_of=pad_to_multiple_of)
+    expected = ref.decoder.resize_token_embeddings(new_num_tokens, pad_to_multiple_of=pad_to_multiple_of)
+    n = expected.num_embeddings
+    assert tuple(layer.embeddings.shape) == tuple(expected.weight.shape) and ours.config.decoder.vocab_size == n
+    keep = min(99, n)
+    np.testing.assert_array_equal(layer.embeddings.numpy()[:keep], expected.weight.detach().numpy()[:keep])
+    after = ours(input_ids=ids, decoder_input_ids=dec).logits.numpy()
+    assert after.shape[-1] == n
+    if n > 99:
+        np.testing.assert_array_equal(after[..., :99], before)
+        assert ours(input_ids=ids, decoder_input_ids=np.array([[2, 5, n - 1]])).logits.shape[-1] == n
+    generated = np.asarray(ours.generate(ids, max_new_tokens=2, num_beams=2))
+    assert generated.shape == (1, 3) and generated.max() < n
+    ours.save_pretrained(str(tmp_path))
+    reloaded = TFEncoderDecoderModel.from_pretrained(str(tmp_path))
+    np.testing.assert_array_equal(reloaded(input_ids=ids, decoder_input_ids=dec).logits.numpy(), after)
+
+
 def test_tf_num_parameters_and_output_embeddings_like_reference(folder):
     pytest.importorskip("tensorflow")
     from encdec_tf import TFEncoderDecoderModel
