@@ -71,6 +71,24 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
             step = tf.cast(step, tf.float32)
             return args.learning_rate * lr_factor(step, args.warmup_steps, args.steps, tf.minimum, tf.maximum)
 
+    class AdamW(keras.optimizers.AdamW):
+        """Keras's AdamW with the update of torch's and optax's: Keras adds epsilon to sqrt(v) before
+        the bias correction (in effect epsilon / sqrt(1 - beta_2^t), 30x larger on the first step),
+        which moves every small gradient's update; here epsilon is added to the corrected sqrt(v)."""
+
+        def update_step(self, gradient, variable, learning_rate):
+            ops = keras.ops
+            lr = ops.cast(learning_rate, variable.dtype)
+            gradient = ops.cast(gradient, variable.dtype)
+            t = ops.cast(self.iterations + 1, variable.dtype)
+            m = self._momentums[self._get_variable_index(variable)]
+            v = self._velocities[self._get_variable_index(variable)]
+            self.assign_add(m, (gradient - m) * (1 - self.beta_1))
+            self.assign_add(v, (ops.square(gradient) - v) * (1 - self.beta_2))
+            m_hat = m / (1 - ops.power(ops.cast(self.beta_1, variable.dtype), t))
+            v_hat = v / (1 - ops.power(ops.cast(self.beta_2, variable.dtype), t))
+            self.assign_sub(variable, lr * m_hat / (ops.sqrt(v_hat) + self.epsilon))
+
     class Step(keras.Model):
         """The encoder-decoder behind ``fit`` with the weighted loss of encdec_app.train.data."""
 
@@ -105,7 +123,7 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
     with strategy.scope():
         model = build_model(setup, args, resume)
         trainer = Step(model)
-        optimizer = keras.optimizers.AdamW(Schedule(), beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+        optimizer = AdamW(Schedule(), beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                                            weight_decay=args.weight_decay)
         trainer.compile(optimizer=optimizer, jit_compile=False)
         optimizer.build(trainer.trainable_variables)

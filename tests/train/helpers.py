@@ -15,6 +15,7 @@ import sys
 from typing import Dict, List, Optional
 
 from encdec.formats.safetensors import save_state_dict
+from encdec.configuration import EncoderDecoderConfig
 from encdec.naming.schema import schema_for
 from encdec.testing import deterministic_state_dict, minilm_path, tiny_arch_config
 from encdec_app.demo_data import make_dataset
@@ -42,6 +43,25 @@ def tiny_pair(root: str, decoder_type: str = "bert") -> Dict[str, str]:
             "decoder": tiny_side(os.path.join(root, "dec"), decoder_type, "causal_lm", 1)}
 
 
+def tiny_composite(folder: str, decoder_type: str = "gpt2") -> str:
+    """A composite folder (config, deterministic numpy weights of every parameter, cross-attention
+    included, and the MiniLM tokenizer): every framework starts ``--model`` from the same weights,
+    which a warm start cannot give (each framework draws the new cross-attention with its own RNG)."""
+    encoder = tiny_arch_config("bert", vocab_size=VOCAB)
+    decoder = tiny_arch_config(decoder_type, vocab_size=VOCAB)
+    if decoder_type == "gpt2":
+        decoder.n_positions = 64
+    # MiniLM's [CLS] starts the decoder, [SEP] ends it, [PAD] pads
+    config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder, decoder_start_token_id=101,
+                                                               eos_token_id=102, pad_token_id=0)
+    os.makedirs(folder, exist_ok=True)
+    config.save_pretrained(folder)
+    save_state_dict(deterministic_state_dict(schema_for(config), seed=2), folder)
+    for name in TOKENIZER_FILES:
+        shutil.copy(os.path.join(minilm_path(), name), folder)
+    return folder
+
+
 def write_jsonl(path: str, n: int, seed: int = 0) -> str:
     train, _ = make_dataset(n, 0, seed=seed)
     with open(path, "w") as f:
@@ -51,7 +71,9 @@ def write_jsonl(path: str, n: int, seed: int = 0) -> str:
 
 
 def train_args(pair: Dict[str, str], data: str, output: str, framework: str, *extra: str) -> List[str]:
-    return ["train", "--framework", framework, "--encoder", pair["encoder"], "--decoder", pair["decoder"],
+    """``encdec train`` arguments: ``pair`` is ``{"encoder", "decoder"}`` (warm start) or ``{"model"}``."""
+    model = ["--model", pair["model"]] if "model" in pair else ["--encoder", pair["encoder"], "--decoder", pair["decoder"]]
+    return ["train", "--framework", framework, *model,
             "--data", data, "--output", output, "--batch-size", "4", "--steps", "3", "--learning-rate", "1e-3",
             "--source-max-length", "24", "--target-max-length", "12", "--quiet", *extra]
 
