@@ -117,7 +117,10 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
             fully_shard(layer, **({"mp_policy": mp} if mp else {}))
         fully_shard(model, **({"mp_policy": mp} if mp else {}))
     elif distributed:
-        forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+        # find_unused_parameters: a parameter the loss never reaches (the encoder's pooler) would
+        # leave DDP waiting for its gradient
+        forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None,
+                                                            find_unused_parameters=True)
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate,
                                   betas=(0.9, 0.999), eps=1e-8, weight_decay=args.weight_decay)

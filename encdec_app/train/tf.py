@@ -44,6 +44,28 @@ def build_model(setup: Setup, args: argparse.Namespace, folder: Optional[str]):
     return TFEncoderDecoderModel.from_encoder_decoder_pretrained(args.encoder, args.decoder, **kwargs)
 
 
+LOGICAL_CPUS = "ENCDEC_TF_LOGICAL_CPUS"
+
+
+def local_devices(tf):
+    """The devices of ``MirroredStrategy``: TensorFlow's default (every GPU, else the CPU), or, when
+    the environment variable ``ENCDEC_TF_LOGICAL_CPUS=N`` is set, N logical devices carved out of the
+    one physical CPU: a way to run the several-replica code path (all-reduce, per-replica shares) on
+    a machine without accelerators, for tests and trials. It is refused where TensorFlow sees a GPU
+    or more than one physical CPU, so it never stands in for real devices."""
+    count = os.environ.get(LOGICAL_CPUS)
+    if not count:
+        return None
+    if not count.isdigit() or int(count) < 1:
+        raise SystemExit(f"encdec train: {LOGICAL_CPUS} must be a positive integer, got {count!r}")
+    cpus, gpus = tf.config.list_physical_devices("CPU"), tf.config.list_physical_devices("GPU")
+    if gpus or len(cpus) != 1:
+        raise SystemExit(f"encdec train: {LOGICAL_CPUS} splits one physical CPU into logical devices; this machine "
+                         f"has {len(gpus)} GPU(s) and {len(cpus)} physical CPU(s): unset it to use them")
+    tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * int(count))
+    return [d.name for d in tf.config.list_logical_devices("CPU")]
+
+
 def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
     from encdec_app.frameworks import _import_tf_quietly
 
@@ -55,7 +77,10 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
     if args.bf16:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     multi_worker = bool(os.environ.get("TF_CONFIG"))
-    strategy = tf.distribute.MultiWorkerMirroredStrategy() if multi_worker else tf.distribute.MirroredStrategy()
+    if multi_worker:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        strategy = tf.distribute.MirroredStrategy(local_devices(tf))
     replicas = strategy.num_replicas_in_sync
     main = not multi_worker or json.loads(os.environ["TF_CONFIG"])["task"].get("index", 0) == 0
     if args.batch_size % (replicas * args.grad_accum):

@@ -1,0 +1,124 @@
+"""``encdec train`` on each framework's own engine over virtual devices of the CPU, held to one device.
+
+Every run starts ``--model`` from one composite folder of deterministic weights (``tiny_composite``:
+the same initial weights in every framework), with ``--dropout 0``, 3 steps of one global batch of 8.
+- TensorFlow on one device repeats PyTorch's losses (the three trainers share the data order, the
+  token-mean loss, clipping and the AdamW update).
+- Several devices repeat one device's losses and final parameters: PyTorch under ``torchrun`` with 2
+  gloo processes (DDP, FSDP2), Flax over 8 XLA host devices on data x model meshes, TensorFlow's
+  ``MirroredStrategy`` over 2 logical CPUs; the folder (and the checkpoint) such a run writes is the
+  single-folder format and loads on one device with the one-device run's logits.
+- ``--gradient-checkpointing`` repeats the losses of a run without it.
+The learning rate is 1e-4: AdamW turns a gradient's rounding noise into an update of up to the
+learning rate, so a larger one would measure Adam's amplification of float32 rounding, not the code.
+"""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from encdec.testing import TOLERANCE
+from encdec_app.cli import main
+from encdec_app.frameworks import model_class
+
+from helpers import PYTHON, metrics, run_subprocess, tiny_composite, train_args, write_jsonl
+
+TOL = TOLERANCE["float32"]
+STEPS_ARGS = ("--dropout", "0", "--batch-size", "8", "--learning-rate", "1e-4")
+ENCDEC = os.path.join(os.path.dirname(PYTHON), "encdec")  # the console script next to this interpreter
+
+# (framework, options, environment, launcher); CI runs one per framework, --runslow all
+LAYOUTS = [
+    pytest.param("pt", ("--strategy", "ddp"), {}, "torchrun", id="pt-ddp-2"),
+    pytest.param("pt", ("--strategy", "fsdp"), {}, "torchrun", id="pt-fsdp-2", marks=pytest.mark.slow),
+    pytest.param("flax", ("--mesh", "data=8,model=1"), {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+                 "python", id="flax-8x1", marks=pytest.mark.slow),
+    pytest.param("flax", ("--mesh", "data=4,model=2"), {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+                 "python", id="flax-4x2"),
+    pytest.param("flax", ("--mesh", "data=2,model=4"), {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+                 "python", id="flax-2x4", marks=pytest.mark.slow),
+    pytest.param("tf", (), {"ENCDEC_TF_LOGICAL_CPUS": "2"}, "python", id="tf-2"),
+]
+
+
+@pytest.fixture(scope="module")
+def run_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("devices")
+    return {"model": tiny_composite(str(root / "composite")), "data": write_jsonl(str(root / "train.jsonl"), 16),
+            "root": root, "one_device": {}}
+
+
+def one_device(run_setup, framework: str) -> str:
+    """The output folder of the one-device run of ``framework`` (run once per module, in this process)."""
+    done = run_setup["one_device"]
+    if framework not in done:
+        out = str(run_setup["root"] / f"one-{framework}")
+        assert main(train_args({"model": run_setup["model"]}, run_setup["data"], out, framework, *STEPS_ARGS)) == 0
+        done[framework] = out
+    return done[framework]
+
+
+def losses(output: str):
+    rows = metrics(output)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    return [r["loss"] for r in rows]
+
+
+def logits(framework: str, folder: str) -> np.ndarray:
+    """Logits of a fixed batch, with the folder loaded on one device."""
+    model = model_class(framework).from_pretrained(folder)
+    ids = np.array([[101, 2023, 2003, 1037, 3231, 102, 0], [101, 7592, 102, 0, 0, 0, 0]], np.int32)
+    dec = np.array([[101, 1015, 1011, 5890, 102], [101, 2184, 102, 0, 0]], np.int32)
+    kwargs = dict(input_ids=ids, attention_mask=(ids > 0).astype(np.int32), decoder_input_ids=dec,
+                  decoder_attention_mask=(dec > 0).astype(np.int32))
+    if framework == "pt":
+        import torch
+
+        with torch.no_grad():
+            return model(**{k: torch.from_numpy(v).long() for k, v in kwargs.items()}).logits.numpy()
+    return np.asarray(model(**kwargs).logits)
+
+
+def test_tf_repeats_pytorch_losses_on_one_device(run_setup):
+    pt, tf = one_device(run_setup, "pt"), one_device(run_setup, "tf")
+    np.testing.assert_allclose(losses(tf), losses(pt), rtol=0, atol=TOL["abs"])
+    np.testing.assert_allclose(logits("tf", tf), logits("pt", pt), rtol=0, atol=TOL["abs"])
+
+
+@pytest.mark.parametrize("framework, options, env, launcher", LAYOUTS)
+def test_several_devices_repeat_one_device(run_setup, tmp_path, framework, options, env, launcher):
+    reference = one_device(run_setup, framework)
+    out = str(tmp_path / "run")
+    argv = train_args({"model": run_setup["model"]}, run_setup["data"], out, framework, *STEPS_ARGS,
+                      "--save-every", "3", *options)
+    if launcher == "torchrun":
+        command = [PYTHON, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--no-python", ENCDEC, *argv]
+        env = dict(env, OMP_NUM_THREADS="1")
+    else:
+        command = [PYTHON, "-m", "encdec_app.cli", *argv]
+    run_subprocess(command, env=env)
+
+    np.testing.assert_allclose(losses(out), losses(reference), rtol=0, atol=TOL["abs"])
+    final, single = load_file(os.path.join(out, "model.safetensors")), load_file(os.path.join(reference, "model.safetensors"))
+    assert final.keys() == single.keys()
+    for name in final:
+        np.testing.assert_allclose(final[name], single[name], rtol=0, atol=TOL["abs"], err_msg=name)
+    # the checkpoint written by the sharded run is one folder of the library's files, loadable on one device
+    checkpoint = os.path.join(out, "checkpoint-3")
+    assert {"config.json", "model.safetensors", "trainer_state.json"} <= set(os.listdir(checkpoint))
+    assert not [n for n in os.listdir(checkpoint) if "rank" in n or n.endswith(".distcp")]
+    expected = logits(framework, reference)
+    for folder in (out, checkpoint):
+        np.testing.assert_allclose(logits(framework, folder), expected, rtol=0, atol=TOL["abs"])
+
+
+@pytest.mark.parametrize("framework", ["pt", pytest.param("flax", marks=pytest.mark.slow),
+                                       pytest.param("tf", marks=pytest.mark.slow)])
+def test_gradient_checkpointing_repeats_the_losses(run_setup, tmp_path, framework):
+    out = str(tmp_path / "run")
+    assert main(train_args({"model": run_setup["model"]}, run_setup["data"], out, framework, *STEPS_ARGS,
+                           "--gradient-checkpointing")) == 0
+    np.testing.assert_allclose(losses(out), losses(one_device(run_setup, framework)), rtol=0, atol=TOL["same_model"])
