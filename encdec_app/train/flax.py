@@ -116,8 +116,11 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
                                                             jnp.minimum, jnp.maximum)
     adamw = optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=args.weight_decay)
     tx = optax.chain(optax.clip_by_global_norm(args.max_grad_norm), adamw) if args.max_grad_norm else adamw
-    opt_state = jax.jit(tx.init, out_shardings=None)(params)
-    o_sharding = jax.tree.map(lambda x: x.sharding, opt_state)
+    replicated = NamedSharding(mesh, P())
+    # Adam's moments are sharded as their parameters, the step count replicated
+    o_sharding = optax.tree_utils.tree_map_params(tx, lambda _, sharding: sharding, jax.eval_shape(tx.init, params),
+                                                  p_sharding, transform_non_params=lambda _: replicated)
+    opt_state = jax.jit(tx.init, out_shardings=o_sharding)(params)
     rng = jax.random.PRNGKey(args.seed)
     start = state["step"]
     if resume:
@@ -127,7 +130,6 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
                                    o_sharding)
         rng = jnp.asarray(saved["rng"])
     batch_sharding = NamedSharding(mesh, P("data"))
-    replicated = NamedSharding(mesh, P())
     accum = args.grad_accum
 
     def loss_fn(p, micro, dropout_rng):
