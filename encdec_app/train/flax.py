@@ -168,7 +168,8 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
                 np.savez(os.path.join(folder, "optimizer.npz"), rng=np.asarray(jax.device_get(rng)),
                          **{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)})
             write_checkpoint(args.output, step, write, {"examples_seen": step * args.batch_size,
-                                                        "args": config_dict(args), "mesh": [data_size, model_size]})
+                                                        "args": config_dict(args), "devices": data_size * model_size,
+                                                        "mesh": [data_size, model_size]})
         multihost_utils.sync_global_devices(f"checkpoint-{step}")
 
     log = MetricsLog(args.output, start, main)

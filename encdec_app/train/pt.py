@@ -153,7 +153,7 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
                 torch.save({"optimizer": optim, "schedule": schedule.state_dict(), "rng": rngs},
                            os.path.join(folder, "optimizer.pt"))
             write_checkpoint(args.output, step, write, {"examples_seen": step * args.batch_size,
-                                                        "args": config_dict(args), "world_size": world})
+                                                        "args": config_dict(args), "devices": world})
         if distributed:
             dist.barrier()
 

@@ -66,14 +66,45 @@ def local_devices(tf):
     return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
+def recompute_layers(tf, keras, model) -> None:
+    """``--gradient-checkpointing``: every layer held in a list (the transformer layers of both
+    sides, as PyTorch's ``ModuleList``) runs under ``tf.recompute_grad``, so its activations are
+    recomputed in the backward pass instead of kept."""
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for value in list(vars(layer).values()):
+            if isinstance(value, (list, tuple)) and value and all(isinstance(v, keras.layers.Layer) for v in value):
+                for block in value:
+                    block.call = recomputed(tf, block.call)
+
+
+def recomputed(tf, call):
+    """``call`` under ``tf.recompute_grad``: a graph-mode custom gradient takes positional tensors
+    and returns tensors only, so tensor keyword arguments (the encoder states, the masks) go in as
+    positional ones, the others (``training``, None) are closed over, and None outputs are put back."""
+    def wrapper(*args, **kwargs):
+        names = [k for k, v in kwargs.items() if tf.is_tensor(v)]
+        fixed = {k: v for k, v in kwargs.items() if k not in names}
+        structure = {}
+
+        @tf.recompute_grad
+        def tensors_only(*tensors):
+            out = call(*tensors[:len(args)], **fixed, **dict(zip(names, tensors[len(args):])))
+            structure["out"] = out
+            return [x for x in tf.nest.flatten(out) if x is not None]
+
+        tensors = iter(tensors_only(*args, *[kwargs[k] for k in names]))
+        flat = [None if x is None else next(tensors) for x in tf.nest.flatten(structure["out"])]
+        return tf.nest.pack_sequence_as(structure["out"], flat)
+
+    return wrapper
+
+
 def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
     from encdec_app.frameworks import _import_tf_quietly
 
     tf = _import_tf_quietly()
     import keras
 
-    if args.gradient_checkpointing:
-        raise SystemExit("encdec train: --gradient-checkpointing is not implemented for --framework tf yet")
     if args.bf16:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     multi_worker = bool(os.environ.get("TF_CONFIG"))
@@ -147,6 +178,8 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
 
     with strategy.scope():
         model = build_model(setup, args, resume)
+        if args.gradient_checkpointing:
+            recompute_layers(tf, keras, model)
         trainer = Step(model)
         optimizer = AdamW(Schedule(), beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                                            weight_decay=args.weight_decay)
@@ -182,7 +215,7 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
                      **{f"state_{i}": np.asarray(v) for i, v in enumerate(model.non_trainable_variables)})
         if main:
             write_checkpoint(args.output, step, write, {"examples_seen": step * args.batch_size,
-                                                        "args": config_dict(args), "replicas": replicas})
+                                                        "args": config_dict(args), "devices": replicas})
 
     class Callback(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

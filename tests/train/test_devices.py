@@ -22,6 +22,7 @@ from safetensors.numpy import load_file
 
 from encdec.testing import TOLERANCE
 from encdec_app.cli import main
+from encdec_app.train.common import read_state
 from encdec_app.frameworks import model_class
 
 from helpers import PYTHON, metrics, run_subprocess, tiny_composite, train_args, write_jsonl
@@ -30,17 +31,15 @@ TOL = TOLERANCE["float32"]
 STEPS_ARGS = ("--dropout", "0", "--batch-size", "8", "--learning-rate", "1e-4")
 ENCDEC = os.path.join(os.path.dirname(PYTHON), "encdec")  # the console script next to this interpreter
 
-# (framework, options, environment, launcher); CI runs one per framework, --runslow all
+XLA8 = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+# (framework, options, environment, launcher, devices); CI runs one per framework, --runslow all
 LAYOUTS = [
-    pytest.param("pt", ("--strategy", "ddp"), {}, "torchrun", id="pt-ddp-2"),
-    pytest.param("pt", ("--strategy", "fsdp"), {}, "torchrun", id="pt-fsdp-2", marks=pytest.mark.slow),
-    pytest.param("flax", ("--mesh", "data=8,model=1"), {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
-                 "python", id="flax-8x1", marks=pytest.mark.slow),
-    pytest.param("flax", ("--mesh", "data=4,model=2"), {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
-                 "python", id="flax-4x2"),
-    pytest.param("flax", ("--mesh", "data=2,model=4"), {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
-                 "python", id="flax-2x4", marks=pytest.mark.slow),
-    pytest.param("tf", (), {"ENCDEC_TF_LOGICAL_CPUS": "2"}, "python", id="tf-2"),
+    pytest.param("pt", ("--strategy", "ddp"), {}, "torchrun", 2, id="pt-ddp-2"),
+    pytest.param("pt", ("--strategy", "fsdp"), {}, "torchrun", 2, id="pt-fsdp-2", marks=pytest.mark.slow),
+    pytest.param("flax", ("--mesh", "data=8,model=1"), XLA8, "python", 8, id="flax-8x1", marks=pytest.mark.slow),
+    pytest.param("flax", ("--mesh", "data=4,model=2"), XLA8, "python", 8, id="flax-4x2"),
+    pytest.param("flax", ("--mesh", "data=2,model=4"), XLA8, "python", 8, id="flax-2x4", marks=pytest.mark.slow),
+    pytest.param("tf", (), {"ENCDEC_TF_LOGICAL_CPUS": "2"}, "python", 2, id="tf-2"),
 ]
 
 
@@ -88,8 +87,8 @@ def test_tf_repeats_pytorch_losses_on_one_device(run_setup):
     np.testing.assert_allclose(logits("tf", tf), logits("pt", pt), rtol=0, atol=TOL["abs"])
 
 
-@pytest.mark.parametrize("framework, options, env, launcher", LAYOUTS)
-def test_several_devices_repeat_one_device(run_setup, tmp_path, framework, options, env, launcher):
+@pytest.mark.parametrize("framework, options, env, launcher, devices", LAYOUTS)
+def test_several_devices_repeat_one_device(run_setup, tmp_path, framework, options, env, launcher, devices):
     reference = one_device(run_setup, framework)
     out = str(tmp_path / "run")
     argv = train_args({"model": run_setup["model"]}, run_setup["data"], out, framework, *STEPS_ARGS,
@@ -100,6 +99,7 @@ def test_several_devices_repeat_one_device(run_setup, tmp_path, framework, optio
     else:
         command = [PYTHON, "-m", "encdec_app.cli", *argv]
     run_subprocess(command, env=env)
+    assert read_state(os.path.join(out, "checkpoint-3"))["devices"] == devices
 
     np.testing.assert_allclose(losses(out), losses(reference), rtol=0, atol=TOL["abs"])
     final, single = load_file(os.path.join(out, "model.safetensors")), load_file(os.path.join(reference, "model.safetensors"))
