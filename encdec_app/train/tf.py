@@ -179,6 +179,11 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
     with strategy.scope():
         model = build_model(setup, args, resume)
         if args.gradient_checkpointing:
+            # Keras's dropout draws from a seed generator that each call advances: the recomputed
+            # layer would drop other units than the forward pass did, and the gradient would be wrong
+            if any(getattr(side, k) for side in (model.config.encoder, model.config.decoder) for k in dropout_fields(side)):
+                raise SystemExit("encdec train: --gradient-checkpointing with --framework tf needs --dropout 0 "
+                                 "(a recomputed Keras dropout draws a new mask)")
             recompute_layers(tf, keras, model)
         trainer = Step(model)
         optimizer = AdamW(Schedule(), beta_1=0.9, beta_2=0.999, epsilon=1e-8,

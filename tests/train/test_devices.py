@@ -122,3 +122,26 @@ def test_gradient_checkpointing_repeats_the_losses(run_setup, tmp_path, framewor
     assert main(train_args({"model": run_setup["model"]}, run_setup["data"], out, framework, *STEPS_ARGS,
                            "--gradient-checkpointing")) == 0
     np.testing.assert_allclose(losses(out), losses(one_device(run_setup, framework)), rtol=0, atol=TOL["same_model"])
+
+
+def test_tf_gradient_checkpointing_recomputes_each_layer(run_setup):
+    """TensorFlow's remat is this package's (``recompute_layers``; PyTorch's and Flax's are the
+    models' own): each layer of both sides runs twice in a gradient (forward, then recomputed)."""
+    import tensorflow as tf
+    import keras
+
+    from encdec_app.train.tf import recompute_layers
+
+    model = model_class("tf").from_pretrained(run_setup["model"])
+    blocks = [model.encoder.encoder.layer[0], model.decoder.transformer.h[-1]]
+    calls = []
+    for block in blocks:
+        original = block.call
+        block.call = lambda *a, _call=original, _name=block.name, **k: (calls.append(_name), _call(*a, **k))[1]
+    recompute_layers(tf, keras, model)
+    ids = tf.constant([[101, 2023, 102]])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(input_ids=ids, decoder_input_ids=ids, training=True).logits)
+    assert sorted(calls) == sorted(b.name for b in blocks)  # the forward pass
+    tape.gradient(loss, model.trainable_variables)
+    assert sorted(calls) == sorted(b.name for b in blocks for _ in range(2))  # and each again for its gradient

@@ -22,16 +22,19 @@ def test_train_saves_a_loadable_folder_and_resume_repeats_the_losses(tmp_path, f
     pair = tiny_pair(str(tmp_path))
     data = write_jsonl(str(tmp_path / "train.jsonl"), 12)
     out = str(tmp_path / "run")
-    assert main(train_args(pair, data, out, framework, "--save-every", "2", "--dropout", "0.1",
+    assert main(train_args(pair, data, out, framework, "--save-every", "1", "--dropout", "0.1",
                            "--grad-accum", "2")) == 0
     uninterrupted = [(r["step"], r["loss"]) for r in metrics(out)]
     assert [s for s, _ in uninterrupted] == [1, 2, 3]
-    assert "checkpoint-2" in os.listdir(out)
+    assert {"checkpoint-1", "checkpoint-2", "checkpoint-3"} <= set(os.listdir(out))
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
 
+    # the run as a kill during step 2 leaves it: checkpoint-1 and the log of steps 1 and 2
     resumed = str(tmp_path / "resumed")
-    shutil.copytree(out, resumed)
-    assert main(train_args(pair, data, resumed, framework, "--save-every", "2", "--dropout", "0.1",
+    os.makedirs(resumed)
+    shutil.copytree(os.path.join(out, "checkpoint-1"), os.path.join(resumed, "checkpoint-1"))
+    shutil.copy(os.path.join(out, "metrics.jsonl"), resumed)
+    assert main(train_args(pair, data, resumed, framework, "--save-every", "1", "--dropout", "0.1",
                            "--grad-accum", "2", "--resume")) == 0
     again = [(r["step"], r["loss"]) for r in metrics(resumed)]
     assert [s for s, _ in again] == [1, 2, 3]
