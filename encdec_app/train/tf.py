@@ -71,8 +71,11 @@ def recompute_layers(tf, keras, model) -> None:
     sides, as PyTorch's ``ModuleList``) runs under ``tf.recompute_grad``, so its activations are
     recomputed in the backward pass instead of kept."""
     for layer in model._flatten_layers(include_self=True, recursive=True):
-        for value in list(vars(layer).values()):
-            if isinstance(value, (list, tuple)) and value and all(isinstance(v, keras.layers.Layer) for v in value):
+        for name, value in list(vars(layer).items()):
+            # the model's own lists (``layer``, ``h``), not Keras's bookkeeping (``_layers``: every sublayer)
+            if name.startswith("_") or not isinstance(value, (list, tuple)) or not value:
+                continue
+            if all(isinstance(v, keras.layers.Layer) for v in value):
                 for block in value:
                     block.call = recomputed(tf, block.call)
 
