@@ -344,6 +344,16 @@ class EncoderDecoderConfig(PretrainedConfig):
     def vocab_size(self) -> int:
         return self.decoder.vocab_size
 
+    @vocab_size.setter
+    def vocab_size(self, value: int) -> None:
+        # The reference's own example sets `model.config.vocab_size = model.config.decoder.vocab_size`;
+        # that is accepted. Any other value would make the config disagree with the decoder's weights.
+        if value != self.decoder.vocab_size:
+            raise ValueError(
+                f"vocab_size of an EncoderDecoderConfig is the decoder's ({self.decoder.vocab_size}); "
+                f"got {value}. Resize the decoder's embeddings (resize_token_embeddings) to change it"
+            )
+
     @property
     def hidden_size(self) -> int:
         return self.decoder.hidden_size

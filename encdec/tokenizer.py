@@ -90,6 +90,16 @@ class BatchEncoding(dict):
         except KeyError:
             raise AttributeError(key) from None
 
+    def to(self, device: Any) -> "BatchEncoding":
+        """The reference's ``BatchEncoding.to``: moves PyTorch tensors to ``device`` (a torch device or
+        its name); other values are kept. Returns self, as the reference does."""
+        if not (isinstance(device, (str, int)) or type(device).__name__ == "device"):
+            raise TypeError(f"BatchEncoding.to expects a device (a torch.device, a string or an int), got {device!r}")
+        for key, value in self.items():
+            if type(value).__module__.startswith("torch") and hasattr(value, "to"):
+                self[key] = value.to(device=device)
+        return self
+
 
 def _special_property(name: str) -> property:
     def get(self: "Tokenizer") -> Optional[str]:

@@ -5,55 +5,21 @@ tokenizer_config.json, all written by the reference (transformers 4.57.6) from a
 trained here. Ours must print the reference's ids and text.
 """
 
-import io
-
 import numpy as np
 import pytest
-import sentencepiece as spm  # a base dependency of encdec: never skipped
+import sentencepiece  # noqa: F401  (a base dependency of encdec: never skipped)
+
+from fake_hub import bertgen_wmt_folder
 
 pytestmark = pytest.mark.oracle
 transformers = pytest.importorskip("transformers")
 
 INPUT_TEXT = "Hello, my dog is cute and the weather is lovely today."
-_WORDS = ("hello my dog is cute the weather lovely today translation model of a sentence and where "
-          "what how it was nice to see you again tomorrow").split()
 
 
 @pytest.fixture(scope="module")
 def model_name(tmp_path_factory):
-    import torch
-
-    folder = tmp_path_factory.mktemp("bert2bert_wmt_en_de")
-    sentences = [" ".join(_WORDS[(i * 5 + j * 3) % len(_WORDS)] for j in range(3 + i % 8)) + "."
-                 for i in range(300)]
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model, vocab_size=96,
-                                   model_type="unigram", pad_id=0, unk_id=1, bos_id=2, eos_id=3, minloglevel=2,
-                                   hard_vocab_limit=False)
-    (folder / "source.model").write_bytes(model.getvalue())
-    tokenizer = transformers.BertGenerationTokenizer(str(folder / "source.model"))
-    tokenizer.save_pretrained(folder)
-    (folder / "source.model").unlink()
-
-    sizes = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                 intermediate_size=37, max_position_embeddings=64, pad_token_id=0, bos_token_id=2, eos_token_id=3,
-                 initializer_range=1.0)
-    # Wide initial weights, this seed and a raised </s> bias make greedy search write five varied tokens
-    # and then </s> (each step's top logit leads by > 0.1), where the default initialisation repeats
-    # one token to max_length: the test covers varied ids, stopping at eos and Flax's padding after it.
-    torch.manual_seed(4)
-    encoder = transformers.BertGenerationEncoder(transformers.BertGenerationConfig(**sizes))
-    decoder = transformers.BertGenerationDecoder(
-        transformers.BertGenerationConfig(**sizes, is_decoder=True, add_cross_attention=True))
-    with torch.no_grad():
-        decoder.lm_head.bias[3] += 6.5
-    pair = transformers.EncoderDecoderModel(encoder=encoder, decoder=decoder)
-    pair.config.decoder_start_token_id, pair.config.eos_token_id, pair.config.pad_token_id = 2, 3, 0
-    pair.generation_config.decoder_start_token_id = 2
-    pair.generation_config.eos_token_id, pair.generation_config.pad_token_id = 3, 0
-    pair.generation_config.max_length = 16
-    pair.save_pretrained(folder)
-    return str(folder)
+    return bertgen_wmt_folder(tmp_path_factory.mktemp("bert2bert_wmt_en_de"))
 
 
 @pytest.fixture(scope="module")
