@@ -168,6 +168,14 @@ def build_fake_hub(cache: Path) -> Path:
                                    encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37,
                                    decoder_ffn_dim=37, max_position_embeddings=128, init_std=INIT)
     transformers.BartForConditionalGeneration(bart).save_pretrained(bart_snap)
+    # The real facebook/bart-base file stores the embeddings under every tied name; save_pretrained
+    # keeps only model.shared, which a decoder taken alone (BartForCausalLM) does not read.
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(bart_snap / "model.safetensors")
+    weights["model.decoder.embed_tokens.weight"] = weights["model.shared.weight"].clone()
+    weights["model.encoder.embed_tokens.weight"] = weights["model.shared.weight"].clone()
+    save_file(weights, bart_snap / "model.safetensors", metadata={"format": "pt"})
 
     # Fine-tuned pairs: bert2bert (with the MiniLM tokenizer, as the real repository) and bert2gpt2.
     torch.manual_seed(3)
