@@ -17,10 +17,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from encdec.configuration import AutoConfig
-from encdec.tokenizer import AutoTokenizer
+from encdec_app.tokenizers import decoder_special_ids, load_pair, load_saved, save_pair
 from encdec_app.train.data import Encoded, batch_rows, encode_pairs, make_batch, read_pairs
 
-DECODER_TOKENIZER = "decoder_tokenizer"  # subfolder for the decoder's tokenizer when it differs
 STATE_FILE = "trainer_state.json"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -60,21 +59,13 @@ class Setup:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         if args.model:
-            self.encoder_tokenizer = AutoTokenizer.from_pretrained(args.model)
-            sub = os.path.join(args.model, DECODER_TOKENIZER)
-            self.decoder_tokenizer = AutoTokenizer.from_pretrained(sub) if os.path.isdir(sub) else self.encoder_tokenizer
-            self.distinct_tokenizers = os.path.isdir(sub)
+            self.encoder_tokenizer, self.decoder_tokenizer, self.distinct_tokenizers = load_saved(args.model)
             config = AutoConfig.from_pretrained(args.model)
             start, eos, pad = config.decoder_start_token_id, config.eos_token_id, config.pad_token_id
         else:
-            self.encoder_tokenizer = AutoTokenizer.from_pretrained(args.encoder)
-            self.decoder_tokenizer = (AutoTokenizer.from_pretrained(args.decoder) if args.decoder != args.encoder
-                                      else self.encoder_tokenizer)
-            self.distinct_tokenizers = args.decoder != args.encoder
-            dec = self.decoder_tokenizer
-            start = dec.cls_token_id if dec.cls_token_id is not None else dec.bos_token_id
-            eos = dec.sep_token_id if dec.sep_token_id is not None else dec.eos_token_id
-            pad = dec.pad_token_id if dec.pad_token_id is not None else eos
+            self.encoder_tokenizer, self.decoder_tokenizer, self.distinct_tokenizers = load_pair(args.encoder,
+                                                                                                 args.decoder)
+            start, eos, pad = decoder_special_ids(self.decoder_tokenizer)
         if start is None or pad is None:
             raise ValueError("the decoder's tokenizer names no start token ([CLS] or BOS) or no pad/end token; "
                              "train from a composite --model whose config sets decoder_start_token_id and pad_token_id")
@@ -120,9 +111,7 @@ class Setup:
             yield batch, real
 
     def save_tokenizers(self, folder: str) -> None:
-        self.encoder_tokenizer.save_pretrained(folder)
-        if self.distinct_tokenizers:
-            self.decoder_tokenizer.save_pretrained(os.path.join(folder, DECODER_TOKENIZER))
+        save_pair(folder, self.encoder_tokenizer, self.decoder_tokenizer, self.distinct_tokenizers)
 
     def references(self) -> List[str]:
         """Eval targets as the decoder's tokenizer gives them back (its lower-casing and spacing), so
