@@ -23,10 +23,10 @@ class StaticSelfKV:
         self.key, self.value, self.position = key, value, position
 
     def update(self, key: torch.Tensor, value: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """New (B, Q, H, Dh) keys/values in; the full buffers out as (B, L, H, Dh)."""
-        self.key.index_copy_(2, self.position, key.transpose(1, 2))
-        self.value.index_copy_(2, self.position, value.transpose(1, 2))
-        return self.key.transpose(1, 2), self.value.transpose(1, 2)
+        """New (B, H, Q, Dh) keys/values in; the full buffers (B, H, L, Dh) out."""
+        self.key.index_copy_(2, self.position, key)
+        self.value.index_copy_(2, self.position, value)
+        return self.key, self.value
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return (self.key, self.value)[i]

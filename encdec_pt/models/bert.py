@@ -1,8 +1,9 @@
 """BERT as encoder (``BertModel``) and as decoder with cross-attention (``BertLMHeadModel``).
 
 Attribute names are the Hugging Face PyTorch state-dict keys (``encdec.naming.schema``), so the
-module tree *is* the checkpoint layout. Shape legend: B batch, Q query length, K key length,
-S encoder length, H heads, D head size, E hidden size, V vocabulary.
+module tree *is* the checkpoint layout.
+Shapes use the legend of docs/architectures.md (B batch, Q/K query/key length, S encoder length,
+H heads, D head dim, E hidden, V vocabulary, L cache length).
 
 Cache (``past_key_values``): per layer ``(self_k, self_v, cross_k, cross_v)``, each (B, H, T, D);
 a decoder without cross-attention keeps ``(self_k, self_v)``.
@@ -104,7 +105,12 @@ class BertSelfAttention(nn.Module):
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(x.shape[0], x.shape[1], self.num_attention_heads, self.attention_head_size)  # (B, T, H, D)
+        # (B, T, H*D) -> (B, T, H, D)
+        return x.view(x.shape[0], x.shape[1], self.num_attention_heads, self.attention_head_size)
+
+    def _heads_first(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, T, H*D) -> (B, H, T, D), the cache's layout
+        return self._heads(x).transpose(1, 2)
 
     def forward(
         self,
@@ -120,44 +126,44 @@ class BertSelfAttention(nn.Module):
         ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K).
         """
         is_cross_attention = encoder_hidden_states is not None
-        # (B, Q, H, D)
+        # (B, Q, E) -> (B, Q, H, D)
         query = self._heads(self.query(hidden_states))
         if is_cross_attention and past_key_value is not None:
-            # The encoder's keys and values do not change while decoding: reuse them.
-            key, value = past_key_value[0].transpose(1, 2), past_key_value[1].transpose(1, 2)  # (B, S, H, D)
+            # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
+            key, value = past_key_value[0], past_key_value[1]
         else:
             source = encoder_hidden_states if is_cross_attention else hidden_states
-            key = self._heads(self.key(source))  # (B, K, H, D)
-            value = self._heads(self.value(source))  # (B, K, H, D)
+            # (B, K, E) -> (B, H, K, D)
+            key = self._heads_first(self.key(source))
+            value = self._heads_first(self.value(source))
             if hasattr(past_key_value, "update"):
-                # A preallocated (static) cache: written in place, returned at full length (B, L, H, D).
+                # A preallocated (static) cache: written in place, returned at full length (B, H, L, D).
                 key, value = past_key_value.update(key, value)
             elif past_key_value is not None:
-                # (B, past + Q, H, D)
-                key = torch.cat([past_key_value[0].transpose(1, 2), key], dim=1)
-                value = torch.cat([past_key_value[1].transpose(1, 2), value], dim=1)
-        present = (key.transpose(1, 2), value.transpose(1, 2))  # (B, H, K, D) each
+                # (B, H, past + Q, D)
+                key = torch.cat([past_key_value[0], key], dim=2)
+                value = torch.cat([past_key_value[1], value], dim=2)
+        present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
         dropout_p = self.dropout.p if self.training else 0.0
         if not output_attentions and head_mask is None:
-            # (B, H, Q, D)
+            # (B, H, Q, D) x (B, H, K, D) -> (B, H, Q, D), one fused kernel
             context = F.scaled_dot_product_attention(
-                query.transpose(1, 2), present[0], present[1], attn_mask=attention_mask, dropout_p=dropout_p,
-                scale=self.scale,
+                query.transpose(1, 2), key, value, attn_mask=attention_mask, dropout_p=dropout_p, scale=self.scale,
             )
             context = context.transpose(1, 2)  # (B, Q, H, D)
             probs = None
         else:
-            # (B, H, Q, K)
-            scores = torch.einsum("bqhd,bkhd->bhqk", query, key) * self.scale
+            # (B, Q, H, D) x (B, H, K, D) -> (B, H, Q, K)
+            scores = torch.einsum("bqhd,bhkd->bhqk", query, key) * self.scale
             if attention_mask is not None:
                 scores = scores + attention_mask
             probs = torch.softmax(scores, dim=-1)
             probs = self.dropout(probs)
             if head_mask is not None:
                 probs = probs * head_mask
-            # (B, Q, H, D)
-            context = torch.einsum("bhqk,bkhd->bqhd", probs, value)
+            # (B, H, Q, K) x (B, H, K, D) -> (B, Q, H, D)
+            context = torch.einsum("bhqk,bhkd->bqhd", probs, value)
         context = context.reshape(context.shape[0], context.shape[1], self.all_head_size)  # (B, Q, E)
         return context, present, probs
 

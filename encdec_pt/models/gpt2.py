@@ -1,8 +1,9 @@
 """GPT-2 (``GPT2Model``, ``GPT2LMHeadModel``), with cross-attention when ``add_cross_attention``.
 
 Attribute names are the Hugging Face PyTorch state-dict keys. ``Conv1D`` keeps GPT-2's
-``weight (in, out)`` layout, so checkpoints load without transposes. Shape legend: B batch,
-Q query length, K key length, S encoder length, H heads, D head size, E hidden size, V vocabulary.
+``weight (in, out)`` layout, so checkpoints load without transposes.
+Shapes use the legend of docs/architectures.md (B batch, Q/K query/key length, S encoder length,
+H heads, D head dim, E hidden, V vocabulary, L cache length).
 
 Cache (``past_key_values``): per block ``(self_k, self_v, cross_k, cross_v)`` with cross-attention,
 ``(self_k, self_v)`` without; each (B, H, T, D).
@@ -66,7 +67,12 @@ class GPT2Attention(nn.Module):
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim)  # (B, T, H, D)
+        # (B, T, H*D) -> (B, T, H, D)
+        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim)
+
+    def _heads_first(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, T, H*D) -> (B, H, T, D), the cache's layout
+        return self._heads(x).transpose(1, 2)
 
     def forward(
         self,
@@ -85,45 +91,48 @@ class GPT2Attention(nn.Module):
         if self.is_cross_attention:
             if encoder_hidden_states is None:
                 raise ValueError("cross-attention needs encoder_hidden_states")
-            query = self._heads(self.q_attn(hidden_states))  # (B, Q, H, D)
+            # (B, Q, E) -> (B, Q, H, D)
+            query = self._heads(self.q_attn(hidden_states))
             if past_key_value is not None:
-                # The encoder's keys and values do not change while decoding: reuse them.
-                key, value = past_key_value[0].transpose(1, 2), past_key_value[1].transpose(1, 2)  # (B, S, H, D)
+                # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
+                key, value = past_key_value[0], past_key_value[1]
             else:
                 key, value = self.c_attn(encoder_hidden_states).split(self.split_size, dim=2)
-                key, value = self._heads(key), self._heads(value)  # (B, S, H, D)
+                # (B, S, E) -> (B, H, S, D)
+                key, value = self._heads_first(key), self._heads_first(value)
         else:
             query, key, value = self.c_attn(hidden_states).split(self.split_size, dim=2)
-            query, key, value = self._heads(query), self._heads(key), self._heads(value)  # (B, Q, H, D)
+            # (B, Q, E) -> (B, Q, H, D) and (B, H, Q, D)
+            query = self._heads(query)
+            key, value = self._heads_first(key), self._heads_first(value)
             if hasattr(past_key_value, "update"):
-                # A preallocated (static) cache: written in place, returned at full length (B, L, H, D).
+                # A preallocated (static) cache: written in place, returned at full length (B, H, L, D).
                 key, value = past_key_value.update(key, value)
             elif past_key_value is not None:
-                # (B, past + Q, H, D)
-                key = torch.cat([past_key_value[0].transpose(1, 2), key], dim=1)
-                value = torch.cat([past_key_value[1].transpose(1, 2), value], dim=1)
-        present = (key.transpose(1, 2), value.transpose(1, 2))  # (B, H, K, D) each
+                # (B, H, past + Q, D)
+                key = torch.cat([past_key_value[0], key], dim=2)
+                value = torch.cat([past_key_value[1], value], dim=2)
+        present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
         dropout_p = self.attn_dropout.p if self.training else 0.0
         if not output_attentions and head_mask is None:
-            # (B, H, Q, D)
+            # (B, H, Q, D) x (B, H, K, D) -> (B, H, Q, D), one fused kernel
             context = F.scaled_dot_product_attention(
-                query.transpose(1, 2), present[0], present[1], attn_mask=attention_mask, dropout_p=dropout_p,
-                scale=self.scale,
+                query.transpose(1, 2), key, value, attn_mask=attention_mask, dropout_p=dropout_p, scale=self.scale,
             )
             context = context.transpose(1, 2)  # (B, Q, H, D)
             probs = None
         else:
-            # (B, H, Q, K)
-            scores = torch.einsum("bqhd,bkhd->bhqk", query, key) * self.scale
+            # (B, Q, H, D) x (B, H, K, D) -> (B, H, Q, K)
+            scores = torch.einsum("bqhd,bhkd->bhqk", query, key) * self.scale
             if attention_mask is not None:
                 scores = scores + attention_mask
             probs = torch.softmax(scores, dim=-1)
             probs = self.attn_dropout(probs)
             if head_mask is not None:
                 probs = probs * head_mask
-            # (B, Q, H, D)
-            context = torch.einsum("bhqk,bkhd->bqhd", probs, value)
+            # (B, H, Q, K) x (B, H, K, D) -> (B, Q, H, D)
+            context = torch.einsum("bhqk,bhkd->bqhd", probs, value)
         context = context.reshape(context.shape[0], context.shape[1], self.embed_dim)  # (B, Q, E)
         attn_output = self.resid_dropout(self.c_proj(context))
         return attn_output, present, probs

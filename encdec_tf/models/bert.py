@@ -1,8 +1,9 @@
 """BERT as encoder (``TFBertModel``) and as decoder with cross-attention (``TFBertLMHeadModel``).
 
 Mirrors ``encdec_pt/models/bert.py`` class by class; every sublayer is named like its PyTorch
-attribute, so the variable tree is the canonical weight tree. Shapes: b batch, q/k query/key
-length, h heads, d head dim, e hidden size.
+attribute, so the variable tree is the canonical weight tree.
+Shapes use the legend of docs/architectures.md (B batch, Q/K query/key length, S encoder length,
+H heads, D head dim, E hidden, V vocabulary, L cache length).
 """
 
 from __future__ import annotations
@@ -65,10 +66,10 @@ class TFBertEmbeddings(ComposedLayer):
              past_key_values_length=0, training=False):
         if inputs_embeds is None:
             input_ids = check_ids(input_ids, self.config.vocab_size, "input_ids")
-            inputs_embeds = self.word_embeddings(input_ids)  # (b, q, e)
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, Q, E)
         seq_length = tf.shape(inputs_embeds)[1]
         if position_ids is None:
-            position_ids = tf.range(past_key_values_length, past_key_values_length + seq_length)[None, :]  # (1, q)
+            position_ids = tf.range(past_key_values_length, past_key_values_length + seq_length)[None, :]  # (1, Q)
         if token_type_ids is None:
             token_type_ids = tf.zeros(tf.shape(inputs_embeds)[:2], dtype=tf.int32)
         position_ids = check_ids(position_ids, self.config.max_position_embeddings, "position_ids")
@@ -95,32 +96,38 @@ class TFBertSelfAttention(ComposedLayer):
 
     def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, past_key_value=None,
              output_attentions=False, training=False):
-        h = self.num_attention_heads
-        query_layer = split_heads(self.query(hidden_states), h)  # (b, h, q, d)
+        """Returns (context (B, Q, E), present (key, value) each (B, H, K, D), probs (B, H, Q, K) or None).
+
+        ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K).
+        """
+        # (B, Q, E) -> (B, H, Q, D)
+        query = split_heads(self.query(hidden_states), self.num_attention_heads)
         if self.is_cross_attention and past_key_value is not None:
-            # Cross keys/values depend on the encoder only: computed at the first step, reused after.
-            key_layer, value_layer = past_key_value[0], past_key_value[1]  # (b, h, k, d)
+            # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
+            key, value = past_key_value[0], past_key_value[1]
         else:
             source = encoder_hidden_states if self.is_cross_attention else hidden_states
-            key_layer = split_heads(self.key(source), h)  # (b, h, k, d)
-            value_layer = split_heads(self.value(source), h)  # (b, h, k, d)
+            # (B, K, E) -> (B, H, K, D)
+            key = split_heads(self.key(source), self.num_attention_heads)
+            value = split_heads(self.value(source), self.num_attention_heads)
             if hasattr(past_key_value, "update"):
-                # A preallocated (static) cache: written at a position, returned at full length (b, h, L, d).
-                key_layer, value_layer = past_key_value.update(key_layer, value_layer)
+                # A preallocated (static) cache: written at a position, returned at full length (B, H, L, D).
+                key, value = past_key_value.update(key, value)
             elif past_key_value is not None:
-                key_layer = tf.concat([past_key_value[0], key_layer], axis=2)
-                value_layer = tf.concat([past_key_value[1], value_layer], axis=2)
-        present = (key_layer, value_layer)  # (b, h, k, d): the cache layout of every framework in this library
+                # (B, H, past + Q, D)
+                key = tf.concat([past_key_value[0], key], axis=2)
+                value = tf.concat([past_key_value[1], value], axis=2)
+        present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
-        # (b, h, q, k); matmuls, not einsums: see encdec_tf/layers.py
-        attention_scores = tf.matmul(query_layer, key_layer, transpose_b=True)
-        attention_scores = attention_scores / math.sqrt(self.attention_head_size)
+        # (B, H, Q, D) x (B, H, K, D) -> (B, H, Q, K), "bqhd,bhkd->bhqk" as a matmul (encdec_tf/layers.py says why)
+        scores = tf.matmul(query, key, transpose_b=True)
+        scores = scores / math.sqrt(self.attention_head_size)
         if attention_mask is not None:
-            attention_scores = attention_scores + attention_mask  # (b, 1, q|1, k)
-        attention_probs = tf.nn.softmax(attention_scores, axis=-1)
-        attention_probs_dropped = self.dropout(attention_probs, training=training)
-        context_layer = merge_heads(tf.matmul(attention_probs_dropped, value_layer))  # (b, q, e)
-        return context_layer, (attention_probs if output_attentions else None), present
+            scores = scores + attention_mask
+        probs = tf.nn.softmax(scores, axis=-1)
+        # (B, H, Q, K) x (B, H, K, D) -> (B, Q, E), "bhqk,bhkd->bqhd" as a matmul, heads merged
+        context = merge_heads(tf.matmul(self.dropout(probs, training=training), value))
+        return context, present, (probs if output_attentions else None)
 
 
 class TFBertSelfOutput(ComposedLayer):
@@ -145,12 +152,12 @@ class TFBertAttention(ComposedLayer):
 
     def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, past_key_value=None,
              output_attentions=False, training=False):
-        attn_output, attn_probs, present = self.self_attention(
+        context, present, probs = self.self_attention(
             hidden_states, attention_mask=attention_mask, encoder_hidden_states=encoder_hidden_states,
             past_key_value=past_key_value, output_attentions=output_attentions, training=training,
         )
-        attention_output = self.output_layer(attn_output, hidden_states, training=training)
-        return attention_output, attn_probs, present
+        attn_output = self.output_layer(context, hidden_states, training=training)
+        return attn_output, present, probs
 
 
 class TFBertIntermediate(ComposedLayer):
@@ -193,12 +200,13 @@ class TFBertLayer(ComposedLayer):
 
     def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
              past_key_value=None, output_attentions=False, training=False):
+        """Returns (hidden_states, present, self-attention probs, cross-attention probs)."""
         self_past = past_key_value[:2] if past_key_value is not None else None
-        attention_output, self_attn, present = self.attention(
+        attn_output, present, self_probs = self.attention(
             hidden_states, attention_mask=attention_mask, past_key_value=self_past,
             output_attentions=output_attentions, training=training,
         )
-        cross_attn = None
+        cross_probs = None
         if self.is_decoder and encoder_hidden_states is not None:
             if not self.add_cross_attention:
                 raise ValueError(
@@ -206,14 +214,13 @@ class TFBertLayer(ComposedLayer):
                     "build it with config.add_cross_attention=True"
                 )
             cross_past = past_key_value[2:] if past_key_value is not None else None
-            attention_output, cross_attn, cross_present = self.crossattention(
-                attention_output, attention_mask=encoder_attention_mask, encoder_hidden_states=encoder_hidden_states,
+            attn_output, cross_present, cross_probs = self.crossattention(
+                attn_output, attention_mask=encoder_attention_mask, encoder_hidden_states=encoder_hidden_states,
                 past_key_value=cross_past, output_attentions=output_attentions, training=training,
             )
             present = present + cross_present
-        intermediate_output = self.intermediate(attention_output)
-        layer_output = self.output_layer(intermediate_output, attention_output, training=training)
-        return layer_output, self_attn, cross_attn, present
+        layer_output = self.output_layer(self.intermediate(attn_output), attn_output, training=training)
+        return layer_output, present, self_probs, cross_probs
 
 
 class TFBertEncoder(ComposedLayer):
@@ -225,26 +232,30 @@ class TFBertEncoder(ComposedLayer):
     def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
              past_key_values=None, use_cache=False, output_attentions=False, output_hidden_states=False,
              training=False):
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
-        all_self_attentions = () if output_attentions else None
-        all_cross_attentions = () if output_attentions and self.config.add_cross_attention else None
-        next_cache = () if use_cache else None
+        """Returns (last hidden state, cache or None, hidden states or None, attentions or None,
+        cross-attentions or None)."""
+        all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        all_cross = () if output_attentions and self.config.add_cross_attention else None
+        presents = () if use_cache else None
         for i, layer_module in enumerate(self.layer):
-            past_key_value = past_key_values[i] if past_key_values is not None else None
-            hidden_states, self_attn, cross_attn, present = layer_module(
+            if output_hidden_states:
+                all_hidden_states += (hidden_states,)
+            layer_past = past_key_values[i] if past_key_values is not None else None
+            hidden_states, present, self_probs, cross_probs = layer_module(
                 hidden_states, attention_mask=attention_mask, encoder_hidden_states=encoder_hidden_states,
-                encoder_attention_mask=encoder_attention_mask, past_key_value=past_key_value,
+                encoder_attention_mask=encoder_attention_mask, past_key_value=layer_past,
                 output_attentions=output_attentions, training=training,
             )
             if use_cache:
-                next_cache = next_cache + (present,)
+                presents += (present,)
             if output_attentions:
-                all_self_attentions = all_self_attentions + (self_attn,)
-                if all_cross_attentions is not None and cross_attn is not None:
-                    all_cross_attentions = all_cross_attentions + (cross_attn,)
-            if output_hidden_states:
-                all_hidden_states = all_hidden_states + (hidden_states,)
-        return hidden_states, next_cache, all_hidden_states, all_self_attentions, all_cross_attentions
+                all_attentions += (self_probs,)
+                if all_cross is not None and cross_probs is not None:
+                    all_cross += (cross_probs,)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+        return hidden_states, presents, all_hidden_states, all_attentions, all_cross
 
 
 class TFBertPooler(ComposedLayer):
@@ -253,7 +264,7 @@ class TFBertPooler(ComposedLayer):
         self.dense = _dense(config, config.hidden_size, "dense")
 
     def call(self, hidden_states):
-        return tf.tanh(self.dense(hidden_states[:, 0]))  # (b, e): the first token
+        return tf.tanh(self.dense(hidden_states[:, 0]))  # (B, E): the first token
 
 
 class TFBertModel(TFPreTrainedModel):
@@ -303,16 +314,20 @@ class TFBertModel(TFPreTrainedModel):
         if input_ids is None and inputs_embeds is None:
             raise ValueError("You have to specify either input_ids or inputs_embeds")
         input_ids = as_int_tensor(input_ids)
-        shape_source = input_ids if input_ids is not None else inputs_embeds
-        batch_size, seq_length = tf.shape(shape_source)[0], tf.shape(shape_source)[1]
-        past_key_values_length = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
 
-        # Masks, built once: (b, 1, q|1, k) additive.
+        past_len = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
+        embedding_output = self.embeddings(
+            input_ids=input_ids, token_type_ids=as_int_tensor(token_type_ids), position_ids=as_int_tensor(position_ids),
+            inputs_embeds=inputs_embeds, past_key_values_length=past_len, training=training,
+        )  # (B, Q, E)
+        batch_size, seq_length = tf.shape(embedding_output)[0], tf.shape(embedding_output)[1]
+
+        # Masks are built once here, as additive biases: (B, 1, Q|1, K) and (B, 1, 1, S).
         if attention_mask is None:
-            attention_mask = tf.ones((batch_size, past_key_values_length + seq_length), dtype=tf.int32)
-        keep = tf.cast(attention_mask, tf.int32)[:, None, None, :]  # (b, 1, 1, k)
+            attention_mask = tf.ones((batch_size, past_len + seq_length), dtype=tf.int32)
+        keep = tf.cast(attention_mask, tf.int32)[:, None, None, :]  # (B, 1, 1, K)
         if config.is_decoder:
-            keep = keep * causal_keep(seq_length, past_key_values_length + seq_length)[None, None]  # (b, 1, q, k)
+            keep = keep * causal_keep(seq_length, past_len + seq_length)[None, None]  # (B, 1, Q, K)
         extended_attention_mask = additive_mask(keep)
         encoder_extended_attention_mask = None
         if config.is_decoder and encoder_hidden_states is not None:
@@ -320,22 +335,18 @@ class TFBertModel(TFPreTrainedModel):
                 encoder_attention_mask = tf.ones(tf.shape(encoder_hidden_states)[:2], dtype=tf.int32)
             encoder_extended_attention_mask = additive_mask(tf.cast(encoder_attention_mask, tf.int32)[:, None, None, :])
 
-        embedding_output = self.embeddings(
-            input_ids=input_ids, token_type_ids=as_int_tensor(token_type_ids), position_ids=as_int_tensor(position_ids),
-            inputs_embeds=inputs_embeds, past_key_values_length=past_key_values_length, training=training,
-        )
-        sequence_output, next_cache, all_hidden_states, all_self_attentions, all_cross_attentions = self.encoder(
+        sequence_output, presents, all_hidden_states, all_attentions, all_cross = self.encoder(
             embedding_output, attention_mask=extended_attention_mask, encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_extended_attention_mask, past_key_values=past_key_values,
             use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
             training=training,
         )
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
-        outputs = TFBaseModelOutputWithPoolingAndCrossAttentions(
+        result = TFBaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=sequence_output, pooler_output=pooled_output, hidden_states=all_hidden_states,
-            past_key_values=next_cache, attentions=all_self_attentions, cross_attentions=all_cross_attentions,
+            past_key_values=presents, attentions=all_attentions, cross_attentions=all_cross,
         )
-        return outputs if return_dict else outputs.to_tuple()
+        return result if return_dict else result.to_tuple()
 
 
 class TFBertPredictionHeadTransform(ComposedLayer):
@@ -363,9 +374,9 @@ class TFBertLMPredictionHead(DeferredInit, XLATraceCall, keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.config.vocab_size,), initializer="zeros")
 
     def call(self, hidden_states, word_embeddings=None):
-        hidden_states = self.transform(hidden_states)  # (b, q, e)
+        hidden_states = self.transform(hidden_states)  # (B, Q, E)
         if self.decoder is None:
-            logits = matmul_last(hidden_states, word_embeddings, transpose_b=True)  # (b, q, v)
+            logits = matmul_last(hidden_states, word_embeddings, transpose_b=True)  # (B, Q, V)
         else:
             logits = self.decoder(hidden_states)
         return logits + self.bias
@@ -441,15 +452,15 @@ class TFBertLMHeadModel(TFPreTrainedModel):
             training=training,
         )
         word_embeddings = self.bert.embeddings.word_embeddings.embeddings if self.config.tie_word_embeddings else None
-        prediction_scores = self.cls(outputs.last_hidden_state, word_embeddings=word_embeddings)  # (b, q, v)
-        lm_loss = None
+        logits = self.cls(outputs.last_hidden_state, word_embeddings=word_embeddings)  # (B, Q, V)
+        loss = None
         if labels is not None:
             # Causal LM: position t predicts token t+1.
             labels = as_int_tensor(labels)
             check_labels(labels, self.config.vocab_size)
-            lm_loss = masked_lm_loss(labels[:, 1:], prediction_scores[:, :-1])
+            loss = masked_lm_loss(labels[:, 1:], logits[:, :-1])
         result = TFCausalLMOutputWithCrossAttentions(
-            loss=lm_loss, logits=prediction_scores, past_key_values=outputs.past_key_values,
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states, attentions=outputs.attentions,
             cross_attentions=outputs.cross_attentions,
         )

@@ -1,8 +1,9 @@
 """GPT-2 as decoder with cross-attention (``TFGPT2LMHeadModel``) and its base ``TFGPT2Model``.
 
 Mirrors ``encdec_pt/models/gpt2.py``; sublayers named like the PyTorch attributes, so the
-variable tree is the canonical weight tree. Shapes: b batch, q/k query/key length, h heads,
-d head dim, e hidden size.
+variable tree is the canonical weight tree.
+Shapes use the legend of docs/architectures.md (B batch, Q/K query/key length, S encoder length,
+H heads, D head dim, E hidden, V vocabulary, L cache length).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class TFConv1D(DeferredInit, XLATraceCall, keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.nf,), initializer="zeros")
 
     def call(self, x):
-        return matmul_last(x, self.weight) + self.bias  # (b, t, nf); see encdec_tf/layers.py for why not einsum
+        return matmul_last(x, self.weight) + self.bias  # (B, T, nf); see encdec_tf/layers.py for why not einsum
 
 
 class TFGPT2Attention(ComposedLayer):
@@ -78,53 +79,66 @@ class TFGPT2Attention(ComposedLayer):
 
     def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, past_key_value=None,
              output_attentions=False, training=False):
-        h = self.num_heads
+        """Returns (attn_output (B, Q, E), present (key, value) each (B, H, K, D), probs (B, H, Q, K) or None).
+
+        ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K); for self-attention it
+        already holds the causal mask, for cross-attention the encoder padding mask.
+        """
         if self.is_cross_attention:
-            query = split_heads(self.q_attn(hidden_states), h)  # (b, h, q, d)
+            if encoder_hidden_states is None:
+                raise ValueError("cross-attention needs encoder_hidden_states")
+            # (B, Q, E) -> (B, H, Q, D)
+            query = split_heads(self.q_attn(hidden_states), self.num_heads)
             if past_key_value is not None:
-                # Cross keys/values depend on the encoder only: computed at the first step, reused after.
-                key, value = past_key_value[0], past_key_value[1]  # (b, h, k, d)
+                # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
+                key, value = past_key_value[0], past_key_value[1]
             else:
                 key, value = tf.split(self.c_attn(encoder_hidden_states), 2, axis=2)
-                key, value = split_heads(key, h), split_heads(value, h)  # (b, h, k, d)
+                # (B, S, E) -> (B, H, S, D)
+                key, value = split_heads(key, self.num_heads), split_heads(value, self.num_heads)
         else:
             query, key, value = tf.split(self.c_attn(hidden_states), 3, axis=2)
-            query, key, value = split_heads(query, h), split_heads(key, h), split_heads(value, h)
+            # (B, Q, E) -> (B, H, Q, D)
+            query = split_heads(query, self.num_heads)
+            key, value = split_heads(key, self.num_heads), split_heads(value, self.num_heads)
             if hasattr(past_key_value, "update"):
-                # A preallocated (static) cache: written at a position, returned at full length (b, h, L, d).
+                # A preallocated (static) cache: written at a position, returned at full length (B, H, L, D).
                 key, value = past_key_value.update(key, value)
             elif past_key_value is not None:
-                key = tf.concat([past_key_value[0], key], axis=2)  # (b, h, k, d)
+                # (B, H, past + Q, D)
+                key = tf.concat([past_key_value[0], key], axis=2)
                 value = tf.concat([past_key_value[1], value], axis=2)
-        present = (key, value)  # (b, h, k, d): the cache layout of every framework in this library
+        present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
-        # (b, h, q, k); matmuls, not einsums: see encdec_tf/layers.py
-        attn_weights = tf.matmul(query, key, transpose_b=True)
+        # (B, H, Q, D) x (B, H, K, D) -> (B, H, Q, K), "bqhd,bhkd->bhqk" as a matmul (encdec_tf/layers.py says why)
+        scores = tf.matmul(query, key, transpose_b=True)
         if self.scale_attn_weights:
-            attn_weights = attn_weights / math.sqrt(self.head_dim)
+            scores = scores / math.sqrt(self.head_dim)
         if self.scale_attn_by_inverse_layer_idx:
-            attn_weights = attn_weights / float(self.layer_idx + 1)
+            scores = scores / float(self.layer_idx + 1)
         if attention_mask is not None:
-            attn_weights = attn_weights + attention_mask  # (b, 1, q|1, k), causal part included
-        attn_weights = tf.nn.softmax(attn_weights, axis=-1)
-        attn_probs = self.attn_dropout(attn_weights, training=training)
-        attn_output = merge_heads(tf.matmul(attn_probs, value))  # (b, q, e)
-        attn_output = self.resid_dropout(self.c_proj(attn_output), training=training)
-        return attn_output, (attn_weights if output_attentions else None), present
+            scores = scores + attention_mask
+        probs = tf.nn.softmax(scores, axis=-1)
+        # (B, H, Q, K) x (B, H, K, D) -> (B, Q, E), "bhqk,bhkd->bqhd" as a matmul, heads merged
+        context = merge_heads(tf.matmul(self.attn_dropout(probs, training=training), value))
+        attn_output = self.resid_dropout(self.c_proj(context), training=training)
+        return attn_output, present, (probs if output_attentions else None)
 
 
 class TFGPT2MLP(ComposedLayer):
-    def __init__(self, config: GPT2Config, **kwargs: Any):
+    def __init__(self, intermediate_size: int, config: GPT2Config, **kwargs: Any):
         super().__init__(**kwargs)
         r = config.initializer_range
-        self.c_fc = TFConv1D(config.inner_size, config.hidden_size, r, name="c_fc")
-        self.c_proj = TFConv1D(config.hidden_size, config.inner_size, r, name="c_proj")
-        self.act = get_activation(config.activation_function)
+        # === Layers ===
+        self.c_fc = TFConv1D(intermediate_size, config.hidden_size, r, name="c_fc")
+        self.c_proj = TFConv1D(config.hidden_size, intermediate_size, r, name="c_proj")
         self.dropout = Dropout(config.resid_pdrop, name="dropout")
+        # === Config ===
+        self.act = get_activation(config.activation_function)
 
     def call(self, hidden_states, training=False):
-        hidden_states = self.act(self.c_fc(hidden_states))
-        return self.dropout(self.c_proj(hidden_states), training=training)
+        hidden_states = self.act(self.c_fc(hidden_states))  # (B, Q, I)
+        return self.dropout(self.c_proj(hidden_states), training=training)  # (B, Q, E)
 
 
 class TFGPT2Block(ComposedLayer):
@@ -141,18 +155,20 @@ class TFGPT2Block(ComposedLayer):
             self.crossattention = TFGPT2Attention(config, is_cross_attention=True, layer_idx=layer_idx,
                                                   name="crossattention")
             self.ln_cross_attn = LayerNorm(epsilon=eps, name="ln_cross_attn")
-        self.mlp = TFGPT2MLP(config, name="mlp")
+        self.mlp = TFGPT2MLP(config.inner_size, config, name="mlp")
 
     def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
              past_key_value=None, output_attentions=False, training=False):
+        """Returns (hidden_states, present, self-attention probs, cross-attention probs)."""
         residual = hidden_states
-        self_past = past_key_value[:2] if past_key_value is not None else None
-        attn_output, self_attn, present = self.attn(
-            self.ln_1(hidden_states), attention_mask=attention_mask, past_key_value=self_past,
+        attn_output, present, self_probs = self.attn(
+            self.ln_1(hidden_states), attention_mask=attention_mask,
+            past_key_value=past_key_value[:2] if past_key_value is not None else None,
             output_attentions=output_attentions, training=training,
         )
         hidden_states = attn_output + residual
-        cross_attn = None
+
+        cross_probs = None
         if encoder_hidden_states is not None:
             if not self.add_cross_attention:
                 raise ValueError(
@@ -161,17 +177,17 @@ class TFGPT2Block(ComposedLayer):
                 )
             residual = hidden_states
             cross_past = past_key_value[2:] if past_key_value is not None else None
-            cross_output, cross_attn, cross_present = self.crossattention(
+            cross_output, cross_present, cross_probs = self.crossattention(
                 self.ln_cross_attn(hidden_states), attention_mask=encoder_attention_mask,
                 encoder_hidden_states=encoder_hidden_states, past_key_value=cross_past,
                 output_attentions=output_attentions, training=training,
             )
             hidden_states = residual + cross_output
             present = present + cross_present
+
         residual = hidden_states
-        feed_forward_hidden_states = self.mlp(self.ln_2(hidden_states), training=training)
-        hidden_states = residual + feed_forward_hidden_states
-        return hidden_states, self_attn, cross_attn, present
+        hidden_states = residual + self.mlp(self.ln_2(hidden_states), training=training)
+        return hidden_states, present, self_probs, cross_probs
 
 
 class TFGPT2Model(TFPreTrainedModel):
@@ -221,61 +237,64 @@ class TFGPT2Model(TFPreTrainedModel):
         if input_ids is None and inputs_embeds is None:
             raise ValueError("You have to specify either input_ids or inputs_embeds")
         input_ids = as_int_tensor(input_ids)
+
         if inputs_embeds is None:
             input_ids = check_ids(input_ids, config.vocab_size, "input_ids")
-            inputs_embeds = self.wte(input_ids)  # (b, q, e)
+            inputs_embeds = self.wte(input_ids)  # (B, Q, E)
         batch_size, seq_length = tf.shape(inputs_embeds)[0], tf.shape(inputs_embeds)[1]
-        past_length = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
+        past_len = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
         if position_ids is None:
-            position_ids = tf.range(past_length, past_length + seq_length)[None, :]  # (1, q)
+            # Positions continue after the cached ones.
+            position_ids = tf.range(past_len, past_len + seq_length)[None, :]  # (1, Q)
         position_ids = as_int_tensor(position_ids)
         position_ids = check_ids(position_ids, config.max_position_embeddings, "position_ids")
-
-        # Masks, built once: (b, 1, q, k) additive, causal and padding together.
-        if attention_mask is None:
-            attention_mask = tf.ones((batch_size, past_length + seq_length), dtype=tf.int32)
-        keep = tf.cast(attention_mask, tf.int32)[:, None, None, :]  # (b, 1, 1, k)
-        keep = keep * causal_keep(seq_length, past_length + seq_length)[None, None]  # (b, 1, q, k)
-        attention_mask = additive_mask(keep)
-        if encoder_hidden_states is not None:
-            if encoder_attention_mask is None:
-                encoder_attention_mask = tf.ones(tf.shape(encoder_hidden_states)[:2], dtype=tf.int32)
-            encoder_attention_mask = additive_mask(tf.cast(encoder_attention_mask, tf.int32)[:, None, None, :])
-
         hidden_states = inputs_embeds + self.wpe(position_ids)
         if token_type_ids is not None:
             token_type_ids = as_int_tensor(token_type_ids)
             token_type_ids = check_ids(token_type_ids, config.vocab_size, "token_type_ids")
             hidden_states = hidden_states + self.wte(token_type_ids)
-        hidden_states = self.drop(hidden_states, training=training)
+        hidden_states = self.drop(hidden_states, training=training)  # (B, Q, E)
+
+        # Masks are built once here, as additive biases: (B, 1, Q, K), causal and padding together, and (B, 1, 1, S).
+        if attention_mask is None:
+            attention_mask = tf.ones((batch_size, past_len + seq_length), dtype=tf.int32)
+        keep = tf.cast(attention_mask, tf.int32)[:, None, None, :]  # (B, 1, 1, K)
+        keep = keep * causal_keep(seq_length, past_len + seq_length)[None, None]  # (B, 1, Q, K)
+        causal_mask = additive_mask(keep)
+        encoder_bias = None
+        if encoder_hidden_states is not None:
+            if encoder_attention_mask is None:
+                encoder_attention_mask = tf.ones(tf.shape(encoder_hidden_states)[:2], dtype=tf.int32)
+            encoder_bias = additive_mask(tf.cast(encoder_attention_mask, tf.int32)[:, None, None, :])
 
         presents = () if use_cache else None
-        all_self_attentions = () if output_attentions else None
-        all_cross_attentions = () if output_attentions and config.add_cross_attention else None
         all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        all_cross = () if output_attentions and config.add_cross_attention else None
         for i, block in enumerate(self.h):
             if output_hidden_states:
-                all_hidden_states = all_hidden_states + (hidden_states,)
-            past_key_value = past_key_values[i] if past_key_values is not None else None
-            hidden_states, self_attn, cross_attn, present = block(
-                hidden_states, attention_mask=attention_mask, encoder_hidden_states=encoder_hidden_states,
-                encoder_attention_mask=encoder_attention_mask, past_key_value=past_key_value,
+                all_hidden_states += (hidden_states,)
+            layer_past = past_key_values[i] if past_key_values is not None else None
+            hidden_states, present, self_probs, cross_probs = block(
+                hidden_states, attention_mask=causal_mask, encoder_hidden_states=encoder_hidden_states,
+                encoder_attention_mask=encoder_bias, past_key_value=layer_past,
                 output_attentions=output_attentions, training=training,
             )
             if use_cache:
-                presents = presents + (present,)
+                presents += (present,)
             if output_attentions:
-                all_self_attentions = all_self_attentions + (self_attn,)
-                if all_cross_attentions is not None and cross_attn is not None:
-                    all_cross_attentions = all_cross_attentions + (cross_attn,)
+                all_attentions += (self_probs,)
+                if all_cross is not None and cross_probs is not None:
+                    all_cross += (cross_probs,)
         hidden_states = self.ln_f(hidden_states)
         if output_hidden_states:
-            all_hidden_states = all_hidden_states + (hidden_states,)
-        outputs = TFBaseModelOutputWithPoolingAndCrossAttentions(
+            all_hidden_states += (hidden_states,)
+
+        result = TFBaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=hidden_states, hidden_states=all_hidden_states, past_key_values=presents,
-            attentions=all_self_attentions, cross_attentions=all_cross_attentions,
+            attentions=all_attentions, cross_attentions=all_cross,
         )
-        return outputs if return_dict else outputs.to_tuple()
+        return result if return_dict else result.to_tuple()
 
 
 class TFGPT2LMHeadModel(TFPreTrainedModel):
@@ -332,27 +351,27 @@ class TFGPT2LMHeadModel(TFPreTrainedModel):
              encoder_hidden_states=None, encoder_attention_mask=None, labels=None, past_key_values=None,
              use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        transformer_outputs = self.transformer(
+        outputs = self.transformer(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
             position_ids=position_ids, inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values, use_cache=use_cache,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
             training=training,
         )
-        hidden_states = transformer_outputs.last_hidden_state  # (b, q, e)
+        hidden_states = outputs.last_hidden_state  # (B, Q, E)
         if self.lm_head is None:
-            lm_logits = matmul_last(hidden_states, self.transformer.wte.embeddings, transpose_b=True)  # (b, q, v)
+            logits = matmul_last(hidden_states, self.transformer.wte.embeddings, transpose_b=True)  # (B, Q, V)
         else:
-            lm_logits = self.lm_head(hidden_states)
+            logits = self.lm_head(hidden_states)
         loss = None
         if labels is not None:
             # Causal LM: position t predicts token t+1.
             labels = as_int_tensor(labels)
             check_labels(labels, self.config.vocab_size)
-            loss = masked_lm_loss(labels[:, 1:], lm_logits[:, :-1])
+            loss = masked_lm_loss(labels[:, 1:], logits[:, :-1])
         result = TFCausalLMOutputWithCrossAttentions(
-            loss=loss, logits=lm_logits, past_key_values=transformer_outputs.past_key_values,
-            hidden_states=transformer_outputs.hidden_states, attentions=transformer_outputs.attentions,
-            cross_attentions=transformer_outputs.cross_attentions,
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+            cross_attentions=outputs.cross_attentions,
         )
         return result if return_dict else result.to_tuple()
