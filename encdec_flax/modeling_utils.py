@@ -67,6 +67,33 @@ def attention_bias(mask, dtype):
     return jnp.where(mask, jnp.array(0.0, dtype), jnp.array(jnp.finfo(dtype).min, dtype))
 
 
+def self_attention_bias(attention_mask, query_length: int, causal: bool, self_cache=None):
+    """The additive float32 bias (B|1, 1, Q, K) of every self-attention layer of a model, built once
+    at its top; None when nothing is masked. ``attention_mask`` (B, K) is 1 for a key to attend.
+
+    ``self_cache`` is the first layer's self-attention entry of the ``"cache"`` collection while
+    decoding with a cache (every layer's is alike): its ``cached_key`` (B, H, L, D) gives the L key
+    slots and its ``cache_index`` where this call's queries sit, so slots not written yet are masked.
+    """
+    mask = None
+    if causal:
+        if self_cache is None:
+            mask = causal_mask(query_length, query_length)
+        else:
+            mask = causal_mask(query_length, self_cache["cached_key"].shape[2], self_cache["cache_index"])
+    if attention_mask is not None:
+        pad = attention_mask[:, None, None, :].astype(bool)  # (B, 1, 1, K)
+        mask = pad if mask is None else mask & pad
+    return None if mask is None else attention_bias(mask, jnp.float32)
+
+
+def cross_attention_bias(encoder_attention_mask):
+    """The additive float32 bias (B, 1, 1, S) of every cross-attention layer; None for None."""
+    if encoder_attention_mask is None:
+        return None
+    return attention_bias(encoder_attention_mask[:, None, None, :].astype(bool), jnp.float32)
+
+
 # --------------------------------------------------------------------------------------------
 # Params <-> canonical names
 

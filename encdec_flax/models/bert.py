@@ -6,7 +6,13 @@ checkpoint layout of the Hugging Face Flax port (``embeddings/word_embeddings/em
 ``encoder/layer/0/attention/self/query/kernel``) and maps to canonical names with the generic
 walk in ``modeling_utils`` plus ``encdec.naming.layout``.
 
-Shape letters: B batch, Q query length, K key length, H heads, D head dim.
+Shapes use the legend of docs/architectures.md (B batch, Q/K query/key length, S encoder length,
+H heads, D head dim, E hidden, V vocabulary, L cache length).
+
+The attention modules return ``(context, probs)``: ``present``, which PyTorch and TensorFlow
+return between them, lives in the ``"cache"`` collection (the Flax idiom), per layer
+``cached_key`` / ``cached_value`` (B, H, L, D) and ``cache_index``. The masks are built once, as
+additive biases, by ``FlaxBertModule``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,13 @@ from encdec_flax.modeling_outputs import (
     FlaxBaseModelOutputWithPoolingAndCrossAttentions,
     FlaxCausalLMOutputWithCrossAttentions,
 )
-from encdec_flax.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask, normal_init
+from encdec_flax.modeling_utils import (
+    ACT2FN,
+    FlaxPreTrainedModel,
+    cross_attention_bias,
+    normal_init,
+    self_attention_bias,
+)
 
 
 class FlaxBertEmbeddings(nn.Module):
@@ -45,7 +57,7 @@ class FlaxBertEmbeddings(nn.Module):
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
 
     def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool = True):
-        # (B, Q, hidden) each
+        # (B, Q, E) each
         inputs_embeds = self.word_embeddings(input_ids.astype("i4"))
         position_embeds = self.position_embeddings(position_ids.astype("i4"))
         token_type_embeds = self.token_type_embeddings(token_type_ids.astype("i4"))
@@ -56,12 +68,14 @@ class FlaxBertEmbeddings(nn.Module):
 
 
 class FlaxBertSelfAttention(nn.Module):
-    """Self-attention (causal in a decoder) or cross-attention over ``key_value_states``.
+    """Multi-head attention: self-attention (causal in a decoder), or cross-attention over
+    ``encoder_hidden_states``.
 
-    With a ``"cache"`` collection: self-attention appends this call's keys/values at
-    ``cache_index`` of a preallocated ``(b, h, max_length, d)`` buffer (the layout of the PyTorch
-    and TensorFlow caches, which the attention's products read as it is); cross-attention stores the
-    projected encoder keys/values once (when the cache is created) and reuses them.
+    Returns ``(context, probs)``: where PyTorch and TensorFlow also return ``present``, the keys and
+    values live in the ``"cache"`` collection (the Flax idiom). With that collection, self-attention
+    writes this call's keys/values at ``cache_index`` of a preallocated ``(B, H, L, D)`` buffer (the
+    layout of the PyTorch and TensorFlow caches) and cross-attention stores the projected encoder
+    keys/values once (when the cache is created) and reuses them.
     """
 
     config: BertConfig
@@ -75,86 +89,85 @@ class FlaxBertSelfAttention(nn.Module):
             raise ValueError(
                 f"hidden_size={cfg.hidden_size} is not a multiple of num_attention_heads={cfg.num_attention_heads}"
             )
-        self.num_heads = cfg.num_attention_heads
-        self.head_dim = cfg.hidden_size // cfg.num_attention_heads
+        # === Config ===
+        self.num_attention_heads = cfg.num_attention_heads
+        self.attention_head_size = cfg.hidden_size // cfg.num_attention_heads
+        # === Layers ===
         self.query = Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.key = Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.value = Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.dropout = nn.Dropout(rate=cfg.attention_probs_dropout_prob)
 
     def _heads(self, x):
-        # (B, Q, H*D) -> (B, Q, H, D)
-        return x.reshape(x.shape[:2] + (self.num_heads, self.head_dim))
+        # (B, T, H*D) -> (B, T, H, D)
+        return x.reshape(x.shape[:2] + (self.num_attention_heads, self.attention_head_size))
 
     def _heads_first(self, x):
-        # (B, K, H*D) -> (B, H, K, D), the cache's layout
+        # (B, T, H*D) -> (B, H, T, D), the cache's layout
         return jnp.swapaxes(self._heads(x), 1, 2)
 
     @nn.compact
     def _cached_key_value(self, key, value, query_length: int):
-        """Keys/values (B, H, K, D) in; returns (keys, values, cache_index of this call's first query or None)."""
+        """This call's keys/values (B, H, K, D) in; the cached ones out: (B, H, L, D) with this call's
+        written at ``cache_index`` (self-attention), the encoder's stored once (cross-attention)."""
         is_initialized = self.has_variable("cache", "cached_key")
         cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
         cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
         if self.is_cross_attention:
             if not is_initialized:  # creating the cache: keep the encoder projection
                 cached_key.value, cached_value.value = key, value
-            return cached_key.value, cached_value.value, None
+            return cached_key.value, cached_value.value
         cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
         if not is_initialized:
-            return key, value, None
+            return key, value
         cur_index = cache_index.value
-        # (B, H, max_length, D) with this call's Q positions written at cur_index
+        # (B, H, L, D) with this call's Q positions written at cur_index
         key = lax.dynamic_update_slice(cached_key.value, key, (0, 0, cur_index, 0))
         value = lax.dynamic_update_slice(cached_value.value, value, (0, 0, cur_index, 0))
         cached_key.value, cached_value.value = key, value
         cache_index.value = cur_index + query_length
-        return key, value, cur_index
+        return key, value
 
     def __call__(
         self,
         hidden_states,
         attention_mask=None,
-        key_value_states=None,
+        encoder_hidden_states=None,
+        output_attentions: bool = False,
         init_cache: bool = False,
         deterministic: bool = True,
-        output_attentions: bool = False,
     ):
+        """Returns (context (B, Q, E), probs (B, H, Q, K) or None).
+
+        ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K), built at the top of the model.
+        """
         batch_size, query_length = hidden_states.shape[:2]
-        # (B, Q, H, D)
-        query = self._heads(self.query(hidden_states))
         has_cache = self.has_variable("cache", "cached_key")
-        cache_index = None
+        # (B, Q, E) -> (B, Q, H, D)
+        query = self._heads(self.query(hidden_states))
         if self.is_cross_attention and has_cache and not init_cache:
-            # (B, H, K, D): encoder keys/values projected once, when the cache was made
+            # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
             key = self.variables["cache"]["cached_key"]
             value = self.variables["cache"]["cached_value"]
         else:
-            source = key_value_states if self.is_cross_attention else hidden_states
-            # (B, H, K, D)
+            source = encoder_hidden_states if self.is_cross_attention else hidden_states
+            # (B, K, E) -> (B, H, K, D)
             key = self._heads_first(self.key(source))
             value = self._heads_first(self.value(source))
             if (self.is_cross_attention and init_cache) or (self.causal and (has_cache or init_cache)):
-                key, value, cache_index = self._cached_key_value(key, value, query_length)
-
-        # (B or 1, 1, Q, K) boolean: True = attend
-        mask = None
-        if self.causal:
-            mask = causal_mask(query_length, key.shape[2], cache_index)
-        if attention_mask is not None:
-            pad = attention_mask[:, None, None, :].astype(bool)
-            mask = pad if mask is None else mask & pad
+                # (B, H, L, D)
+                key, value = self._cached_key_value(key, value, query_length)
 
         # (B, Q, H, D) x (B, H, K, D) -> (B, H, Q, K)
         scores = jnp.einsum("bqhd,bhkd->bhqk", query, key).astype(jnp.float32)
-        scores = scores / math.sqrt(self.head_dim)
-        if mask is not None:
-            scores = scores + attention_bias(mask, scores.dtype)
+        scores = scores / math.sqrt(self.attention_head_size)
+        if attention_mask is not None:
+            scores = scores + attention_mask
         probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        probs = self.dropout(probs, deterministic=deterministic)
         # (B, H, Q, K) x (B, H, K, D) -> (B, Q, H, D)
+        probs = self.dropout(probs, deterministic=deterministic)
         context = jnp.einsum("bhqk,bhkd->bqhd", probs, value)
-        # (B, Q, H*D)
+        # (B, Q, H, D) -> (B, Q, E)
         context = context.reshape(batch_size, query_length, -1)
         return context, (probs if output_attentions else None)
 
@@ -177,13 +190,15 @@ class FlaxBertSelfOutput(nn.Module):
 
 
 class FlaxBertAttention(nn.Module):
+    """``self`` (the attention proper; the name is the checkpoint key) plus ``output`` (projection, residual, norm)."""
+
     config: BertConfig
     causal: bool = False
     is_cross_attention: bool = False
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
-        # `self` is the PyTorch attribute name (BertAttention.self), kept so the names match.
+        # === Layers ===
         self.self = FlaxBertSelfAttention(
             self.config, causal=self.causal, is_cross_attention=self.is_cross_attention, dtype=self.dtype
         )
@@ -193,21 +208,21 @@ class FlaxBertAttention(nn.Module):
         self,
         hidden_states,
         attention_mask=None,
-        key_value_states=None,
+        encoder_hidden_states=None,
+        output_attentions: bool = False,
         init_cache: bool = False,
         deterministic: bool = True,
-        output_attentions: bool = False,
     ):
-        attn_output, attn_weights = self.self(
+        context, probs = self.self(
             hidden_states,
-            attention_mask,
-            key_value_states=key_value_states,
+            attention_mask=attention_mask,
+            encoder_hidden_states=encoder_hidden_states,
+            output_attentions=output_attentions,
             init_cache=init_cache,
             deterministic=deterministic,
-            output_attentions=output_attentions,
         )
-        hidden_states = self.output(attn_output, hidden_states, deterministic=deterministic)
-        return hidden_states, attn_weights
+        attn_output = self.output(context, hidden_states, deterministic=deterministic)
+        return attn_output, probs
 
 
 class FlaxBertIntermediate(nn.Module):
@@ -240,11 +255,14 @@ class FlaxBertOutput(nn.Module):
 
 
 class FlaxBertLayer(nn.Module):
+    """Self-attention, cross-attention (decoders with ``add_cross_attention``), feed-forward."""
+
     config: BertConfig
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
         cfg = self.config
+        # === Layers ===
         self.attention = FlaxBertAttention(cfg, causal=cfg.is_decoder, dtype=self.dtype)
         if cfg.add_cross_attention:
             self.crossattention = FlaxBertAttention(cfg, is_cross_attention=True, dtype=self.dtype)
@@ -257,28 +275,28 @@ class FlaxBertLayer(nn.Module):
         attention_mask=None,
         encoder_hidden_states=None,
         encoder_attention_mask=None,
+        output_attentions: bool = False,
         init_cache: bool = False,
         deterministic: bool = True,
-        output_attentions: bool = False,
     ):
-        attention_output, self_attn_weights = self.attention(
-            hidden_states, attention_mask, init_cache=init_cache, deterministic=deterministic,
-            output_attentions=output_attentions,
+        """Returns (hidden_states, self-attention probs, cross-attention probs); the cache is in the collection."""
+        attn_output, self_probs = self.attention(
+            hidden_states, attention_mask=attention_mask, output_attentions=output_attentions,
+            init_cache=init_cache, deterministic=deterministic,
         )
-        cross_attn_weights = None
+        cross_probs = None
         if encoder_hidden_states is not None:
             if not self.config.add_cross_attention:
                 raise ValueError(
                     "encoder_hidden_states were passed but this BERT has no cross-attention layers: "
                     "set `add_cross_attention=True` in its config"
                 )
-            attention_output, cross_attn_weights = self.crossattention(
-                attention_output, encoder_attention_mask, key_value_states=encoder_hidden_states,
-                init_cache=init_cache, deterministic=deterministic, output_attentions=output_attentions,
+            attn_output, cross_probs = self.crossattention(
+                attn_output, attention_mask=encoder_attention_mask, encoder_hidden_states=encoder_hidden_states,
+                output_attentions=output_attentions, init_cache=init_cache, deterministic=deterministic,
             )
-        intermediate_output = self.intermediate(attention_output)
-        hidden_states = self.output(intermediate_output, attention_output, deterministic=deterministic)
-        return hidden_states, self_attn_weights, cross_attn_weights
+        layer_output = self.output(self.intermediate(attn_output), attn_output, deterministic=deterministic)
+        return layer_output, self_probs, cross_probs
 
 
 class FlaxBertLayerCollection(nn.Module):
@@ -291,8 +309,9 @@ class FlaxBertLayerCollection(nn.Module):
     def setup(self):
         layer_cls = FlaxBertLayer
         if self.gradient_checkpointing:
-            # init_cache, deterministic, output_attentions are Python bools (self is argument 0).
+            # output_attentions, init_cache, deterministic are Python bools (self is argument 0).
             layer_cls = nn.remat(FlaxBertLayer, static_argnums=(5, 6, 7))
+        # === Layers ===
         self.layers = [layer_cls(self.config, dtype=self.dtype, name=str(i)) for i in range(self.config.num_hidden_layers)]
 
     def __call__(
@@ -301,26 +320,29 @@ class FlaxBertLayerCollection(nn.Module):
         attention_mask=None,
         encoder_hidden_states=None,
         encoder_attention_mask=None,
-        init_cache: bool = False,
-        deterministic: bool = True,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        init_cache: bool = False,
+        deterministic: bool = True,
     ):
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
-        all_self_attentions = () if output_attentions else None
-        all_cross_attentions = () if output_attentions and encoder_hidden_states is not None else None
-        for layer in self.layers:
-            hidden_states, self_attn_weights, cross_attn_weights = layer(
-                hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask,
-                init_cache, deterministic, output_attentions,
-            )
-            if output_attentions:
-                all_self_attentions += (self_attn_weights,)
-                if all_cross_attentions is not None:
-                    all_cross_attentions += (cross_attn_weights,)
+        """Returns (last hidden state, hidden states or None, attentions or None, cross-attentions or None)."""
+        all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        all_cross = () if output_attentions and encoder_hidden_states is not None else None
+        for layer_module in self.layers:
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-        return hidden_states, all_hidden_states, all_self_attentions, all_cross_attentions
+            hidden_states, self_probs, cross_probs = layer_module(
+                hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask,
+                output_attentions, init_cache, deterministic,
+            )
+            if output_attentions:
+                all_attentions += (self_probs,)
+                if all_cross is not None:
+                    all_cross += (cross_probs,)
+        if output_hidden_states:
+            all_hidden_states += (hidden_states,)
+        return hidden_states, all_hidden_states, all_attentions, all_cross
 
 
 class FlaxBertEncoder(nn.Module):
@@ -345,7 +367,7 @@ class FlaxBertPooler(nn.Module):
         self.dense = Dense(self.config.hidden_size, dtype=self.dtype, kernel_init=normal_init(self.config))
 
     def __call__(self, hidden_states):
-        # (B, hidden): the first token's state
+        # (B, E): the first token's state
         first_token = hidden_states[:, 0]
         return jnp.tanh(self.dense(first_token))
 
@@ -385,17 +407,29 @@ class FlaxBertModule(nn.Module):
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
         if encoder_hidden_states is not None and encoder_attention_mask is None:
             encoder_attention_mask = jnp.ones(encoder_hidden_states.shape[:2], dtype="i4")
-        # (B, Q, hidden)
-        hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, deterministic=deterministic)
-        hidden_states, all_hidden_states, all_attentions, all_cross_attentions = self.encoder(
-            hidden_states,
-            attention_mask=attention_mask,
+        embedding_output = self.embeddings(
+            input_ids, token_type_ids, position_ids, deterministic=deterministic
+        )  # (B, Q, E)
+
+        # Masks are built once here, as additive biases: (B|1, 1, Q, K) and (B, 1, 1, S). While
+        # decoding with a cache, the first layer's self-attention cache says where the queries sit.
+        self_cache = None
+        if self.config.is_decoder and self.variables.get("cache"):
+            self_cache = self.variables["cache"]["encoder"]["layer"]["0"]["attention"]["self"]
+        extended_attention_mask = self_attention_bias(
+            attention_mask, input_ids.shape[1], causal=self.config.is_decoder, self_cache=self_cache
+        )
+        encoder_extended_attention_mask = cross_attention_bias(encoder_attention_mask)
+
+        hidden_states, all_hidden_states, all_attentions, all_cross = self.encoder(
+            embedding_output,
+            attention_mask=extended_attention_mask,
             encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            init_cache=init_cache,
-            deterministic=deterministic,
+            encoder_attention_mask=encoder_extended_attention_mask,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            init_cache=init_cache,
+            deterministic=deterministic,
         )
         pooled_output = self.pooler(hidden_states) if self.add_pooling_layer else None
         return FlaxBaseModelOutputWithPoolingAndCrossAttentions(
@@ -403,7 +437,7 @@ class FlaxBertModule(nn.Module):
             pooler_output=pooled_output,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
-            cross_attentions=all_cross_attentions,
+            cross_attentions=all_cross,
         )
 
 
@@ -438,7 +472,7 @@ class FlaxBertLMPredictionHead(ShapeCheckedParams, nn.Module):
     def __call__(self, hidden_states, shared_embedding=None):
         hidden_states = self.transform(hidden_states)
         if shared_embedding is not None:
-            # (B, Q, hidden) x (vocab, hidden) -> (B, Q, vocab)
+            # (B, Q, E) x (V, E) -> (B, Q, V)
             logits = hidden_states @ shared_embedding.T.astype(self.dtype)
         else:
             logits = self.decoder(hidden_states)
@@ -497,7 +531,7 @@ class FlaxBertForCausalLMModule(nn.Module):
         shared_embedding = None
         if self.config.tie_word_embeddings:
             shared_embedding = self.bert.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
-        # (B, Q, vocab)
+        # (B, Q, V)
         logits = self.cls(outputs.last_hidden_state, shared_embedding=shared_embedding)
         return FlaxCausalLMOutputWithCrossAttentions(
             logits=logits,

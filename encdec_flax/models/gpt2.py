@@ -4,7 +4,12 @@
 ``FlaxConv1D`` stores its kernel as ``(out, in)`` like the Hugging Face Flax port (the PyTorch
 ``Conv1D`` weight transposed), so its files load unchanged; the layout table says so once.
 
-Shape letters: B batch, Q query length, K key length, H heads, D head dim.
+Shapes use the legend of docs/architectures.md (B batch, Q/K query/key length, S encoder length,
+H heads, D head dim, E hidden, V vocabulary, L cache length).
+
+The attention modules return ``(attn_output, probs)``: ``present``, which PyTorch and TensorFlow
+return between them, lives in the ``"cache"`` collection (the Flax idiom), as in
+``encdec_flax/models/bert.py``. The masks are built once, as additive biases, by ``FlaxGPT2Module``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,13 @@ from encdec_flax.modeling_outputs import (
     FlaxBaseModelOutputWithPastAndCrossAttentions,
     FlaxCausalLMOutputWithCrossAttentions,
 )
-from encdec_flax.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask, normal_init
+from encdec_flax.modeling_utils import (
+    ACT2FN,
+    FlaxPreTrainedModel,
+    cross_attention_bias,
+    normal_init,
+    self_attention_bias,
+)
 
 
 class FlaxConv1D(ShapeCheckedParams, nn.Module):
@@ -44,8 +55,12 @@ class FlaxConv1D(ShapeCheckedParams, nn.Module):
 
 
 class FlaxGPT2Attention(nn.Module):
-    """Causal self-attention, or cross-attention over ``key_value_states`` (``q_attn`` makes the
-    queries, ``c_attn`` the keys and values). Cache as in ``FlaxBertSelfAttention``."""
+    """Causal self-attention (``c_attn`` -> q, k, v), or cross-attention (``q_attn`` -> q from the
+    decoder, ``c_attn`` -> k, v from the encoder) when ``is_cross_attention``.
+
+    Returns ``(attn_output, probs)``: where PyTorch and TensorFlow also return ``present``, the keys
+    and values live in the ``"cache"`` collection, as in ``FlaxBertSelfAttention``.
+    """
 
     config: GPT2Config
     is_cross_attention: bool = False
@@ -54,11 +69,13 @@ class FlaxGPT2Attention(nn.Module):
 
     def setup(self):
         cfg = self.config
+        # === Config ===
         self.embed_dim = cfg.hidden_size
         self.num_heads = cfg.num_attention_heads
         self.head_dim = self.embed_dim // self.num_heads
         if self.head_dim * self.num_heads != self.embed_dim:
             raise ValueError(f"n_embd={self.embed_dim} is not a multiple of n_head={self.num_heads}")
+        # === Layers ===
         init = normal_init(cfg)
         if self.is_cross_attention:
             self.c_attn = FlaxConv1D(2 * self.embed_dim, dtype=self.dtype, kernel_init=init)
@@ -70,73 +87,75 @@ class FlaxGPT2Attention(nn.Module):
         self.resid_dropout = nn.Dropout(rate=cfg.resid_pdrop)
 
     def _heads(self, x):
-        # (B, Q, H*D) -> (B, Q, H, D)
+        # (B, T, H*D) -> (B, T, H, D)
         return x.reshape(x.shape[:2] + (self.num_heads, self.head_dim))
 
     def _heads_first(self, x):
-        # (B, K, H*D) -> (B, H, K, D), the cache's layout (as in PyTorch and TensorFlow)
+        # (B, T, H*D) -> (B, H, T, D), the cache's layout
         return jnp.swapaxes(self._heads(x), 1, 2)
 
     @nn.compact
     def _cached_key_value(self, key, value, query_length: int):
-        """Keys/values (B, H, K, D) in; returns (keys, values, cache_index of this call's first query or None)."""
+        """This call's keys/values (B, H, K, D) in; the cached ones out: (B, H, L, D) with this call's
+        written at ``cache_index`` (self-attention), the encoder's stored once (cross-attention)."""
         is_initialized = self.has_variable("cache", "cached_key")
         cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
         cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
         if self.is_cross_attention:
             if not is_initialized:  # creating the cache: keep the encoder projection
                 cached_key.value, cached_value.value = key, value
-            return cached_key.value, cached_value.value, None
+            return cached_key.value, cached_value.value
         cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
         if not is_initialized:
-            return key, value, None
+            return key, value
         cur_index = cache_index.value
-        # (B, H, max_length, D) with this call's Q positions written at cur_index
+        # (B, H, L, D) with this call's Q positions written at cur_index
         key = lax.dynamic_update_slice(cached_key.value, key, (0, 0, cur_index, 0))
         value = lax.dynamic_update_slice(cached_value.value, value, (0, 0, cur_index, 0))
         cached_key.value, cached_value.value = key, value
         cache_index.value = cur_index + query_length
-        return key, value, cur_index
+        return key, value
 
     def __call__(
         self,
         hidden_states,
         attention_mask=None,
-        key_value_states=None,
+        encoder_hidden_states=None,
+        output_attentions: bool = False,
         init_cache: bool = False,
         deterministic: bool = True,
-        output_attentions: bool = False,
     ):
+        """Returns (attn_output (B, Q, E), probs (B, H, Q, K) or None).
+
+        ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K), built at the top of the
+        model; for self-attention it already holds the causal mask, for cross-attention the encoder
+        padding mask.
+        """
         batch_size, query_length = hidden_states.shape[:2]
         has_cache = self.has_variable("cache", "cached_key")
-        cache_index = None
         if self.is_cross_attention:
-            # (B, Q, H, D)
+            if encoder_hidden_states is None:
+                raise ValueError("cross-attention needs encoder_hidden_states")
+            # (B, Q, E) -> (B, Q, H, D)
             query = self._heads(self.q_attn(hidden_states))
             if has_cache and not init_cache:
-                # (B, H, K, D): encoder keys/values projected once, when the cache was made
+                # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
                 key = self.variables["cache"]["cached_key"]
                 value = self.variables["cache"]["cached_value"]
             else:
-                key, value = jnp.split(self.c_attn(key_value_states), 2, axis=-1)
-                key, value = self._heads_first(key), self._heads_first(value)  # (B, H, K, D)
+                key, value = jnp.split(self.c_attn(encoder_hidden_states), 2, axis=-1)
+                # (B, S, E) -> (B, H, S, D)
+                key, value = self._heads_first(key), self._heads_first(value)
                 if init_cache:
-                    key, value, _ = self._cached_key_value(key, value, query_length)
+                    key, value = self._cached_key_value(key, value, query_length)
         else:
             query, key, value = jnp.split(self.c_attn(hidden_states), 3, axis=-1)
-            query = self._heads(query)  # (B, Q, H, D)
-            key = self._heads_first(key)  # (B, H, Q, D)
-            value = self._heads_first(value)
+            # (B, Q, E) -> (B, Q, H, D) and (B, H, Q, D)
+            query = self._heads(query)
+            key, value = self._heads_first(key), self._heads_first(value)
             if has_cache or init_cache:
-                key, value, cache_index = self._cached_key_value(key, value, query_length)
-
-        # (B or 1, 1, Q, K) boolean: True = attend
-        mask = None
-        if not self.is_cross_attention:
-            mask = causal_mask(query_length, key.shape[2], cache_index)
-        if attention_mask is not None:
-            pad = attention_mask[:, None, None, :].astype(bool)
-            mask = pad if mask is None else mask & pad
+                # (B, H, L, D)
+                key, value = self._cached_key_value(key, value, query_length)
 
         # (B, Q, H, D) x (B, H, K, D) -> (B, H, Q, K)
         scores = jnp.einsum("bqhd,bhkd->bhqk", query, key).astype(jnp.float32)
@@ -144,38 +163,40 @@ class FlaxGPT2Attention(nn.Module):
             scores = scores / math.sqrt(self.head_dim)
         if self.config.scale_attn_by_inverse_layer_idx:
             scores = scores / float(self.layer_idx + 1)
-        if mask is not None:
-            scores = scores + attention_bias(mask, scores.dtype)
+        if attention_mask is not None:
+            scores = scores + attention_mask
         probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
         probs = self.attn_dropout(probs, deterministic=deterministic)
         # (B, H, Q, K) x (B, H, K, D) -> (B, Q, H, D)
         context = jnp.einsum("bhqk,bhkd->bqhd", probs, value)
-        # (B, Q, H*D)
+        # (B, Q, H, D) -> (B, Q, E)
         context = context.reshape(batch_size, query_length, -1)
-        attn_output = self.c_proj(context)
-        attn_output = self.resid_dropout(attn_output, deterministic=deterministic)
+        attn_output = self.resid_dropout(self.c_proj(context), deterministic=deterministic)
         return attn_output, (probs if output_attentions else None)
 
 
 class FlaxGPT2MLP(nn.Module):
-    config: GPT2Config
     intermediate_size: int
+    config: GPT2Config
     dtype: jnp.dtype = jnp.float32
 
     def setup(self):
         init = normal_init(self.config)
+        # === Layers ===
         self.c_fc = FlaxConv1D(self.intermediate_size, dtype=self.dtype, kernel_init=init)
         self.c_proj = FlaxConv1D(self.config.hidden_size, dtype=self.dtype, kernel_init=init)
-        self.act = ACT2FN[self.config.activation_function]
         self.dropout = nn.Dropout(rate=self.config.resid_pdrop)
+        # === Config ===
+        self.act = ACT2FN[self.config.activation_function]
 
     def __call__(self, hidden_states, deterministic: bool = True):
-        hidden_states = self.act(self.c_fc(hidden_states))
-        hidden_states = self.c_proj(hidden_states)
-        return self.dropout(hidden_states, deterministic=deterministic)
+        hidden_states = self.act(self.c_fc(hidden_states))  # (B, Q, I)
+        return self.dropout(self.c_proj(hidden_states), deterministic=deterministic)  # (B, Q, E)
 
 
 class FlaxGPT2Block(nn.Module):
+    """Pre-norm block: ln_1 -> attn, [ln_cross_attn -> crossattention], ln_2 -> mlp, each residual."""
+
     config: GPT2Config
     layer_idx: int = 0
     dtype: jnp.dtype = jnp.float32
@@ -183,6 +204,7 @@ class FlaxGPT2Block(nn.Module):
     def setup(self):
         cfg = self.config
         eps = cfg.layer_norm_epsilon
+        # === Layers ===
         self.ln_1 = LayerNorm(epsilon=eps, dtype=self.dtype)
         self.attn = FlaxGPT2Attention(cfg, layer_idx=self.layer_idx, dtype=self.dtype)
         self.ln_2 = LayerNorm(epsilon=eps, dtype=self.dtype)
@@ -191,7 +213,7 @@ class FlaxGPT2Block(nn.Module):
                 cfg, is_cross_attention=True, layer_idx=self.layer_idx, dtype=self.dtype
             )
             self.ln_cross_attn = LayerNorm(epsilon=eps, dtype=self.dtype)
-        self.mlp = FlaxGPT2MLP(cfg, cfg.inner_size, dtype=self.dtype)
+        self.mlp = FlaxGPT2MLP(cfg.inner_size, cfg, dtype=self.dtype)
 
     def __call__(
         self,
@@ -199,19 +221,19 @@ class FlaxGPT2Block(nn.Module):
         attention_mask=None,
         encoder_hidden_states=None,
         encoder_attention_mask=None,
+        output_attentions: bool = False,
         init_cache: bool = False,
         deterministic: bool = True,
-        output_attentions: bool = False,
     ):
+        """Returns (hidden_states, self-attention probs, cross-attention probs); the cache is in the collection."""
         residual = hidden_states
-        hidden_states = self.ln_1(hidden_states)
-        attn_output, self_attn_weights = self.attn(
-            hidden_states, attention_mask, init_cache=init_cache, deterministic=deterministic,
-            output_attentions=output_attentions,
+        attn_output, self_probs = self.attn(
+            self.ln_1(hidden_states), attention_mask=attention_mask, output_attentions=output_attentions,
+            init_cache=init_cache, deterministic=deterministic,
         )
         hidden_states = attn_output + residual
 
-        cross_attn_weights = None
+        cross_probs = None
         if encoder_hidden_states is not None:
             if not self.config.add_cross_attention:
                 raise ValueError(
@@ -219,18 +241,16 @@ class FlaxGPT2Block(nn.Module):
                     "set `add_cross_attention=True` in its config"
                 )
             residual = hidden_states
-            hidden_states = self.ln_cross_attn(hidden_states)
-            cross_attn_output, cross_attn_weights = self.crossattention(
-                hidden_states, encoder_attention_mask, key_value_states=encoder_hidden_states,
-                init_cache=init_cache, deterministic=deterministic, output_attentions=output_attentions,
+            cross_output, cross_probs = self.crossattention(
+                self.ln_cross_attn(hidden_states), attention_mask=encoder_attention_mask,
+                encoder_hidden_states=encoder_hidden_states, output_attentions=output_attentions,
+                init_cache=init_cache, deterministic=deterministic,
             )
-            hidden_states = residual + cross_attn_output
+            hidden_states = residual + cross_output
 
         residual = hidden_states
-        hidden_states = self.ln_2(hidden_states)
-        feed_forward_hidden_states = self.mlp(hidden_states, deterministic=deterministic)
-        hidden_states = residual + feed_forward_hidden_states
-        return hidden_states, self_attn_weights, cross_attn_weights
+        hidden_states = residual + self.mlp(self.ln_2(hidden_states), deterministic=deterministic)
+        return hidden_states, self_probs, cross_probs
 
 
 class FlaxGPT2BlockCollection(nn.Module):
@@ -243,8 +263,9 @@ class FlaxGPT2BlockCollection(nn.Module):
     def setup(self):
         block_cls = FlaxGPT2Block
         if self.gradient_checkpointing:
-            # init_cache, deterministic, output_attentions are Python bools (self is argument 0).
+            # output_attentions, init_cache, deterministic are Python bools (self is argument 0).
             block_cls = nn.remat(FlaxGPT2Block, static_argnums=(5, 6, 7))
+        # === Layers ===
         self.blocks = [
             block_cls(self.config, layer_idx=i, dtype=self.dtype, name=str(i)) for i in range(self.config.num_hidden_layers)
         ]
@@ -255,26 +276,26 @@ class FlaxGPT2BlockCollection(nn.Module):
         attention_mask=None,
         encoder_hidden_states=None,
         encoder_attention_mask=None,
-        init_cache: bool = False,
-        deterministic: bool = True,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        init_cache: bool = False,
+        deterministic: bool = True,
     ):
         all_hidden_states = () if output_hidden_states else None
-        all_self_attentions = () if output_attentions else None
-        all_cross_attentions = () if output_attentions and encoder_hidden_states is not None else None
+        all_attentions = () if output_attentions else None
+        all_cross = () if output_attentions and encoder_hidden_states is not None else None
         for block in self.blocks:
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-            hidden_states, self_attn_weights, cross_attn_weights = block(
+            hidden_states, self_probs, cross_probs = block(
                 hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask,
-                init_cache, deterministic, output_attentions,
+                output_attentions, init_cache, deterministic,
             )
             if output_attentions:
-                all_self_attentions += (self_attn_weights,)
-                if all_cross_attentions is not None:
-                    all_cross_attentions += (cross_attn_weights,)
-        return hidden_states, all_hidden_states, all_self_attentions, all_cross_attentions
+                all_attentions += (self_probs,)
+                if all_cross is not None:
+                    all_cross += (cross_probs,)
+        return hidden_states, all_hidden_states, all_attentions, all_cross
 
 
 class FlaxGPT2Module(nn.Module):
@@ -307,22 +328,27 @@ class FlaxGPT2Module(nn.Module):
     ):
         if position_ids is None:
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
-        # (B, Q, hidden)
-        inputs_embeds = self.wte(input_ids.astype("i4"))
-        position_embeds = self.wpe(position_ids.astype("i4"))
-        hidden_states = inputs_embeds + position_embeds
+        inputs_embeds = self.wte(input_ids.astype("i4"))  # (B, Q, E)
+        hidden_states = inputs_embeds + self.wpe(position_ids.astype("i4"))
         if token_type_ids is not None:  # GPT-2 embeds token types with wte, as in PyTorch
             hidden_states = hidden_states + self.wte(token_type_ids.astype("i4"))
-        hidden_states = self.drop(hidden_states, deterministic=deterministic)
-        hidden_states, all_hidden_states, all_attentions, all_cross_attentions = self.h(
+        hidden_states = self.drop(hidden_states, deterministic=deterministic)  # (B, Q, E)
+
+        # Masks are built once here, as additive biases: (B|1, 1, Q, K) and (B, 1, 1, S). While
+        # decoding with a cache, the first block's self-attention cache says where the queries sit.
+        self_cache = self.variables["cache"]["h"]["0"]["attn"] if self.variables.get("cache") else None
+        causal_mask = self_attention_bias(attention_mask, input_ids.shape[1], causal=True, self_cache=self_cache)
+        encoder_bias = cross_attention_bias(encoder_attention_mask)
+
+        hidden_states, all_hidden_states, all_attentions, all_cross = self.h(
             hidden_states,
-            attention_mask=attention_mask,
+            attention_mask=causal_mask,
             encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            init_cache=init_cache,
-            deterministic=deterministic,
+            encoder_attention_mask=encoder_bias,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            init_cache=init_cache,
+            deterministic=deterministic,
         )
         hidden_states = self.ln_f(hidden_states)
         if output_hidden_states:
@@ -331,7 +357,7 @@ class FlaxGPT2Module(nn.Module):
             last_hidden_state=hidden_states,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
-            cross_attentions=all_cross_attentions,
+            cross_attentions=all_cross,
         )
 
 
@@ -375,7 +401,7 @@ class FlaxGPT2LMHeadModule(nn.Module):
         hidden_states = outputs.last_hidden_state
         if self.config.tie_word_embeddings:
             shared_embedding = self.transformer.variables["params"]["wte"]["embedding"]
-            # (B, Q, hidden) x (vocab, hidden) -> (B, Q, vocab)
+            # (B, Q, E) x (V, E) -> (B, Q, V)
             logits = hidden_states @ shared_embedding.T.astype(self.dtype)
         else:
             logits = self.lm_head(hidden_states)
