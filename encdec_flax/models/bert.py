@@ -57,14 +57,15 @@ class FlaxBertEmbeddings(nn.Module):
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
 
     def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool = True):
-        # (B, Q, E) each
-        inputs_embeds = self.word_embeddings(input_ids.astype("i4"))
-        position_embeds = self.position_embeddings(position_ids.astype("i4"))
-        token_type_embeds = self.token_type_embeddings(token_type_ids.astype("i4"))
-        hidden_states = inputs_embeds + token_type_embeds + position_embeds
-        hidden_states = self.LayerNorm(hidden_states)
-        hidden_states = self.dropout(hidden_states, deterministic=deterministic)
-        return hidden_states
+        inputs_embeds = self.word_embeddings(input_ids.astype("i4"))  # (B, Q, E)
+        embeddings = (
+            inputs_embeds
+            + self.token_type_embeddings(token_type_ids.astype("i4"))
+            + self.position_embeddings(position_ids.astype("i4"))
+        )
+        embeddings = self.LayerNorm(embeddings)
+        embeddings = self.dropout(embeddings, deterministic=deterministic)
+        return embeddings  # (B, Q, E)
 
 
 class FlaxBertSelfAttention(nn.Module):
@@ -247,11 +248,10 @@ class FlaxBertOutput(nn.Module):
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
         self.LayerNorm = LayerNorm(epsilon=cfg.layer_norm_eps, dtype=self.dtype)
 
-    def __call__(self, hidden_states, attention_output, deterministic: bool = True):
+    def __call__(self, hidden_states, input_tensor, deterministic: bool = True):
         hidden_states = self.dense(hidden_states)
         hidden_states = self.dropout(hidden_states, deterministic=deterministic)
-        hidden_states = self.LayerNorm(hidden_states + attention_output)
-        return hidden_states
+        return self.LayerNorm(hidden_states + input_tensor)  # (B, Q, E)
 
 
 class FlaxBertLayer(nn.Module):
@@ -367,9 +367,7 @@ class FlaxBertPooler(nn.Module):
         self.dense = Dense(self.config.hidden_size, dtype=self.dtype, kernel_init=normal_init(self.config))
 
     def __call__(self, hidden_states):
-        # (B, E): the first token's state
-        first_token = hidden_states[:, 0]
-        return jnp.tanh(self.dense(first_token))
+        return jnp.tanh(self.dense(hidden_states[:, 0]))  # (B, E): the first token
 
 
 class FlaxBertModule(nn.Module):
@@ -486,8 +484,8 @@ class FlaxBertOnlyMLMHead(nn.Module):
     def setup(self):
         self.predictions = FlaxBertLMPredictionHead(self.config, dtype=self.dtype)
 
-    def __call__(self, hidden_states, shared_embedding=None):
-        return self.predictions(hidden_states, shared_embedding=shared_embedding)
+    def __call__(self, sequence_output, shared_embedding=None):
+        return self.predictions(sequence_output, shared_embedding=shared_embedding)
 
 
 class FlaxBertForCausalLMModule(nn.Module):

@@ -133,6 +133,7 @@ class TFBertSelfAttention(ComposedLayer):
 class TFBertSelfOutput(ComposedLayer):
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
+        # === Layers ===
         self.dense = _dense(config, config.hidden_size, "dense")
         self.LayerNorm = _layer_norm(config)
         self.dropout = Dropout(config.hidden_dropout_prob, name="dropout")
@@ -145,6 +146,7 @@ class TFBertSelfOutput(ComposedLayer):
 class TFBertAttention(ComposedLayer):
     def __init__(self, config: BertConfig, is_cross_attention: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
+        # === Layers ===
         # PyTorch calls these `self` and `output`; neither can be a Keras attribute, the names
         # (hence the canonical weight names) are kept.
         self.self_attention = TFBertSelfAttention(config, is_cross_attention=is_cross_attention, name="self")
@@ -163,7 +165,9 @@ class TFBertAttention(ComposedLayer):
 class TFBertIntermediate(ComposedLayer):
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
+        # === Layers ===
         self.dense = _dense(config, config.intermediate_size, "dense")
+        # === Config ===
         self.intermediate_act_fn = get_activation(config.hidden_act)
 
     def call(self, hidden_states):
@@ -173,6 +177,7 @@ class TFBertIntermediate(ComposedLayer):
 class TFBertOutput(ComposedLayer):
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
+        # === Layers ===
         self.dense = _dense(config, config.hidden_size, "dense")
         self.LayerNorm = _layer_norm(config)
         self.dropout = Dropout(config.hidden_dropout_prob, name="dropout")
@@ -187,10 +192,12 @@ class TFBertLayer(ComposedLayer):
 
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
+        # === Config ===
         self.is_decoder = config.is_decoder
         self.add_cross_attention = config.add_cross_attention
         if self.add_cross_attention and not self.is_decoder:
             raise ValueError("BertConfig.add_cross_attention=True needs is_decoder=True (cross-attention is a decoder part)")
+        # === Layers ===
         self.attention = TFBertAttention(config, name="attention")
         if self.add_cross_attention:
             self.crossattention = TFBertAttention(config, is_cross_attention=True, name="crossattention")
@@ -226,8 +233,10 @@ class TFBertLayer(ComposedLayer):
 class TFBertEncoder(ComposedLayer):
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
-        self.config = config
+        # === Layers ===
         self.layer = [TFBertLayer(config, name=f"layer_._{i}") for i in range(config.num_hidden_layers)]
+        # === Config ===
+        self.config = config
 
     def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
              past_key_values=None, use_cache=False, output_attentions=False, output_hidden_states=False,
@@ -261,6 +270,7 @@ class TFBertEncoder(ComposedLayer):
 class TFBertPooler(ComposedLayer):
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
+        # === Layers ===
         self.dense = _dense(config, config.hidden_size, "dense")
 
     def call(self, hidden_states):
@@ -284,11 +294,12 @@ class TFBertModel(TFPreTrainedModel):
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True, build: bool = True, **kwargs: Any):
         super().__init__(config, **kwargs)
-        self.add_pooling_layer = add_pooling_layer
         # === Layers ===
         self.embeddings = TFBertEmbeddings(config, name="embeddings")
         self.encoder = TFBertEncoder(config, name="encoder")
         self.pooler = TFBertPooler(config, name="pooler") if add_pooling_layer else None
+        # === Config ===
+        self.add_pooling_layer = add_pooling_layer
         if build:
             self.build_now()
 
@@ -352,9 +363,11 @@ class TFBertModel(TFPreTrainedModel):
 class TFBertPredictionHeadTransform(ComposedLayer):
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
+        # === Layers ===
         self.dense = _dense(config, config.hidden_size, "dense")
-        self.transform_act_fn = get_activation(config.hidden_act)
         self.LayerNorm = _layer_norm(config)
+        # === Config ===
+        self.transform_act_fn = get_activation(config.hidden_act)
 
     def call(self, hidden_states):
         return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
@@ -365,10 +378,12 @@ class TFBertLMPredictionHead(DeferredInit, XLATraceCall, keras.layers.Layer):
 
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
-        self.config = config
+        # === Layers ===
         self.transform = TFBertPredictionHeadTransform(config, name="transform")
         # `decoder` is a layer of its own only when it is not tied to the word embeddings.
         self.decoder = None if config.tie_word_embeddings else _dense(config, config.vocab_size, "decoder", use_bias=False)
+        # === Config ===
+        self.config = config
 
     def build(self, input_shape):
         self.bias = self.add_weight(name="bias", shape=(self.config.vocab_size,), initializer="zeros")
@@ -385,6 +400,7 @@ class TFBertLMPredictionHead(DeferredInit, XLATraceCall, keras.layers.Layer):
 class TFBertOnlyMLMHead(ComposedLayer):
     def __init__(self, config: BertConfig, **kwargs: Any):
         super().__init__(**kwargs)
+        # === Layers ===
         self.predictions = TFBertLMPredictionHead(config, name="predictions")
 
     def call(self, sequence_output, word_embeddings=None):
