@@ -345,6 +345,18 @@ class FlaxBertLayerCollection(nn.Module):
         return hidden_states, all_hidden_states, all_attentions, all_cross
 
 
+def bert_attention_biases(module: nn.Module, attention_mask, encoder_attention_mask, query_length: int):
+    """The additive biases (self (B|1, 1, Q, K) or None, cross (B, 1, 1, S) or None) of a model whose
+    layers are its ``encoder`` (a ``FlaxBertEncoder``), built once at its top from the 0/1 masks.
+    While decoding with a cache, the first layer's self-attention cache says where the queries sit."""
+    config = module.config
+    self_cache = None
+    if config.is_decoder and module.variables.get("cache"):
+        self_cache = module.variables["cache"]["encoder"]["layer"]["0"]["attention"]["self"]
+    self_bias = self_attention_bias(attention_mask, query_length, causal=config.is_decoder, self_cache=self_cache)
+    return self_bias, cross_attention_bias(encoder_attention_mask)
+
+
 class FlaxBertEncoder(nn.Module):
     config: BertConfig
     dtype: jnp.dtype = jnp.float32
@@ -409,15 +421,10 @@ class FlaxBertModule(nn.Module):
             input_ids, token_type_ids, position_ids, deterministic=deterministic
         )  # (B, Q, E)
 
-        # Masks are built once here, as additive biases: (B|1, 1, Q, K) and (B, 1, 1, S). While
-        # decoding with a cache, the first layer's self-attention cache says where the queries sit.
-        self_cache = None
-        if self.config.is_decoder and self.variables.get("cache"):
-            self_cache = self.variables["cache"]["encoder"]["layer"]["0"]["attention"]["self"]
-        extended_attention_mask = self_attention_bias(
-            attention_mask, input_ids.shape[1], causal=self.config.is_decoder, self_cache=self_cache
+        # Masks are built once here, as additive biases: (B|1, 1, Q, K) and (B, 1, 1, S).
+        extended_attention_mask, encoder_extended_attention_mask = bert_attention_biases(
+            self, attention_mask, encoder_attention_mask, input_ids.shape[1]
         )
-        encoder_extended_attention_mask = cross_attention_bias(encoder_attention_mask)
 
         hidden_states, all_hidden_states, all_attentions, all_cross = self.encoder(
             embedding_output,

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from encdec.architectures.bert_generation import BertGenerationConfig
-from encdec_flax.models.bert import FlaxBertEncoder
+from encdec_flax.models.bert import FlaxBertEncoder, bert_attention_biases
 from encdec_flax.layers import Dense, Embed, LayerNorm, ShapeCheckedParams
 from encdec_flax.modeling_outputs import (
     FlaxBaseModelOutputWithPoolingAndCrossAttentions,
@@ -81,11 +81,13 @@ class FlaxBertGenerationEncoderModule(nn.Module):
             encoder_attention_mask = jnp.ones(encoder_hidden_states.shape[:2], dtype="i4")
         # (B, Q, hidden)
         hidden_states = self.embeddings(input_ids, position_ids, deterministic=deterministic)
+        # Masks are built once here, as additive biases (the layers are BERT's).
+        self_bias, cross_bias = bert_attention_biases(self, attention_mask, encoder_attention_mask, input_ids.shape[1])
         hidden_states, all_hidden_states, all_attentions, all_cross_attentions = self.encoder(
             hidden_states,
-            attention_mask=attention_mask,
+            attention_mask=self_bias,
             encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
+            encoder_attention_mask=cross_bias,
             init_cache=init_cache,
             deterministic=deterministic,
             output_attentions=output_attentions,

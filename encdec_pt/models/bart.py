@@ -92,8 +92,9 @@ class BartAttention(nn.Module):
             key = self._heads(self.k_proj(source))  # (B, K, H, D)
             value = self._heads(self.v_proj(source))  # (B, K, H, D)
             if hasattr(past_key_value, "update"):
-                # A preallocated (static) cache: written in place, returned at full length (B, L, H, D).
-                key, value = past_key_value.update(key, value)
+                # A preallocated (static) cache, heads-first (B, H, L, D): written in place, returned at full length.
+                key, value = past_key_value.update(key.transpose(1, 2), value.transpose(1, 2))
+                key, value = key.transpose(1, 2), value.transpose(1, 2)  # (B, L, H, D)
             elif past_key_value is not None:
                 # (B, past + Q, H, D)
                 key = torch.cat([past_key_value[0].transpose(1, 2), key], dim=1)
