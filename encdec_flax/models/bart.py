@@ -4,8 +4,14 @@ mirroring ``encdec_pt/models/bart.py`` module for module.
 Every submodule is named like the PyTorch attribute it mirrors, so the params tree is the layout of
 the Hugging Face Flax port (``model/decoder/layers/0/encoder_attn/k_proj/kernel``). The cross-attention
 module is ``encoder_attn`` (the record's ``DecoderLayout.cross_attention``: generation repeats its
-cache entries per beam and never reorders them). Shape letters: B batch, Q query length, K key
-length, H heads, D head dim.
+cache entries per beam and never reorders them).
+
+Shapes use the legend of docs/architectures.md (B batch, Q/K query/key length, S encoder length,
+H heads, D head dim, E d_model, I ffn size, V vocabulary, L cache length).
+
+The attention modules return ``(attn_output, probs)``: ``present``, which PyTorch and TensorFlow
+return between them, lives in the ``"cache"`` collection (the Flax idiom), as in
+``encdec_flax/models/bert.py``. The masks are built once, as additive biases, by ``FlaxBartDecoder``.
 """
 
 from __future__ import annotations
@@ -20,16 +26,26 @@ from jax import lax
 from encdec.architectures.bart import POSITION_OFFSET, BartConfig, MBartConfig
 from encdec_flax.layers import Dense, Embed, LayerNorm
 from encdec_flax.modeling_outputs import FlaxCausalLMOutputWithCrossAttentions
-from encdec_flax.modeling_utils import ACT2FN, FlaxPreTrainedModel, attention_bias, causal_mask, normal_init
+from encdec_flax.modeling_utils import (
+    ACT2FN,
+    FlaxPreTrainedModel,
+    cross_attention_bias,
+    normal_init,
+    self_attention_bias,
+)
 
 # nn.LayerNorm's default in PyTorch, which BART's norms use (flax's default is 1e-6).
 LAYER_NORM_EPS = 1e-5
 
 
 class FlaxBartAttention(nn.Module):
-    """Self-attention (causal) or cross-attention over ``key_value_states``, with the cache of
-    ``FlaxBertSelfAttention``: a preallocated ``(b, h, max_length, d)`` self buffer written at
-    ``cache_index``; cross keys/values stored once when the cache is created."""
+    """Multi-head attention: self-attention (causal), or cross-attention over ``encoder_hidden_states``.
+
+    Returns ``(attn_output, probs)``: where PyTorch and TensorFlow also return ``present``, the keys
+    and values live in the ``"cache"`` collection, as in ``FlaxBertSelfAttention``: a preallocated
+    ``(B, H, L, D)`` self buffer written at ``cache_index``; cross keys/values stored once when the
+    cache is created.
+    """
 
     config: BartConfig
     causal: bool = False
@@ -42,8 +58,11 @@ class FlaxBartAttention(nn.Module):
             raise ValueError(
                 f"d_model={cfg.d_model} is not a multiple of decoder_attention_heads={cfg.decoder_attention_heads}"
             )
+        # === Config ===
         self.num_heads = cfg.decoder_attention_heads
         self.head_dim = cfg.d_model // cfg.decoder_attention_heads
+        self.scale = self.head_dim ** -0.5
+        # === Layers ===
         self.k_proj = Dense(cfg.d_model, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.v_proj = Dense(cfg.d_model, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.q_proj = Dense(cfg.d_model, dtype=self.dtype, kernel_init=normal_init(cfg))
@@ -51,80 +70,77 @@ class FlaxBartAttention(nn.Module):
         self.dropout = nn.Dropout(rate=cfg.attention_dropout)
 
     def _heads(self, x):
-        # (B, Q, H*D) -> (B, Q, H, D)
+        # (B, T, H*D) -> (B, T, H, D)
         return x.reshape(x.shape[:2] + (self.num_heads, self.head_dim))
 
     def _heads_first(self, x):
-        # (B, K, H*D) -> (B, H, K, D), the cache's layout
+        # (B, T, H*D) -> (B, H, T, D), the cache's layout
         return jnp.swapaxes(self._heads(x), 1, 2)
 
     @nn.compact
     def _cached_key_value(self, key, value, query_length: int):
-        """Keys/values (B, H, K, D) in; returns (keys, values, cache_index of this call's first query or None)."""
+        """This call's keys/values (B, H, K, D) in; the cached ones out: (B, H, L, D) with this call's
+        written at ``cache_index`` (self-attention), the encoder's stored once (cross-attention)."""
         is_initialized = self.has_variable("cache", "cached_key")
         cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
         cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
         if self.is_cross_attention:
             if not is_initialized:  # creating the cache: keep the encoder projection
                 cached_key.value, cached_value.value = key, value
-            return cached_key.value, cached_value.value, None
+            return cached_key.value, cached_value.value
         cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
         if not is_initialized:
-            return key, value, None
+            return key, value
         cur_index = cache_index.value
-        # (B, H, max_length, D) with this call's Q positions written at cur_index
+        # (B, H, L, D) with this call's Q positions written at cur_index
         key = lax.dynamic_update_slice(cached_key.value, key, (0, 0, cur_index, 0))
         value = lax.dynamic_update_slice(cached_value.value, value, (0, 0, cur_index, 0))
         cached_key.value, cached_value.value = key, value
         cache_index.value = cur_index + query_length
-        return key, value, cur_index
+        return key, value
 
     def __call__(
         self,
         hidden_states,
         attention_mask=None,
-        key_value_states=None,
+        encoder_hidden_states=None,
+        output_attentions: bool = False,
         init_cache: bool = False,
         deterministic: bool = True,
-        output_attentions: bool = False,
     ):
+        """Returns (attn_output (B, Q, E), probs (B, H, Q, K) or None).
+
+        ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K), built at the top of the model.
+        """
         batch_size, query_length = hidden_states.shape[:2]
-        # (B, Q, H, D)
-        query = self._heads(self.q_proj(hidden_states))
         has_cache = self.has_variable("cache", "cached_key")
-        cache_index = None
+        # (B, Q, E) -> (B, Q, H, D)
+        query = self._heads(self.q_proj(hidden_states))
         if self.is_cross_attention and has_cache and not init_cache:
-            # (B, H, K, D): encoder keys/values projected once, when the cache was made
+            # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
             key = self.variables["cache"]["cached_key"]
             value = self.variables["cache"]["cached_value"]
         else:
-            source = key_value_states if self.is_cross_attention else hidden_states
-            # (B, H, K, D)
+            source = encoder_hidden_states if self.is_cross_attention else hidden_states
+            # (B, K, E) -> (B, H, K, D)
             key = self._heads_first(self.k_proj(source))
             value = self._heads_first(self.v_proj(source))
             if (self.is_cross_attention and init_cache) or (self.causal and (has_cache or init_cache)):
-                key, value, cache_index = self._cached_key_value(key, value, query_length)
-
-        # (B or 1, 1, Q, K) boolean: True = attend
-        mask = None
-        if self.causal:
-            mask = causal_mask(query_length, key.shape[2], cache_index)
-        if attention_mask is not None:
-            pad = attention_mask[:, None, None, :].astype(bool)
-            mask = pad if mask is None else mask & pad
+                # (B, H, L, D)
+                key, value = self._cached_key_value(key, value, query_length)
 
         # (B, Q, H, D) x (B, H, K, D) -> (B, H, Q, K)
         scores = jnp.einsum("bqhd,bhkd->bhqk", query, key).astype(jnp.float32)
-        scores = scores * (self.head_dim ** -0.5)
-        if mask is not None:
-            scores = scores + attention_bias(mask, scores.dtype)
+        scores = scores * self.scale
+        if attention_mask is not None:
+            scores = scores + attention_mask
         probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        dropped = self.dropout(probs, deterministic=deterministic)
         # (B, H, Q, K) x (B, H, K, D) -> (B, Q, H, D)
-        context = jnp.einsum("bhqk,bhkd->bqhd", dropped, value)
-        # (B, Q, H*D)
+        context = jnp.einsum("bhqk,bhkd->bqhd", self.dropout(probs, deterministic=deterministic), value)
+        # (B, Q, H, D) -> (B, Q, E)
         context = context.reshape(batch_size, query_length, -1)
-        return self.out_proj(context), (probs if output_attentions else None)
+        attn_output = self.out_proj(context)
+        return attn_output, (probs if output_attentions else None)
 
 
 class FlaxBartDecoderLayer(nn.Module):
@@ -152,30 +168,31 @@ class FlaxBartDecoderLayer(nn.Module):
         attention_mask=None,
         encoder_hidden_states=None,
         encoder_attention_mask=None,
+        output_attentions: bool = False,
         init_cache: bool = False,
         deterministic: bool = True,
-        output_attentions: bool = False,
     ):
+        """Returns (hidden_states, self-attention probs, cross-attention probs); the cache is in the collection."""
         pre_norm = self.config.pre_norm
         residual = hidden_states
         if pre_norm:
             hidden_states = self.self_attn_layer_norm(hidden_states)
-        attn_output, self_attn_weights = self.self_attn(
-            hidden_states, attention_mask, init_cache=init_cache, deterministic=deterministic,
-            output_attentions=output_attentions,
+        attn_output, self_probs = self.self_attn(
+            hidden_states, attention_mask=attention_mask, output_attentions=output_attentions,
+            init_cache=init_cache, deterministic=deterministic,
         )
         hidden_states = residual + self.dropout(attn_output, deterministic=deterministic)
         if not pre_norm:
             hidden_states = self.self_attn_layer_norm(hidden_states)
 
-        cross_attn_weights = None
+        cross_probs = None
         if encoder_hidden_states is not None:
             residual = hidden_states
             if pre_norm:
                 hidden_states = self.encoder_attn_layer_norm(hidden_states)
-            attn_output, cross_attn_weights = self.encoder_attn(
-                hidden_states, encoder_attention_mask, key_value_states=encoder_hidden_states,
-                init_cache=init_cache, deterministic=deterministic, output_attentions=output_attentions,
+            attn_output, cross_probs = self.encoder_attn(
+                hidden_states, attention_mask=encoder_attention_mask, encoder_hidden_states=encoder_hidden_states,
+                output_attentions=output_attentions, init_cache=init_cache, deterministic=deterministic,
             )
             hidden_states = residual + self.dropout(attn_output, deterministic=deterministic)
             if not pre_norm:
@@ -184,12 +201,12 @@ class FlaxBartDecoderLayer(nn.Module):
         residual = hidden_states
         if pre_norm:
             hidden_states = self.final_layer_norm(hidden_states)
-        hidden_states = self.activation_fn(self.fc1(hidden_states))  # (B, Q, F)
+        hidden_states = self.activation_fn(self.fc1(hidden_states))  # (B, Q, I)
         hidden_states = self.activation_dropout(hidden_states, deterministic=deterministic)
-        hidden_states = residual + self.dropout(self.fc2(hidden_states), deterministic=deterministic)
+        hidden_states = residual + self.dropout(self.fc2(hidden_states), deterministic=deterministic)  # (B, Q, E)
         if not pre_norm:
             hidden_states = self.final_layer_norm(hidden_states)
-        return hidden_states, self_attn_weights, cross_attn_weights
+        return hidden_states, self_probs, cross_probs
 
 
 class FlaxBartDecoderLayerCollection(nn.Module):
@@ -200,28 +217,31 @@ class FlaxBartDecoderLayerCollection(nn.Module):
     gradient_checkpointing: bool = False
 
     def setup(self):
-        layer_cls = nn.remat(FlaxBartDecoderLayer, static_argnums=(5, 6, 7)) if self.gradient_checkpointing \
-            else FlaxBartDecoderLayer
+        layer_cls = FlaxBartDecoderLayer
+        if self.gradient_checkpointing:
+            # output_attentions, init_cache, deterministic are Python bools (self is argument 0).
+            layer_cls = nn.remat(FlaxBartDecoderLayer, static_argnums=(5, 6, 7))
+        # === Layers ===
         self.layers = [layer_cls(self.config, dtype=self.dtype, name=str(i)) for i in range(self.config.decoder_layers)]
 
     def __call__(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
-                 init_cache: bool = False, deterministic: bool = True, output_attentions: bool = False,
-                 output_hidden_states: bool = False):
+                 output_attentions: bool = False, output_hidden_states: bool = False, init_cache: bool = False,
+                 deterministic: bool = True):
         all_hidden_states = () if output_hidden_states else None
-        all_self_attentions = () if output_attentions else None
-        all_cross_attentions = () if output_attentions and encoder_hidden_states is not None else None
+        all_attentions = () if output_attentions else None
+        all_cross = () if output_attentions and encoder_hidden_states is not None else None
         for layer in self.layers:
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-            hidden_states, self_attn_weights, cross_attn_weights = layer(
+            hidden_states, self_probs, cross_probs = layer(
                 hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask,
-                init_cache, deterministic, output_attentions,
+                output_attentions, init_cache, deterministic,
             )
             if output_attentions:
-                all_self_attentions += (self_attn_weights,)
-                if all_cross_attentions is not None:
-                    all_cross_attentions += (cross_attn_weights,)
-        return hidden_states, all_hidden_states, all_self_attentions, all_cross_attentions
+                all_attentions += (self_probs,)
+                if all_cross is not None:
+                    all_cross += (cross_probs,)
+        return hidden_states, all_hidden_states, all_attentions, all_cross
 
 
 class FlaxBartDecoder(nn.Module):
@@ -251,21 +271,26 @@ class FlaxBartDecoder(nn.Module):
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
         if encoder_hidden_states is not None and encoder_attention_mask is None:
             encoder_attention_mask = jnp.ones(encoder_hidden_states.shape[:2], dtype="i4")
-        # (B, Q, d_model)
-        inputs_embeds = self.embed_tokens(input_ids.astype("i4")) * self.config.embed_scale
+        inputs_embeds = self.embed_tokens(input_ids.astype("i4")) * self.config.embed_scale  # (B, Q, E)
         hidden_states = inputs_embeds + self.embed_positions(position_ids.astype("i4") + POSITION_OFFSET)
         hidden_states = self.layernorm_embedding(hidden_states)
-        hidden_states = self.dropout(hidden_states, deterministic=deterministic)
-        hidden_states, all_hidden_states, all_attentions, all_cross_attentions = self.layers(
-            hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask, init_cache=init_cache,
-            deterministic=deterministic, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+        hidden_states = self.dropout(hidden_states, deterministic=deterministic)  # (B, Q, E)
+
+        # Masks are built once here, as additive biases: (B|1, 1, Q, K) and (B, 1, 1, S). While
+        # decoding with a cache, the first layer's self-attention cache says where the queries sit.
+        self_cache = self.variables["cache"]["layers"]["0"]["self_attn"] if self.variables.get("cache") else None
+        self_bias = self_attention_bias(attention_mask, input_ids.shape[1], causal=True, self_cache=self_cache)
+        cross_bias = cross_attention_bias(encoder_attention_mask)
+
+        hidden_states, all_hidden_states, all_attentions, all_cross = self.layers(
+            hidden_states, self_bias, encoder_hidden_states, cross_bias, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, init_cache=init_cache, deterministic=deterministic,
         )
         if self.config.pre_norm:
             hidden_states = self.layer_norm(hidden_states)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
-        return hidden_states, all_hidden_states, all_attentions, all_cross_attentions
+        return hidden_states, all_hidden_states, all_attentions, all_cross
 
 
 class FlaxBartDecoderWrapper(nn.Module):
@@ -307,7 +332,7 @@ class FlaxBartForCausalLMModule(nn.Module):
         output_hidden_states: bool = False,
         deterministic: bool = True,
     ):
-        hidden_states, all_hidden_states, all_attentions, all_cross_attentions = self.model(
+        hidden_states, all_hidden_states, all_attentions, all_cross = self.model(
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -320,7 +345,7 @@ class FlaxBartForCausalLMModule(nn.Module):
         )
         if self.config.tie_word_embeddings:
             shared = self.model.variables["params"]["decoder"]["embed_tokens"]["embedding"]
-            # (B, Q, d_model) x (vocab, d_model) -> (B, Q, vocab)
+            # (B, Q, E) x (V, E) -> (B, Q, V)
             logits = hidden_states @ shared.T.astype(self.dtype)
         else:
             logits = self.lm_head(hidden_states)
@@ -328,7 +353,7 @@ class FlaxBartForCausalLMModule(nn.Module):
             logits=logits,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
-            cross_attentions=all_cross_attentions,
+            cross_attentions=all_cross,
         )
 
 

@@ -3,8 +3,9 @@ cross-attention.
 
 Attribute names are the Hugging Face PyTorch state-dict keys (``model.decoder.layers.0.encoder_attn.k_proj``),
 so the module tree *is* the checkpoint layout. BART's layers normalise after each sublayer, mBART's
-before (``config.pre_norm``), and mBART's decoder ends with ``layer_norm``. Shape legend: B batch,
-Q query length, K key length, S encoder length, H heads, D head size, E d_model, F ffn size, V vocabulary.
+before (``config.pre_norm``), and mBART's decoder ends with ``layer_norm``.
+Shapes use the legend of docs/architectures.md (B batch, Q/K query/key length, S encoder length,
+H heads, D head dim, E d_model, I ffn size, V vocabulary, L cache length).
 
 Cache (``past_key_values``): per layer ``(self_k, self_v, cross_k, cross_v)``, each (B, H, T, D),
 sized by the decoder's own ``decoder_layers``.
@@ -47,7 +48,7 @@ class BartLearnedPositionalEmbedding(nn.Embedding):
 
 
 class BartAttention(nn.Module):
-    """Multi-head attention: self-attention, or cross-attention when ``key_value_states`` is given."""
+    """Multi-head attention: self-attention, or cross-attention when ``encoder_hidden_states`` is given."""
 
     def __init__(self, config: BartConfig):
         super().__init__()
@@ -66,62 +67,67 @@ class BartAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim)  # (B, T, H, D)
+        # (B, T, H*D) -> (B, T, H, D)
+        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim)
+
+    def _heads_first(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, T, H*D) -> (B, H, T, D), the cache's layout
+        return self._heads(x).transpose(1, 2)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         attention_mask: Optional[torch.Tensor] = None,
         head_mask: Optional[torch.Tensor] = None,
-        key_value_states: Optional[torch.Tensor] = None,
+        encoder_hidden_states: Optional[torch.Tensor] = None,
         past_key_value: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
         output_attentions: bool = False,
     ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor], Optional[torch.Tensor]]:
-        """Returns (output (B, Q, E), present (key, value) each (B, H, K, D), probabilities (B, H, Q, K) or None).
+        """Returns (attn_output (B, Q, E), present (key, value) each (B, H, K, D), probs (B, H, Q, K) or None).
 
         ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K).
         """
-        is_cross_attention = key_value_states is not None
-        # (B, Q, H, D)
+        is_cross_attention = encoder_hidden_states is not None
+        # (B, Q, E) -> (B, Q, H, D)
         query = self._heads(self.q_proj(hidden_states))
         if is_cross_attention and past_key_value is not None:
-            # The encoder's keys and values do not change while decoding: reuse them.
-            key, value = past_key_value[0].transpose(1, 2), past_key_value[1].transpose(1, 2)  # (B, S, H, D)
+            # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
+            key, value = past_key_value[0], past_key_value[1]
         else:
-            source = key_value_states if is_cross_attention else hidden_states
-            key = self._heads(self.k_proj(source))  # (B, K, H, D)
-            value = self._heads(self.v_proj(source))  # (B, K, H, D)
+            source = encoder_hidden_states if is_cross_attention else hidden_states
+            # (B, K, E) -> (B, H, K, D)
+            key = self._heads_first(self.k_proj(source))
+            value = self._heads_first(self.v_proj(source))
             if hasattr(past_key_value, "update"):
-                # A preallocated (static) cache, heads-first (B, H, L, D): written in place, returned at full length.
-                key, value = past_key_value.update(key.transpose(1, 2), value.transpose(1, 2))
-                key, value = key.transpose(1, 2), value.transpose(1, 2)  # (B, L, H, D)
+                # A preallocated (static) cache: written in place, returned at full length (B, H, L, D).
+                key, value = past_key_value.update(key, value)
             elif past_key_value is not None:
-                # (B, past + Q, H, D)
-                key = torch.cat([past_key_value[0].transpose(1, 2), key], dim=1)
-                value = torch.cat([past_key_value[1].transpose(1, 2), value], dim=1)
-        present = (key.transpose(1, 2), value.transpose(1, 2))  # (B, H, K, D) each
+                # (B, H, past + Q, D)
+                key = torch.cat([past_key_value[0], key], dim=2)
+                value = torch.cat([past_key_value[1], value], dim=2)
+        present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
         dropout_p = self.dropout_p if self.training else 0.0
         if not output_attentions and head_mask is None:
-            # (B, H, Q, D)
+            # (B, H, Q, D) x (B, H, K, D) -> (B, H, Q, D), one fused kernel
             context = F.scaled_dot_product_attention(
-                query.transpose(1, 2), present[0], present[1], attn_mask=attention_mask, dropout_p=dropout_p,
-                scale=self.scale,
+                query.transpose(1, 2), key, value, attn_mask=attention_mask, dropout_p=dropout_p, scale=self.scale,
             )
             context = context.transpose(1, 2)  # (B, Q, H, D)
             probs = None
         else:
-            # (B, H, Q, K)
-            scores = torch.einsum("bqhd,bkhd->bhqk", query, key) * self.scale
+            # (B, Q, H, D) x (B, H, K, D) -> (B, H, Q, K)
+            scores = torch.einsum("bqhd,bhkd->bhqk", query, key) * self.scale
             if attention_mask is not None:
                 scores = scores + attention_mask
             probs = torch.softmax(scores, dim=-1)
             if head_mask is not None:
                 probs = probs * head_mask
-            # (B, Q, H, D)
-            context = torch.einsum("bhqk,bkhd->bqhd", F.dropout(probs, p=dropout_p, training=self.training), value)
+            # (B, H, Q, K) x (B, H, K, D) -> (B, Q, H, D)
+            context = torch.einsum("bhqk,bhkd->bqhd", F.dropout(probs, p=dropout_p, training=self.training), value)
         context = context.reshape(context.shape[0], context.shape[1], self.num_heads * self.head_dim)  # (B, Q, E)
-        return self.out_proj(context), present, probs
+        attn_output = self.out_proj(context)
+        return attn_output, present, probs
 
 
 class BartDecoderLayer(nn.Module):
@@ -179,7 +185,7 @@ class BartDecoderLayer(nn.Module):
             cross_past = past_key_value[2:4] if past_key_value is not None and len(past_key_value) == 4 else None
             attn_output, cross_present, cross_probs = self.encoder_attn(
                 hidden_states, attention_mask=encoder_attention_mask, head_mask=head_mask,
-                key_value_states=encoder_hidden_states, past_key_value=cross_past, output_attentions=output_attentions,
+                encoder_hidden_states=encoder_hidden_states, past_key_value=cross_past, output_attentions=output_attentions,
             )
             hidden_states = residual + self._dropout(attn_output)
             if not self.pre_norm:
@@ -189,7 +195,7 @@ class BartDecoderLayer(nn.Module):
         residual = hidden_states
         if self.pre_norm:
             hidden_states = self.final_layer_norm(hidden_states)
-        hidden_states = self.activation_fn(self.fc1(hidden_states))  # (B, Q, F)
+        hidden_states = self.activation_fn(self.fc1(hidden_states))  # (B, Q, I)
         hidden_states = F.dropout(hidden_states, p=self.activation_dropout_p, training=self.training)
         hidden_states = residual + self._dropout(self.fc2(hidden_states))  # (B, Q, E)
         if not self.pre_norm:

@@ -4,7 +4,8 @@ cross-attention.
 Mirrors ``encdec_pt/models/bart.py`` class by class; every sublayer is named like its PyTorch
 attribute, so the variable tree is the canonical weight tree (``model/decoder/layers_._0/encoder_attn/k_proj``).
 The reference has no TF causal LM of BART: files are read and written in the canonical names.
-Shapes: b batch, h heads, q/k query/key length, d head dim, e d_model, f ffn size, v vocabulary.
+Shapes use the legend of docs/architectures.md (B batch, Q/K query/key length, S encoder length,
+H heads, D head dim, E d_model, I ffn size, V vocabulary, L cache length).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def _dense(config: BartConfig, units: int, name: str, use_bias: bool = True) -> 
 
 
 class TFBartAttention(ComposedLayer):
-    """Multi-head attention; keys/values from ``key_value_states`` when cross-attention."""
+    """Multi-head attention: self-attention, or cross-attention (keys/values from
+    ``encoder_hidden_states``) when ``is_cross_attention``."""
 
     def __init__(self, config: BartConfig, is_cross_attention: bool = False, **kwargs: Any):
         super().__init__(**kwargs)
@@ -58,32 +60,40 @@ class TFBartAttention(ComposedLayer):
         self.out_proj = _dense(config, embed_dim, "out_proj")
         self.dropout = Dropout(config.attention_dropout, name="dropout")
 
-    def call(self, hidden_states, attention_mask=None, key_value_states=None, past_key_value=None,
+    def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, past_key_value=None,
              output_attentions=False, training=False):
-        h = self.num_heads
-        query = split_heads(self.q_proj(hidden_states), h)  # (b, h, q, d)
+        """Returns (attn_output (B, Q, E), present (key, value) each (B, H, K, D), probs (B, H, Q, K) or None).
+
+        ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K).
+        """
+        # (B, Q, E) -> (B, H, Q, D)
+        query = split_heads(self.q_proj(hidden_states), self.num_heads)
         if self.is_cross_attention and past_key_value is not None:
-            # Cross keys/values depend on the encoder only: computed at the first step, reused after.
-            key, value = past_key_value[0], past_key_value[1]  # (b, h, k, d)
+            # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
+            key, value = past_key_value[0], past_key_value[1]
         else:
-            source = key_value_states if self.is_cross_attention else hidden_states
-            key = split_heads(self.k_proj(source), h)  # (b, h, k, d)
-            value = split_heads(self.v_proj(source), h)  # (b, h, k, d)
+            source = encoder_hidden_states if self.is_cross_attention else hidden_states
+            # (B, K, E) -> (B, H, K, D)
+            key = split_heads(self.k_proj(source), self.num_heads)
+            value = split_heads(self.v_proj(source), self.num_heads)
             if hasattr(past_key_value, "update"):
-                # A preallocated (static) cache: written at a position, returned at full length (b, h, L, d).
+                # A preallocated (static) cache: written at a position, returned at full length (B, H, L, D).
                 key, value = past_key_value.update(key, value)
             elif past_key_value is not None:
+                # (B, H, past + Q, D)
                 key = tf.concat([past_key_value[0], key], axis=2)
                 value = tf.concat([past_key_value[1], value], axis=2)
-        present = (key, value)  # (b, h, k, d)
+        present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
-        # (b, h, q, k); matmuls, not einsums: see encdec_tf/layers.py
+        # (B, H, Q, D) x (B, H, K, D) -> (B, H, Q, K), "bqhd,bhkd->bhqk" as a matmul (encdec_tf/layers.py says why)
         scores = tf.matmul(query, key, transpose_b=True) * self.scale
         if attention_mask is not None:
-            scores = scores + attention_mask  # (b, 1, q|1, k)
+            scores = scores + attention_mask
         probs = tf.nn.softmax(scores, axis=-1)
-        context = merge_heads(tf.matmul(self.dropout(probs, training=training), value))  # (b, q, e)
-        return self.out_proj(context), (probs if output_attentions else None), present
+        # (B, H, Q, K) x (B, H, K, D) -> (B, Q, E), "bhqk,bhkd->bqhd" as a matmul, heads merged
+        context = merge_heads(tf.matmul(self.dropout(probs, training=training), value))
+        attn_output = self.out_proj(context)
+        return attn_output, present, (probs if output_attentions else None)
 
 
 class TFBartDecoderLayer(ComposedLayer):
@@ -108,11 +118,12 @@ class TFBartDecoderLayer(ComposedLayer):
 
     def call(self, hidden_states, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
              past_key_value=None, output_attentions=False, training=False):
+        """Returns (hidden_states, present, self-attention probs, cross-attention probs)."""
         residual = hidden_states
         if self.pre_norm:
             hidden_states = self.self_attn_layer_norm(hidden_states)
         self_past = past_key_value[:2] if past_key_value is not None else None
-        attn_output, self_attn, present = self.self_attn(
+        attn_output, present, self_probs = self.self_attn(
             hidden_states, attention_mask=attention_mask, past_key_value=self_past,
             output_attentions=output_attentions, training=training,
         )
@@ -120,14 +131,14 @@ class TFBartDecoderLayer(ComposedLayer):
         if not self.pre_norm:
             hidden_states = self.self_attn_layer_norm(hidden_states)
 
-        cross_attn = None
+        cross_probs = None
         if encoder_hidden_states is not None:
             residual = hidden_states
             if self.pre_norm:
                 hidden_states = self.encoder_attn_layer_norm(hidden_states)
             cross_past = past_key_value[2:] if past_key_value is not None else None
-            attn_output, cross_attn, cross_present = self.encoder_attn(
-                hidden_states, attention_mask=encoder_attention_mask, key_value_states=encoder_hidden_states,
+            attn_output, cross_present, cross_probs = self.encoder_attn(
+                hidden_states, attention_mask=encoder_attention_mask, encoder_hidden_states=encoder_hidden_states,
                 past_key_value=cross_past, output_attentions=output_attentions, training=training,
             )
             hidden_states = residual + self.dropout(attn_output, training=training)
@@ -138,12 +149,12 @@ class TFBartDecoderLayer(ComposedLayer):
         residual = hidden_states
         if self.pre_norm:
             hidden_states = self.final_layer_norm(hidden_states)
-        hidden_states = self.activation_fn(self.fc1(hidden_states))  # (b, q, f)
+        hidden_states = self.activation_fn(self.fc1(hidden_states))  # (B, Q, I)
         hidden_states = self.activation_dropout(hidden_states, training=training)
-        hidden_states = residual + self.dropout(self.fc2(hidden_states), training=training)  # (b, q, e)
+        hidden_states = residual + self.dropout(self.fc2(hidden_states), training=training)  # (B, Q, E)
         if not self.pre_norm:
             hidden_states = self.final_layer_norm(hidden_states)
-        return hidden_states, self_attn, cross_attn, present
+        return hidden_states, present, self_probs, cross_probs
 
 
 class TFBartDecoder(ComposedLayer):
@@ -166,10 +177,10 @@ class TFBartDecoder(ComposedLayer):
         self.dropout = Dropout(config.dropout, name="dropout")
 
     def embed(self, input_ids, position_ids, inputs_embeds=None, training=False):
-        """Token ids (b, q) (or their embeddings) at ``position_ids`` (1|b, q) -> first layer input (b, q, e)."""
+        """Token ids (B, Q) (or their embeddings) at ``position_ids`` (1|B, Q) -> first layer input (B, Q, E)."""
         if inputs_embeds is None:
             input_ids = check_ids(input_ids, self.config.vocab_size, "input_ids")
-            inputs_embeds = self.embed_tokens(input_ids) * self.embed_scale  # (b, q, e)
+            inputs_embeds = self.embed_tokens(input_ids) * self.embed_scale  # (B, Q, E)
         position_ids = check_ids(position_ids, self.config.max_position_embeddings, "position_ids")
         hidden_states = inputs_embeds + self.embed_positions(position_ids + POSITION_OFFSET)
         hidden_states = self.layernorm_embedding(hidden_states)
@@ -185,15 +196,17 @@ class TFBartDecoder(ComposedLayer):
         input_ids = as_int_tensor(input_ids)
         shape_source = input_ids if input_ids is not None else inputs_embeds
         batch_size, seq_length = tf.shape(shape_source)[0], tf.shape(shape_source)[1]
-        past_key_values_length = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
+        past_len = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
         if position_ids is None:
-            position_ids = tf.range(past_key_values_length, past_key_values_length + seq_length)[None, :]  # (1, q)
+            # Positions continue after the cached ones.
+            position_ids = tf.range(past_len, past_len + seq_length)[None, :]  # (1, Q)
+        hidden_states = self.embed(input_ids, as_int_tensor(position_ids), inputs_embeds, training=training)  # (B, Q, E)
 
-        # Masks, built once: (b, 1, q, k) and (b, 1, 1, s) additive.
+        # Masks are built once here, as additive biases: (B, 1, Q, K), causal and padding together, and (B, 1, 1, S).
         if attention_mask is None:
-            attention_mask = tf.ones((batch_size, past_key_values_length + seq_length), dtype=tf.int32)
-        keep = tf.cast(attention_mask, tf.int32)[:, None, None, :]  # (b, 1, 1, k)
-        keep = keep * causal_keep(seq_length, past_key_values_length + seq_length)[None, None]  # (b, 1, q, k)
+            attention_mask = tf.ones((batch_size, past_len + seq_length), dtype=tf.int32)
+        keep = tf.cast(attention_mask, tf.int32)[:, None, None, :]  # (B, 1, 1, K)
+        keep = keep * causal_keep(seq_length, past_len + seq_length)[None, None]  # (B, 1, Q, K)
         self_bias = additive_mask(keep)
         cross_bias = None
         if encoder_hidden_states is not None:
@@ -201,31 +214,30 @@ class TFBartDecoder(ComposedLayer):
                 encoder_attention_mask = tf.ones(tf.shape(encoder_hidden_states)[:2], dtype=tf.int32)
             cross_bias = additive_mask(tf.cast(encoder_attention_mask, tf.int32)[:, None, None, :])
 
-        hidden_states = self.embed(input_ids, as_int_tensor(position_ids), inputs_embeds, training=training)
         all_hidden_states = () if output_hidden_states else None
-        all_self_attentions = () if output_attentions else None
-        all_cross_attentions = () if output_attentions and encoder_hidden_states is not None else None
-        next_cache = () if use_cache else None
+        all_attentions = () if output_attentions else None
+        all_cross = () if output_attentions and encoder_hidden_states is not None else None
+        presents = () if use_cache else None
         for i, layer in enumerate(self.layers):
             if output_hidden_states:
-                all_hidden_states = all_hidden_states + (hidden_states,)
-            past_key_value = past_key_values[i] if past_key_values is not None else None
-            hidden_states, self_attn, cross_attn, present = layer(
+                all_hidden_states += (hidden_states,)
+            layer_past = past_key_values[i] if past_key_values is not None else None
+            hidden_states, present, self_probs, cross_probs = layer(
                 hidden_states, attention_mask=self_bias, encoder_hidden_states=encoder_hidden_states,
-                encoder_attention_mask=cross_bias, past_key_value=past_key_value,
+                encoder_attention_mask=cross_bias, past_key_value=layer_past,
                 output_attentions=output_attentions, training=training,
             )
             if use_cache:
-                next_cache = next_cache + (present,)
+                presents += (present,)
             if output_attentions:
-                all_self_attentions = all_self_attentions + (self_attn,)
-                if all_cross_attentions is not None:
-                    all_cross_attentions = all_cross_attentions + (cross_attn,)
+                all_attentions += (self_probs,)
+                if all_cross is not None:
+                    all_cross += (cross_probs,)
         if self.layer_norm is not None:
             hidden_states = self.layer_norm(hidden_states)
         if output_hidden_states:
-            all_hidden_states = all_hidden_states + (hidden_states,)
-        return hidden_states, next_cache, all_hidden_states, all_self_attentions, all_cross_attentions
+            all_hidden_states += (hidden_states,)
+        return hidden_states, presents, all_hidden_states, all_attentions, all_cross
 
 
 class TFBartDecoderWrapper(ComposedLayer):
@@ -277,7 +289,7 @@ class TFBartForCausalLM(TFPreTrainedModel):
 
     def _logits(self, hidden_states):
         if self.lm_head is None:
-            return matmul_last(hidden_states, self.model.decoder.embed_tokens.embeddings, transpose_b=True)  # (b, q, v)
+            return matmul_last(hidden_states, self.model.decoder.embed_tokens.embeddings, transpose_b=True)  # (B, Q, V)
         return self.lm_head(hidden_states)
 
     # --- the decoder contract (docs/architectures.md) -------------------------------------------
@@ -308,22 +320,22 @@ class TFBartForCausalLM(TFPreTrainedModel):
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = config.use_return_dict if return_dict is None else return_dict
         use_cache = (config.use_cache if use_cache is None else use_cache) and labels is None
-        hidden_states, next_cache, all_hidden_states, all_self_attentions, all_cross_attentions = self.model(
+        hidden_states, presents, all_hidden_states, all_attentions, all_cross = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
             encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
             past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states, training=training,
         )
-        logits = self._logits(hidden_states)  # (b, q, v)
-        lm_loss = None
+        logits = self._logits(hidden_states)  # (B, Q, V)
+        loss = None
         if labels is not None:
             # Causal LM: position t predicts token t+1.
             labels = as_int_tensor(labels)
             check_labels(labels, config.vocab_size)
-            lm_loss = masked_lm_loss(labels[:, 1:], logits[:, :-1])
+            loss = masked_lm_loss(labels[:, 1:], logits[:, :-1])
         result = TFCausalLMOutputWithCrossAttentions(
-            loss=lm_loss, logits=logits, past_key_values=next_cache, hidden_states=all_hidden_states,
-            attentions=all_self_attentions, cross_attentions=all_cross_attentions,
+            loss=loss, logits=logits, past_key_values=presents, hidden_states=all_hidden_states,
+            attentions=all_attentions, cross_attentions=all_cross,
         )
         return result if return_dict else result.to_tuple()
 

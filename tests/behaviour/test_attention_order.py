@@ -15,14 +15,18 @@ B, Q, S = 2, 3, 5
 
 CROSS = {"is_cross_attention": True}
 # framework -> model_type -> (module, attention class, constructor arguments of a cross-attention);
-# PyTorch's BertSelfAttention is cross-attention when it is given encoder_hidden_states.
+# PyTorch's BertSelfAttention and BartAttention are cross-attention when given encoder_hidden_states.
+# RoBERTa and BertGeneration use BERT's attention.
 MODULES = {
     "pt": {"bert": ("encdec_pt.models.bert", "BertSelfAttention", {}),
-           "gpt2": ("encdec_pt.models.gpt2", "GPT2Attention", CROSS)},
+           "gpt2": ("encdec_pt.models.gpt2", "GPT2Attention", CROSS),
+           "bart": ("encdec_pt.models.bart", "BartAttention", {})},
     "tf": {"bert": ("encdec_tf.models.bert", "TFBertSelfAttention", CROSS),
-           "gpt2": ("encdec_tf.models.gpt2", "TFGPT2Attention", CROSS)},
+           "gpt2": ("encdec_tf.models.gpt2", "TFGPT2Attention", CROSS),
+           "bart": ("encdec_tf.models.bart", "TFBartAttention", CROSS)},
     "flax": {"bert": ("encdec_flax.models.bert", "FlaxBertSelfAttention", CROSS),
-             "gpt2": ("encdec_flax.models.gpt2", "FlaxGPT2Attention", CROSS)},
+             "gpt2": ("encdec_flax.models.gpt2", "FlaxGPT2Attention", CROSS),
+             "bart": ("encdec_flax.models.bart", "FlaxBartAttention", CROSS)},
 }
 PACKAGES = {"pt": "torch", "tf": "tensorflow", "flax": "flax"}
 
@@ -63,16 +67,17 @@ def _numpy(value):
     return np.asarray(value)
 
 
-@pytest.mark.parametrize("model_type", ["bert", "gpt2"])
+@pytest.mark.parametrize("model_type", ["bert", "gpt2", "bart"])
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_attention_returns_context_present_probs(framework, model_type):
     pytest.importorskip(PACKAGES[framework])
     import importlib
 
     module_name, class_name, kwargs = MODULES[framework][model_type]
-    config = architecture(model_type).tiny_config(is_decoder=True, add_cross_attention=True)
+    record = architecture(model_type)
+    config = record.tiny_config(is_decoder=True, add_cross_attention=True)
     module = getattr(importlib.import_module(module_name), class_name)(config, **kwargs)
-    heads = config.num_attention_heads
+    heads = getattr(config, record.decoder.num_heads)
     head_dim = config.hidden_size // heads
     hidden, encoder_hidden = _inputs(config)
 
@@ -95,4 +100,5 @@ def test_attention_returns_context_present_probs(framework, model_type):
     if model_type == "bert":
         np.testing.assert_allclose(context, heads_context, rtol=1e-4, atol=1e-5)
     else:
-        assert not np.allclose(heads_context, 0.0)  # GPT-2's context goes through c_proj before it is returned
+        # GPT-2's and BART's context goes through their output projection before it is returned
+        assert not np.allclose(heads_context, 0.0)
