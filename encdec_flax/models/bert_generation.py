@@ -4,7 +4,9 @@
 (``FlaxBertEncoder``).
 
 Every submodule is named like the PyTorch attribute it mirrors, so the params tree maps to canonical
-names with the generic walk in ``modeling_utils``. Shape letters: B batch, Q query length.
+names with the generic walk in ``modeling_utils``.
+Shapes use the legend of docs/architectures.md (B batch, Q/K query/key length, S encoder length,
+H heads, D head dim, E hidden, V vocabulary, L cache length).
 """
 
 from __future__ import annotations
@@ -41,13 +43,11 @@ class FlaxBertGenerationEmbeddings(nn.Module):
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
 
     def __call__(self, input_ids, position_ids, deterministic: bool = True):
-        # (B, Q, hidden) each
-        inputs_embeds = self.word_embeddings(input_ids.astype("i4"))
-        position_embeds = self.position_embeddings(position_ids.astype("i4"))
-        hidden_states = inputs_embeds + position_embeds
-        hidden_states = self.LayerNorm(hidden_states)
-        hidden_states = self.dropout(hidden_states, deterministic=deterministic)
-        return hidden_states
+        inputs_embeds = self.word_embeddings(input_ids.astype("i4"))  # (B, Q, E)
+        embeddings = inputs_embeds + self.position_embeddings(position_ids.astype("i4"))
+        embeddings = self.LayerNorm(embeddings)
+        embeddings = self.dropout(embeddings, deterministic=deterministic)
+        return embeddings  # (B, Q, E)
 
 
 class FlaxBertGenerationEncoderModule(nn.Module):
@@ -79,25 +79,28 @@ class FlaxBertGenerationEncoderModule(nn.Module):
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
         if encoder_hidden_states is not None and encoder_attention_mask is None:
             encoder_attention_mask = jnp.ones(encoder_hidden_states.shape[:2], dtype="i4")
-        # (B, Q, hidden)
-        hidden_states = self.embeddings(input_ids, position_ids, deterministic=deterministic)
-        # Masks are built once here, as additive biases (the layers are BERT's).
-        self_bias, cross_bias = bert_attention_biases(self, attention_mask, encoder_attention_mask, input_ids.shape[1])
-        hidden_states, all_hidden_states, all_attentions, all_cross_attentions = self.encoder(
-            hidden_states,
-            attention_mask=self_bias,
+        embedding_output = self.embeddings(input_ids, position_ids, deterministic=deterministic)  # (B, Q, E)
+
+        # Masks are built once here, as additive biases (the layers are BERT's): (B|1, 1, Q, K) and (B, 1, 1, S).
+        extended_attention_mask, encoder_extended_attention_mask = bert_attention_biases(
+            self, attention_mask, encoder_attention_mask, input_ids.shape[1]
+        )
+
+        hidden_states, all_hidden_states, all_attentions, all_cross = self.encoder(
+            embedding_output,
+            attention_mask=extended_attention_mask,
             encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=cross_bias,
-            init_cache=init_cache,
-            deterministic=deterministic,
+            encoder_attention_mask=encoder_extended_attention_mask,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            init_cache=init_cache,
+            deterministic=deterministic,
         )
         return FlaxBaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=hidden_states,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
-            cross_attentions=all_cross_attentions,
+            cross_attentions=all_cross,
         )
 
 
@@ -115,7 +118,7 @@ class FlaxBertGenerationOnlyLMHead(ShapeCheckedParams, nn.Module):
 
     def __call__(self, hidden_states, shared_embedding=None):
         if shared_embedding is not None:
-            # (B, Q, hidden) x (vocab, hidden) -> (B, Q, vocab)
+            # (B, Q, E) x (V, E) -> (B, Q, V)
             logits = hidden_states @ shared_embedding.T.astype(self.dtype)
         else:
             logits = self.decoder(hidden_states)
@@ -161,7 +164,7 @@ class FlaxBertGenerationDecoderModule(nn.Module):
         shared_embedding = None
         if self.config.tie_word_embeddings:
             shared_embedding = self.bert.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
-        # (B, Q, vocab)
+        # (B, Q, V)
         logits = self.lm_head(outputs.last_hidden_state, shared_embedding=shared_embedding)
         return FlaxCausalLMOutputWithCrossAttentions(
             logits=logits,

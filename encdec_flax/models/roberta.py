@@ -5,7 +5,8 @@ BERT's layers (``encdec_flax/models/bert.py``) as they are; RoBERTa's own embedd
 derived from the input ids) and LM head. The params tree is the Hugging Face Flax port's
 (``roberta/embeddings/...``, ``lm_head/dense``, ``lm_head/layer_norm``, ``lm_head/bias``).
 
-Shape letters: B batch, Q query length.
+Shapes use the legend of docs/architectures.md (B batch, Q/K query/key length, S encoder length,
+H heads, D head dim, E hidden, V vocabulary, L cache length).
 """
 
 from __future__ import annotations
@@ -80,19 +81,24 @@ class FlaxRobertaModule(nn.Module):
             position_ids = roberta_position_ids(input_ids, pad, position_ids[:, :1])
         if encoder_hidden_states is not None and encoder_attention_mask is None:
             encoder_attention_mask = jnp.ones(encoder_hidden_states.shape[:2], dtype="i4")
-        # (B, Q, hidden)
-        hidden_states = self.embeddings(input_ids, token_type_ids, position_ids, deterministic=deterministic)
-        # Masks are built once here, as additive biases (the layers are BERT's).
-        self_bias, cross_bias = bert_attention_biases(self, attention_mask, encoder_attention_mask, input_ids.shape[1])
-        hidden_states, all_hidden_states, all_attentions, all_cross_attentions = self.encoder(
-            hidden_states,
-            attention_mask=self_bias,
+        embedding_output = self.embeddings(
+            input_ids, token_type_ids, position_ids, deterministic=deterministic
+        )  # (B, Q, E)
+
+        # Masks are built once here, as additive biases (the layers are BERT's): (B|1, 1, Q, K) and (B, 1, 1, S).
+        extended_attention_mask, encoder_extended_attention_mask = bert_attention_biases(
+            self, attention_mask, encoder_attention_mask, input_ids.shape[1]
+        )
+
+        hidden_states, all_hidden_states, all_attentions, all_cross = self.encoder(
+            embedding_output,
+            attention_mask=extended_attention_mask,
             encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=cross_bias,
-            init_cache=init_cache,
-            deterministic=deterministic,
+            encoder_attention_mask=encoder_extended_attention_mask,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            init_cache=init_cache,
+            deterministic=deterministic,
         )
         pooled_output = self.pooler(hidden_states) if self.add_pooling_layer else None
         return FlaxBaseModelOutputWithPoolingAndCrossAttentions(
@@ -100,7 +106,7 @@ class FlaxRobertaModule(nn.Module):
             pooler_output=pooled_output,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
-            cross_attentions=all_cross_attentions,
+            cross_attentions=all_cross,
         )
 
 
@@ -122,7 +128,7 @@ class FlaxRobertaLMHead(ShapeCheckedParams, nn.Module):
         # The reference applies erf GELU here whatever `hidden_act` says.
         hidden_states = self.layer_norm(ACT2FN["gelu"](self.dense(hidden_states)))
         if shared_embedding is not None:
-            # (B, Q, hidden) x (vocab, hidden) -> (B, Q, vocab)
+            # (B, Q, E) x (V, E) -> (B, Q, V)
             logits = hidden_states @ shared_embedding.T.astype(self.dtype)
         else:
             logits = self.decoder(hidden_states)
@@ -170,7 +176,7 @@ class FlaxRobertaForCausalLMModule(nn.Module):
         shared_embedding = None
         if self.config.tie_word_embeddings:
             shared_embedding = self.roberta.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
-        # (B, Q, vocab)
+        # (B, Q, V)
         logits = self.lm_head(outputs.last_hidden_state, shared_embedding=shared_embedding)
         return FlaxCausalLMOutputWithCrossAttentions(
             logits=logits,

@@ -3,8 +3,9 @@
 
 BERT's layers (``BertEncoder`` from ``bert.py``, the same modules and checkpoint keys) under
 embeddings without token types, no pooler, and an LM head that is a single ``decoder`` Linear
-whose bias is ``lm_head.bias``. Shape legend as in ``bert.py``: B batch, Q query length,
-S encoder length, E hidden size, V vocabulary.
+whose bias is ``lm_head.bias``.
+Shapes use the legend of docs/architectures.md (B batch, Q/K query/key length, S encoder length,
+H heads, D head dim, E hidden, V vocabulary, L cache length).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 cross-attention (``RobertaForCausalLM``).
 
 The layers, masks and cache are BERT's (``encdec_pt/models/bert.py``), used as they are; what is
-RoBERTa's own is the embeddings (positions derived from the input ids) and the LM head. Shape
-legend as in ``bert.py``: B batch, Q query length, E hidden size, V vocabulary.
+RoBERTa's own is the embeddings (positions derived from the input ids) and the LM head.
+Shapes use the legend of docs/architectures.md (B batch, Q/K query/key length, S encoder length,
+H heads, D head dim, E hidden, V vocabulary, L cache length).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@
 Mirrors ``encdec_pt/models/bert_generation.py`` class by class and reuses the BERT layers
 (``TFBertEncoder``); every sublayer is named like its PyTorch attribute, so the variable tree is the
 canonical weight tree. The reference has no TF BertGeneration: files are read and written in the
-canonical (PyTorch) names. Shapes: b batch, q/k query/key length, e hidden size, v vocabulary.
+canonical (PyTorch) names.
+Shapes use the legend of docs/architectures.md (B batch, Q/K query/key length, S encoder length,
+H heads, D head dim, E hidden, V vocabulary, L cache length).
 """
 
 from __future__ import annotations
@@ -53,10 +55,10 @@ class TFBertGenerationEmbeddings(ComposedLayer):
     def call(self, input_ids=None, position_ids=None, inputs_embeds=None, past_key_values_length=0, training=False):
         if inputs_embeds is None:
             input_ids = check_ids(input_ids, self.config.vocab_size, "input_ids")
-            inputs_embeds = self.word_embeddings(input_ids)  # (b, q, e)
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, Q, E)
         seq_length = tf.shape(inputs_embeds)[1]
         if position_ids is None:
-            position_ids = tf.range(past_key_values_length, past_key_values_length + seq_length)[None, :]  # (1, q)
+            position_ids = tf.range(past_key_values_length, past_key_values_length + seq_length)[None, :]  # (1, Q)
         position_ids = check_ids(position_ids, self.config.max_position_embeddings, "position_ids")
         embeddings = inputs_embeds + self.position_embeddings(position_ids)
         embeddings = self.LayerNorm(embeddings)
@@ -107,16 +109,20 @@ class TFBertGenerationEncoder(TFPreTrainedModel):
         if input_ids is None and inputs_embeds is None:
             raise ValueError("You have to specify either input_ids or inputs_embeds")
         input_ids = as_int_tensor(input_ids)
-        shape_source = input_ids if input_ids is not None else inputs_embeds
-        batch_size, seq_length = tf.shape(shape_source)[0], tf.shape(shape_source)[1]
-        past_key_values_length = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
 
-        # Masks, built once: (b, 1, q|1, k) additive.
+        past_len = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
+        embedding_output = self.embeddings(
+            input_ids=input_ids, position_ids=as_int_tensor(position_ids), inputs_embeds=inputs_embeds,
+            past_key_values_length=past_len, training=training,
+        )  # (B, Q, E)
+        batch_size, seq_length = tf.shape(embedding_output)[0], tf.shape(embedding_output)[1]
+
+        # Masks are built once here, as additive biases: (B, 1, Q|1, K) and (B, 1, 1, S).
         if attention_mask is None:
-            attention_mask = tf.ones((batch_size, past_key_values_length + seq_length), dtype=tf.int32)
-        keep = tf.cast(attention_mask, tf.int32)[:, None, None, :]  # (b, 1, 1, k)
+            attention_mask = tf.ones((batch_size, past_len + seq_length), dtype=tf.int32)
+        keep = tf.cast(attention_mask, tf.int32)[:, None, None, :]  # (B, 1, 1, K)
         if config.is_decoder:
-            keep = keep * causal_keep(seq_length, past_key_values_length + seq_length)[None, None]  # (b, 1, q, k)
+            keep = keep * causal_keep(seq_length, past_len + seq_length)[None, None]  # (B, 1, Q, K)
         extended_attention_mask = additive_mask(keep)
         encoder_extended_attention_mask = None
         if config.is_decoder and encoder_hidden_states is not None:
@@ -124,21 +130,17 @@ class TFBertGenerationEncoder(TFPreTrainedModel):
                 encoder_attention_mask = tf.ones(tf.shape(encoder_hidden_states)[:2], dtype=tf.int32)
             encoder_extended_attention_mask = additive_mask(tf.cast(encoder_attention_mask, tf.int32)[:, None, None, :])
 
-        embedding_output = self.embeddings(
-            input_ids=input_ids, position_ids=as_int_tensor(position_ids), inputs_embeds=inputs_embeds,
-            past_key_values_length=past_key_values_length, training=training,
-        )
-        sequence_output, next_cache, all_hidden_states, all_self_attentions, all_cross_attentions = self.encoder(
+        sequence_output, presents, all_hidden_states, all_attentions, all_cross = self.encoder(
             embedding_output, attention_mask=extended_attention_mask, encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_extended_attention_mask, past_key_values=past_key_values,
             use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
             training=training,
         )
-        outputs = TFBaseModelOutputWithPoolingAndCrossAttentions(
-            last_hidden_state=sequence_output, hidden_states=all_hidden_states, past_key_values=next_cache,
-            attentions=all_self_attentions, cross_attentions=all_cross_attentions,
+        result = TFBaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=sequence_output, hidden_states=all_hidden_states, past_key_values=presents,
+            attentions=all_attentions, cross_attentions=all_cross,
         )
-        return outputs if return_dict else outputs.to_tuple()
+        return result if return_dict else result.to_tuple()
 
 
 class TFBertGenerationOnlyLMHead(DeferredInit, XLATraceCall, keras.layers.Layer):
@@ -157,7 +159,7 @@ class TFBertGenerationOnlyLMHead(DeferredInit, XLATraceCall, keras.layers.Layer)
 
     def call(self, hidden_states, word_embeddings=None):
         if self.decoder is None:
-            logits = matmul_last(hidden_states, word_embeddings, transpose_b=True)  # (b, q, v)
+            logits = matmul_last(hidden_states, word_embeddings, transpose_b=True)  # (B, Q, V)
         else:
             logits = self.decoder(hidden_states)
         return logits + self.bias
@@ -223,15 +225,15 @@ class TFBertGenerationDecoder(TFPreTrainedModel):
             past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states, return_dict=True, training=training,
         )
-        logits = self.lm_head(outputs.last_hidden_state, word_embeddings=self._tied_embeddings())  # (b, q, v)
-        lm_loss = None
+        logits = self.lm_head(outputs.last_hidden_state, word_embeddings=self._tied_embeddings())  # (B, Q, V)
+        loss = None
         if labels is not None:
             # Causal LM: position t predicts token t+1.
             labels = as_int_tensor(labels)
             check_labels(labels, self.config.vocab_size)
-            lm_loss = masked_lm_loss(labels[:, 1:], logits[:, :-1])
+            loss = masked_lm_loss(labels[:, 1:], logits[:, :-1])
         result = TFCausalLMOutputWithCrossAttentions(
-            loss=lm_loss, logits=logits, past_key_values=outputs.past_key_values,
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states, attentions=outputs.attentions,
             cross_attentions=outputs.cross_attentions,
         )

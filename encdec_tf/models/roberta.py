@@ -2,8 +2,9 @@
 cross-attention (``TFRobertaForCausalLM``).
 
 Mirrors ``encdec_pt/models/roberta.py``: BERT's layers (``encdec_tf/models/bert.py``) as they are,
-RoBERTa's own embeddings (positions derived from the input ids) and LM head. Shapes: b batch,
-q query length, e hidden size, v vocabulary.
+RoBERTa's own embeddings (positions derived from the input ids) and LM head.
+Shapes use the legend of docs/architectures.md (B batch, Q/K query/key length, S encoder length,
+H heads, D head dim, E hidden, V vocabulary, L cache length).
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from encdec_tf.models.bert import TFBertEncoder, TFBertModel, TFBertPooler, _den
 
 
 def roberta_position_ids(input_ids, padding_idx: int, start):
-    """Positions of ``input_ids`` (b, q) as RoBERTa numbers them: ``padding_idx`` for a pad token,
+    """Positions of ``input_ids`` (B, Q) as RoBERTa numbers them: ``padding_idx`` for a pad token,
     else ``padding_idx + start +`` the count of non-pad tokens up to and including it. ``start`` is
-    the cache length (a scalar, or (b|1, 1) for per-row starts)."""
+    the cache length (a scalar, or (B|1, 1) for per-row starts)."""
     mask = tf.cast(tf.not_equal(input_ids, padding_idx), tf.int32)
-    return (tf.cumsum(mask, axis=1) + tf.cast(start, tf.int32)) * mask + padding_idx  # (b, q)
+    return (tf.cumsum(mask, axis=1) + tf.cast(start, tf.int32)) * mask + padding_idx  # (B, Q)
 
 
 class TFRobertaEmbeddings(ComposedLayer):
@@ -66,7 +67,7 @@ class TFRobertaEmbeddings(ComposedLayer):
              past_key_values_length=0, training=False):
         if inputs_embeds is None:
             input_ids = check_ids(input_ids, self.config.vocab_size, "input_ids")
-            inputs_embeds = self.word_embeddings(input_ids)  # (b, q, e)
+            inputs_embeds = self.word_embeddings(input_ids)  # (B, Q, E)
         seq_length = tf.shape(inputs_embeds)[1]
         if position_ids is None:
             if input_ids is not None:
@@ -74,7 +75,7 @@ class TFRobertaEmbeddings(ComposedLayer):
             else:
                 # No ids to tell pads from tokens: every position is a token.
                 first = self.padding_idx + 1 + past_key_values_length
-                position_ids = tf.range(first, first + seq_length)[None, :]  # (1, q)
+                position_ids = tf.range(first, first + seq_length)[None, :]  # (1, Q)
         if token_type_ids is None:
             token_type_ids = tf.zeros(tf.shape(inputs_embeds)[:2], dtype=tf.int32)
         position_ids = check_ids(position_ids, self.config.max_position_embeddings, "position_ids")
@@ -124,9 +125,9 @@ class TFRobertaLMHead(DeferredInit, XLATraceCall, keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.config.vocab_size,), initializer="zeros")
 
     def call(self, hidden_states, word_embeddings=None):
-        hidden_states = self.layer_norm(self.act(self.dense(hidden_states)))  # (b, q, e)
+        hidden_states = self.layer_norm(self.act(self.dense(hidden_states)))  # (B, Q, E)
         if self.decoder is None:
-            logits = matmul_last(hidden_states, word_embeddings, transpose_b=True)  # (b, q, v)
+            logits = matmul_last(hidden_states, word_embeddings, transpose_b=True)  # (B, Q, V)
         else:
             logits = self.decoder(hidden_states)
         return logits + self.bias
@@ -197,15 +198,15 @@ class TFRobertaForCausalLM(TFPreTrainedModel):
             training=training,
         )
         word_embeddings = self.roberta.embeddings.word_embeddings.embeddings if self.config.tie_word_embeddings else None
-        prediction_scores = self.lm_head(outputs.last_hidden_state, word_embeddings=word_embeddings)  # (b, q, v)
-        lm_loss = None
+        logits = self.lm_head(outputs.last_hidden_state, word_embeddings=word_embeddings)  # (B, Q, V)
+        loss = None
         if labels is not None:
             # Causal LM: position t predicts token t+1.
             labels = as_int_tensor(labels)
             check_labels(labels, self.config.vocab_size)
-            lm_loss = masked_lm_loss(labels[:, 1:], prediction_scores[:, :-1])
+            loss = masked_lm_loss(labels[:, 1:], logits[:, :-1])
         result = TFCausalLMOutputWithCrossAttentions(
-            loss=lm_loss, logits=prediction_scores, past_key_values=outputs.past_key_values,
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states, attentions=outputs.attentions,
             cross_attentions=outputs.cross_attentions,
         )
