@@ -39,6 +39,10 @@ PAIRS: Dict[str, Tuple[str, str, Dict[str, Any], bool]] = {
     "camembert2camembert": ("camembert", "camembert", {}, False),
     "roberta2bart": ("roberta", "bart", {}, False),
     "gpt22bert": ("gpt2", "bert", {}, False),  # GPT-2's record allows the encoder role too
+    # ELECTRA's tiny record has embedding_size 24 != hidden_size 32: `embeddings_project` throughout.
+    "electra2electra": ("electra", "electra", {}, False),
+    "bert2electra": ("bert", "electra", {}, False),
+    "electra2gpt2_proj": ("electra", "gpt2", {"hidden_size": 48}, False),  # decoder hidden 48
 }
 ARCHS = tuple(PAIRS)
 

@@ -9,9 +9,10 @@ registration per framework (``docs/architectures.md``).
 from encdec.architectures.bert import BERT, BertConfig
 from encdec.architectures.bart import BART, MBART, BartConfig, MBartConfig
 from encdec.architectures.bert_generation import BERT_GENERATION, BertGenerationConfig
+from encdec.architectures.electra import ELECTRA, ElectraConfig
 from encdec.architectures.gpt2 import GPT2, GPT2Config
 from encdec.architectures.roberta import CAMEMBERT, ROBERTA, XLM_ROBERTA, CamembertConfig, RobertaConfig, XLMRobertaConfig
 
-__all__ = ["BART", "BERT", "BERT_GENERATION", "CAMEMBERT", "GPT2", "MBART", "ROBERTA", "XLM_ROBERTA", "BartConfig",
-           "BertConfig", "BertGenerationConfig", "CamembertConfig", "GPT2Config", "MBartConfig", "RobertaConfig",
+__all__ = ["BART", "BERT", "BERT_GENERATION", "CAMEMBERT", "ELECTRA", "GPT2", "MBART", "ROBERTA", "XLM_ROBERTA", "BartConfig",
+           "BertConfig", "BertGenerationConfig", "CamembertConfig", "ElectraConfig", "GPT2Config", "MBartConfig", "RobertaConfig",
            "XLMRobertaConfig"]

@@ -7,6 +7,7 @@ from encdec.registry import DECODER, ENCODER, ModelRegistry
 from encdec_flax.models.bart import FlaxBartForCausalLM, FlaxMBartForCausalLM
 from encdec_flax.models.bert import FlaxBertForCausalLM, FlaxBertModel
 from encdec_flax.models.bert_generation import FlaxBertGenerationDecoder, FlaxBertGenerationEncoder
+from encdec_flax.models.electra import FlaxElectraForCausalLM, FlaxElectraModel
 from encdec_flax.models.gpt2 import FlaxGPT2LMHeadModel, FlaxGPT2Model
 from encdec_flax.models.roberta import FlaxRobertaForCausalLM, FlaxRobertaModel
 
@@ -19,6 +20,7 @@ MODELS.register("mbart", decoder=FlaxMBartForCausalLM)
 MODELS.register("roberta", encoder=FlaxRobertaModel, decoder=FlaxRobertaForCausalLM)
 MODELS.register("xlm-roberta", encoder=FlaxRobertaModel, decoder=FlaxRobertaForCausalLM)
 MODELS.register("camembert", encoder=FlaxRobertaModel, decoder=FlaxRobertaForCausalLM)
+MODELS.register("electra", encoder=FlaxElectraModel, decoder=FlaxElectraForCausalLM)
 
 
 class FlaxAutoModel(AutoFactory):

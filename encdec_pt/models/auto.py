@@ -7,6 +7,7 @@ from encdec.registry import DECODER, ENCODER, ModelRegistry
 from encdec_pt.models.bart import BartForCausalLM, MBartForCausalLM
 from encdec_pt.models.bert import BertLMHeadModel, BertModel
 from encdec_pt.models.bert_generation import BertGenerationDecoder, BertGenerationEncoder
+from encdec_pt.models.electra import ElectraForCausalLM, ElectraModel
 from encdec_pt.models.gpt2 import GPT2LMHeadModel, GPT2Model
 from encdec_pt.models.roberta import RobertaForCausalLM, RobertaModel
 
@@ -19,6 +20,7 @@ MODELS.register("mbart", decoder=MBartForCausalLM)
 MODELS.register("roberta", encoder=RobertaModel, decoder=RobertaForCausalLM)
 MODELS.register("xlm-roberta", encoder=RobertaModel, decoder=RobertaForCausalLM)
 MODELS.register("camembert", encoder=RobertaModel, decoder=RobertaForCausalLM)
+MODELS.register("electra", encoder=ElectraModel, decoder=ElectraForCausalLM)
 
 
 class AutoModel(AutoFactory):

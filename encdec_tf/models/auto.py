@@ -7,6 +7,7 @@ from encdec.registry import DECODER, ENCODER, ModelRegistry
 from encdec_tf.models.bart import TFBartForCausalLM, TFMBartForCausalLM
 from encdec_tf.models.bert import TFBertLMHeadModel, TFBertModel
 from encdec_tf.models.bert_generation import TFBertGenerationDecoder, TFBertGenerationEncoder
+from encdec_tf.models.electra import TFElectraForCausalLM, TFElectraModel
 from encdec_tf.models.gpt2 import TFGPT2LMHeadModel, TFGPT2Model
 from encdec_tf.models.roberta import TFRobertaForCausalLM, TFRobertaModel
 
@@ -19,6 +20,7 @@ MODELS.register("mbart", decoder=TFMBartForCausalLM)
 MODELS.register("roberta", encoder=TFRobertaModel, decoder=TFRobertaForCausalLM)
 MODELS.register("xlm-roberta", encoder=TFRobertaModel, decoder=TFRobertaForCausalLM)
 MODELS.register("camembert", encoder=TFRobertaModel, decoder=TFRobertaForCausalLM)
+MODELS.register("electra", encoder=TFElectraModel, decoder=TFElectraForCausalLM)
 
 
 class _TFAutoFactory(AutoFactory):
