@@ -1,4 +1,4 @@
-"""The architectures added through the registry (RoBERTa, XLM-RoBERTa, CamemBERT, ...) against the
+"""The architectures added through the registry (RoBERTa, XLM-RoBERTa, CamemBERT, ELECTRA, ...) against the
 reference (transformers==4.57.6) PyTorch model, in each framework: one test body per behaviour,
 parametrised over framework x pair (``encdec.testing.PAIRS``) through tests/adapters.
 
@@ -6,7 +6,8 @@ The reference is built from the folder our PyTorch model saves (so that path is 
 holds the same deterministic weights as our model of each framework. Compared: outputs (loss,
 logits, hidden states, attentions), cached stepping, gradients, greedy and beam tokens, and
 checkpoints the reference writes (safetensors, pytorch_model.bin, and its own tf_model.h5 /
-flax_model.msgpack where it has the classes) loading in ours.
+flax_model.msgpack where it has the classes, or the files of its part classes where only those
+work) loading in ours.
 """
 
 import numpy as np
@@ -19,16 +20,21 @@ from encdec.testing import deterministic_state_dict, tiny_config, tiny_inputs
 pytestmark = pytest.mark.oracle
 
 PAIRS = ("roberta2roberta", "roberta2gpt2", "bert2roberta", "roberta2roberta_proj", "xlm-roberta2gpt2",
-         "camembert2camembert")
+         "camembert2camembert", "electra2electra", "bert2electra", "electra2gpt2_proj")
 # The tolerance table (float32), as tests/equivalence: outputs by max abs difference; gradients
 # relative to the parameter's largest gradient, floored at a fraction of the model's largest.
 TOL = {"abs": 1e-5, "grad_rtol": 1e-4, "grad_floor": 1e-3}
 OUTPUTS = ("loss", "logits", "encoder_last_hidden_state", "encoder_hidden_states", "encoder_attentions",
            "decoder_hidden_states", "decoder_attentions", "cross_attentions")
-# model_types the reference's TF / Flax composites can hold (hf_behaviour.md §2): its own
-# tf_model.h5 / flax_model.msgpack of a pair exist only when both halves are here.
-REFERENCE_TF = {"bert", "gpt2", "roberta", "xlm-roberta", "camembert"}
+# model_types the reference's TF / Flax composites can hold, as encoder and as decoder (hf_behaviour.md
+# §2): its own tf_model.h5 / flax_model.msgpack of a pair exist only when both halves are here. It has
+# TFElectraModel but no TF ELECTRA causal LM.
+REFERENCE_TF = {"encoder": {"bert", "gpt2", "roberta", "xlm-roberta", "camembert", "electra"},
+                "decoder": {"bert", "gpt2", "roberta", "xlm-roberta", "camembert"}}
 REFERENCE_FLAX = {"bert", "gpt2", "roberta", "xlm-roberta"}
+# Its Flax composite crashes on these (their Flax modules need the token_type_ids it drops); its
+# part classes (FlaxElectraModel, FlaxElectraForCausalLM) still write their own flax_model.msgpack.
+REFERENCE_FLAX_PARTS = {"electra"}
 
 _REFERENCE = {}  # pair -> dict(config, state, inputs, model, folders)
 _OURS = {}  # (framework, pair) -> our model
@@ -174,7 +180,8 @@ def test_reference_files_load_in_ours(fw, pair, tmp_path_factory):
                                                 "decoder_attention_mask")}
         want = ref["model"](**_torch(inputs)).logits.detach().numpy()
         converted = []
-        if types <= REFERENCE_TF:
+        encoder_type, decoder_type = ref["config"].encoder.model_type, ref["config"].decoder.model_type
+        if encoder_type in REFERENCE_TF["encoder"] and decoder_type in REFERENCE_TF["decoder"]:
             converted.append(("h5", transformers.TFEncoderDecoderModel.from_pretrained(folders["bin"], from_pt=True)))
         if types <= REFERENCE_FLAX:
             converted.append(("msgpack", transformers.FlaxEncoderDecoderModel.from_pretrained(folders["bin"],
@@ -188,13 +195,48 @@ def test_reference_files_load_in_ours(fw, pair, tmp_path_factory):
                 continue
             model.save_pretrained(str(root / kind))
             folders[kind] = str(root / kind)
+        if types <= REFERENCE_FLAX | REFERENCE_FLAX_PARTS and types & REFERENCE_FLAX_PARTS:
+            folders["msgpack-parts"] = _reference_flax_parts(transformers, ref, root / "msgpack-parts")
     adapter = load_adapter(fw)
     for kind, folder in folders.items():
-        state = adapter.state_dict(adapter.load(folder))
-        assert sorted(state) == sorted(ref["state"]), f"{fw} {pair} {kind}"
-        for name, value in ref["state"].items():
+        if isinstance(folder, tuple):
+            # Part files: our composite from its encoder's and decoder's folders; a composite's own
+            # weight (`enc_to_dec_proj`) is in neither, so only the parts' weights are compared.
+            model = type(ours(fw, pair, tmp_path_factory)).from_encoder_decoder_pretrained(*folder)
+            parts = ("encoder.", "decoder.")
+            state = {n: v for n, v in adapter.state_dict(model).items() if n.startswith(parts)}
+            want = {n: v for n, v in ref["state"].items() if n.startswith(parts)}
+        else:
+            state, want = adapter.state_dict(adapter.load(folder)), ref["state"]
+        assert sorted(state) == sorted(want), f"{fw} {pair} {kind}"
+        for name, value in want.items():
             np.testing.assert_allclose(np.asarray(state[name]), value, rtol=0, atol=1e-7,
                                        err_msg=f"{fw} {pair} {kind}: {name}")
+
+
+def _reference_flax_parts(transformers, ref, root):
+    """The reference's Flax encoder and decoder (its part classes, converted from its PyTorch halves,
+    checked against them on the pair's inputs) saved as flax_model.msgpack: the two folders."""
+    import torch
+
+    model, inputs = ref["model"], _torch(ref["inputs"])
+    model.encoder.save_pretrained(str(root / "pt-encoder"))
+    model.decoder.save_pretrained(str(root / "pt-decoder"))
+    encoder = transformers.FlaxAutoModel.from_pretrained(str(root / "pt-encoder"), from_pt=True)
+    decoder = transformers.FlaxAutoModelForCausalLM.from_pretrained(str(root / "pt-decoder"), from_pt=True)
+    with torch.no_grad():
+        want = model(**inputs)
+    encoder_state = encoder(ref["inputs"]["input_ids"], attention_mask=ref["inputs"]["attention_mask"],
+                            token_type_ids=ref["inputs"]["token_type_ids"]).last_hidden_state
+    assert _max_diff(np.asarray(encoder_state), want.encoder_last_hidden_state.numpy()) <= TOL["abs"]
+    if getattr(model, "enc_to_dec_proj", None) is None:
+        logits = decoder(ref["inputs"]["decoder_input_ids"], attention_mask=ref["inputs"]["decoder_attention_mask"],
+                         encoder_hidden_states=encoder_state,
+                         encoder_attention_mask=ref["inputs"]["attention_mask"]).logits
+        assert _max_diff(np.asarray(logits), want.logits.numpy()) <= TOL["abs"]
+    encoder.save_pretrained(str(root / "encoder"))
+    decoder.save_pretrained(str(root / "decoder"))
+    return str(root / "encoder"), str(root / "decoder")
 
 
 @pytest.mark.parametrize("fw,pair", list(_cases()))
