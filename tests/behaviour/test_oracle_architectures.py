@@ -15,15 +15,15 @@ import pytest
 
 from adapters import FRAMEWORKS, load_adapter
 from encdec.naming.schema import schema_for
-from encdec.testing import deterministic_state_dict, tiny_config, tiny_inputs
+from encdec.testing import TOLERANCE, deterministic_state_dict, tiny_config, tiny_inputs
 
 pytestmark = pytest.mark.oracle
 
 PAIRS = ("roberta2roberta", "roberta2gpt2", "bert2roberta", "roberta2roberta_proj", "xlm-roberta2gpt2",
          "camembert2camembert", "electra2electra", "bert2electra", "electra2gpt2_proj")
-# The tolerance table (float32), as tests/equivalence: outputs by max abs difference; gradients
-# relative to the parameter's largest gradient, floored at a fraction of the model's largest.
-TOL = {"abs": 1e-5, "grad_rtol": 1e-4, "grad_floor": 1e-3}
+# The one tolerance table (encdec.testing): outputs by max abs difference; gradients relative to the
+# parameter's largest gradient, floored at a fraction of the model's largest.
+TOL = TOLERANCE["float32"]
 OUTPUTS = ("loss", "logits", "encoder_last_hidden_state", "encoder_hidden_states", "encoder_attentions",
            "decoder_hidden_states", "decoder_attentions", "cross_attentions")
 # model_types the reference's TF / Flax composites can hold, as encoder and as decoder (hf_behaviour.md
@@ -230,8 +230,10 @@ def _reference_flax_parts(transformers, ref, root):
                             token_type_ids=ref["inputs"]["token_type_ids"]).last_hidden_state
     assert _max_diff(np.asarray(encoder_state), want.encoder_last_hidden_state.numpy()) <= TOL["abs"]
     if getattr(model, "enc_to_dec_proj", None) is None:
-        logits = decoder(ref["inputs"]["decoder_input_ids"], attention_mask=ref["inputs"]["decoder_attention_mask"],
-                         encoder_hidden_states=encoder_state,
+        # Token types given: the reference's Flax ELECTRA defaults them to ones (its PyTorch, to zeros).
+        decoder_input_ids = ref["inputs"]["decoder_input_ids"]
+        logits = decoder(decoder_input_ids, attention_mask=ref["inputs"]["decoder_attention_mask"],
+                         token_type_ids=np.zeros_like(decoder_input_ids), encoder_hidden_states=encoder_state,
                          encoder_attention_mask=ref["inputs"]["attention_mask"]).logits
         assert _max_diff(np.asarray(logits), want.logits.numpy()) <= TOL["abs"]
     encoder.save_pretrained(str(root / "encoder"))
@@ -253,3 +255,37 @@ def test_our_files_load_in_reference(fw, pair, tmp_path_factory):
     with torch.no_grad():
         diff = _max_diff(loaded(**inputs).logits.numpy(), ref["model"](**inputs).logits.numpy())
     assert diff <= TOL["abs"], f"{fw} {pair}: {diff:.3g}"
+
+
+_CAUSAL_LM = {"pt": ("encdec_pt.models.auto", "AutoModelForCausalLM"),
+              "tf": ("encdec_tf.models.auto", "TFAutoModelForCausalLM"),
+              "flax": ("encdec_flax.models.auto", "FlaxAutoModelForCausalLM")}
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_reference_tf_electra_generator_loads_in_ours(fw, tmp_path):
+    """The reference has no TF ELECTRA causal LM, so no composite h5 holds ELECTRA's generator head;
+    its ``TFElectraForMaskedLM`` holds the same head (``generator_predictions``, ``generator_lm_head/bias``
+    on the tied embeddings). Its tf_model.h5 loads as our ELECTRA causal LM (``is_decoder=False``: the
+    masked LM's bidirectional attention) with the reference's PyTorch logits."""
+    import importlib
+
+    import torch
+
+    transformers = pytest.importorskip("transformers")
+    config = tiny_config("electra2electra").encoder
+    torch.manual_seed(0)
+    reference_pt = transformers.ElectraForMaskedLM(transformers.ElectraConfig(**config.to_dict())).eval()
+    with torch.no_grad():
+        reference_pt.generator_lm_head.bias.normal_()  # zeros at init: would hide a bias not read
+    reference_pt.save_pretrained(str(tmp_path / "pt"))
+    transformers.TFElectraForMaskedLM.from_pretrained(str(tmp_path / "pt"), from_pt=True).save_pretrained(
+        str(tmp_path / "tf"))
+    input_ids = np.array([[5, 6, 7, 8, 9], [10, 11, 12, 13, 14]])
+    with torch.no_grad():
+        want = reference_pt(torch.from_numpy(input_ids)).logits.numpy()
+    module, name = _CAUSAL_LM[fw]
+    model = getattr(importlib.import_module(module), name).from_pretrained(str(tmp_path / "tf"), is_decoder=False)
+    got = model(input_ids=torch.from_numpy(input_ids) if fw == "pt" else input_ids).logits
+    got = got.detach().numpy() if fw == "pt" else np.asarray(got)
+    assert _max_diff(got, want) <= TOL["abs"], f"{fw}: {_max_diff(got, want):.3g}"
