@@ -122,7 +122,7 @@ def _wrap(progress: Progress, total: int) -> Callable[[Iterable], Iterable]:
 # Writers: (to, format) -> fn(state, schema, dst, max_shard_size, progress) -> (files, dropped)
 
 
-def _write_canonical(state, schema, dst, max_shard_size, progress):
+def _write_canonical(state, schema, dst, max_shard_size, progress, config=None):
     owned = owned_only(state, schema)
     tensors = dict(progress(owned.items(), len(owned)))
     names = save_state_dict(tensors, dst, max_shard_size=max_shard_size)
@@ -130,7 +130,7 @@ def _write_canonical(state, schema, dst, max_shard_size, progress):
     return [os.path.join(dst, n) for n in names], {n: f"tied to {ties[n]} (model.safetensors holds owners only)" for n in ties}
 
 
-def _write_bin(state, schema, dst, max_shard_size, progress):
+def _write_bin(state, schema, dst, max_shard_size, progress, config=None):
     """``pytorch_model.bin`` as the reference's ``save_pretrained(safe_serialization=False)``
     writes it: every state-dict key, tied ones included; sharded with an index past the limit."""
     try:
@@ -144,30 +144,32 @@ def _write_bin(state, schema, dst, max_shard_size, progress):
     return [os.path.join(dst, n) for n in save_torch_bin(tensors, dst, max_shard_size=max_shard_size)], {}
 
 
-def _write_tf_h5(state, schema, dst, max_shard_size, progress):
-    from encdec.formats.hf_tf_h5 import write_tf_h5
+def _write_tf_h5(state, schema, dst, max_shard_size, progress, config=None):
+    from encdec.formats.hf_tf_h5 import tf_main_layer, write_tf_h5
 
     dropped = write_tf_h5(state, schema, os.path.join(dst, "tf_model.h5"), max_shard_size=max_shard_size,
+                          main_layer=None if config is None else tf_main_layer(config),
                           progress=_wrap(progress, _tf_count(schema)))
     return _listed(dst, "tf_model"), {n: "TF reuses the owner's variable (tied)" for n in dropped}
 
 
-def _write_tf_safetensors(state, schema, dst, max_shard_size, progress):
-    from encdec.formats.hf_tf_h5 import write_tf_safetensors
+def _write_tf_safetensors(state, schema, dst, max_shard_size, progress, config=None):
+    from encdec.formats.hf_tf_h5 import tf_main_layer, write_tf_safetensors
 
     dropped = write_tf_safetensors(state, schema, dst, max_shard_size=max_shard_size,
+                                   main_layer=None if config is None else tf_main_layer(config),
                                    progress=_wrap(progress, _tf_count(schema)))
     return _listed(dst, "model"), {n: "TF reuses the owner's variable (tied)" for n in dropped}
 
 
-def _write_flax_msgpack(state, schema, dst, max_shard_size, progress):
+def _write_flax_msgpack(state, schema, dst, max_shard_size, progress, config=None):
     from encdec.formats.hf_flax_msgpack import write_flax_msgpack
 
     files = write_flax_msgpack(state, schema, dst, max_shard_size=max_shard_size, progress=_wrap(progress, _flax_count(schema)))
     return files, _flax_dropped(schema)
 
 
-def _write_flax_safetensors(state, schema, dst, max_shard_size, progress):
+def _write_flax_safetensors(state, schema, dst, max_shard_size, progress, config=None):
     from encdec.formats.hf_flax_msgpack import write_flax_safetensors
 
     total = sum(np.asarray(state[s.name]).nbytes for s in schema.owned())
@@ -259,7 +261,7 @@ def convert(
 
     config, schema, checkpoint, state, dropped = read_canonical(src, prefer=prefer, **hub_kwargs)
     os.makedirs(dst, exist_ok=True)
-    files, not_written = WRITERS[(to, format)](state, schema, dst, max_shard_size, progress)
+    files, not_written = WRITERS[(to, format)](state, schema, dst, max_shard_size, progress, config=config)
     dropped.update(not_written)
     copied = _copy_side_files(src, dst, config, hub_kwargs)
     result = ConversionResult(

@@ -21,7 +21,7 @@ import tensorflow as tf
 from encdec.checkpoint import owned_only
 from encdec.configuration import AutoConfig, PretrainedConfig
 from encdec.files import TF_WEIGHTS_NAME
-from encdec.formats.hf_tf_h5 import write_tf_h5
+from encdec.formats.hf_tf_h5 import tf_main_layer, write_tf_h5
 from encdec.formats.safetensors import release_pages, save_state_dict
 from encdec.generation_config import GenerationConfig
 from encdec.loading import load_pretrained
@@ -352,7 +352,7 @@ class TFPreTrainedModel(XLATraceCall, keras.Model):
             save_state_dict(owned_only(self.state_dict(), schema), save_directory, max_shard_size=max_shard_size)
         else:
             write_tf_h5(self.state_dict(), schema, os.path.join(save_directory, TF_WEIGHTS_NAME),
-                        max_shard_size=max_shard_size)
+                        main_layer=tf_main_layer(self.config), max_shard_size=max_shard_size)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str, *model_args: Any, **kwargs: Any) -> "TFPreTrainedModel":

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from encdec.files import TF_WEIGHTS_NAME, CheckpointError, write_sharded
 from encdec.formats.safetensors import read_safetensors, save_state_dict
 from encdec.naming.layout import LEAF_RULES, from_framework, to_framework
 from encdec.naming.schema import CONV1D, EMBEDDING, ParamSpec, Schema
-from encdec.registry import records
+from encdec.registry import architecture, records
 
 
 class TFH5Error(CheckpointError):
@@ -350,6 +350,14 @@ def write_tf_safetensors(state: Dict[str, np.ndarray], schema: Schema, directory
     tensors = {tf_name + ":0": array for _, tf_name, array in (progress(weights) if progress else weights)}
     save_state_dict(tensors, directory, max_shard_size=max_shard_size, metadata={"format": "tf"})
     return dropped
+
+
+def tf_main_layer(config: Any) -> str:
+    """The reference's MainLayer name of a model's (encoder) base model, from its record: ``bert``,
+    ``electra``, ``roberta``, ``transformer``. The names alone cannot tell BERT, ELECTRA and RoBERTa
+    apart (the same word-embedding name), so writers pass this whenever they have the config."""
+    encoder = getattr(config, "encoder", None)
+    return architecture(encoder if encoder is not None else config).base_model_prefix
 
 
 def _guess_main(schema: Schema, situation: str) -> str:

@@ -95,6 +95,9 @@ def _hf_flax_logits(folder, inputs):
 # ELECTRA (embeddings_project, the generator head) in the reference's PyTorch classes. Its TF composites
 # hold an ELECTRA encoder only and its Flax composite crashes (docs/architectures.md).
 ELECTRA = ["electra2electra", "electra2gpt2_proj"]
+# Encoders whose TF MainLayer is not `bert` though their word embeddings are named as BERT's: the
+# writers take the name from the record (a wrong one makes the reference's TF re-initialise them).
+TF_MAIN = ["electra2gpt2_proj", "roberta2gpt2"]
 # (to, format, shard, reference loader, archs). The reference's sharded TF and msgpack loads cost
 # ~10 s each on 2 cores: one architecture each, the GPT-2 one (Conv1D bias reshape, projection).
 WRITTEN = [
@@ -102,9 +105,9 @@ WRITTEN = [
     ("pt", "safetensors", "20KB", _hf_pt_logits, ARCHS),
     ("pt", "bin", None, _hf_pt_logits, ARCHS + ELECTRA),
     ("pt", "bin", "20KB", _hf_pt_logits, ARCHS),
-    ("tf", "h5", None, _hf_tf_logits, ARCHS),
+    ("tf", "h5", None, _hf_tf_logits, ARCHS + TF_MAIN),
     ("tf", "h5", "20KB", _hf_tf_logits, ["bert2gpt2_proj"]),
-    ("tf", "safetensors", None, _hf_tf_logits, ARCHS),
+    ("tf", "safetensors", None, _hf_tf_logits, ARCHS + TF_MAIN),
     ("flax", "msgpack", None, _hf_flax_logits, ARCHS),
     ("flax", "msgpack", "20KB", _hf_flax_logits, ["bert2gpt2_proj"]),
     ("flax", "safetensors", None, _hf_flax_logits, ARCHS),
