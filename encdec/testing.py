@@ -135,14 +135,16 @@ TOLERANCE: Dict[str, Dict[str, float]] = {
 }
 
 
-def pair_params(*leading, pairs: Optional[Tuple[str, ...]] = None, unsupported: Optional[Dict] = None):
+def pair_params(*leading, pairs: Optional[Tuple[str, ...]] = None, unsupported: Optional[Dict] = None,
+                ci: Optional[Tuple[str, ...]] = None):
     """``pytest.param``s over ``leading`` values (e.g. frameworks) x pairs, for ``parametrize``.
 
     ``leading`` is a sequence of tuples (one per extra leading argument, e.g. ``("pt", "tf", "flax")``);
     a value that is itself a tuple (``("pt", "tf")``) fills as many arguments. The cases are their product with ``pairs`` (default ``PAIRS``). A pair outside ``CI_PAIRS`` gets the
     ``slow`` mark (run by ``make test-all``, i.e. ``--runslow``). ``unsupported`` maps
     ``(value, pair)`` or ``pair`` to a reason: such a case is skipped with that reason (the one place
-    unsupported combinations are declared is the calling module's data).
+    unsupported combinations are declared is the calling module's data). ``ci`` narrows the pairs CI
+    runs for a check whose every pair another CI test already covers (default ``CI_PAIRS``).
     """
     import itertools
 
@@ -153,7 +155,7 @@ def pair_params(*leading, pairs: Optional[Tuple[str, ...]] = None, unsupported: 
     cases = []
     for combo in itertools.product(*leading, pairs):
         pair = combo[-1]
-        marks = [] if pair in CI_PAIRS else [pytest.mark.slow]
+        marks = [] if pair in (CI_PAIRS if ci is None else ci) else [pytest.mark.slow]
         reasons = [unsupported[key] for key in [pair, *((value, pair) for value in combo[:-1])] if key in unsupported]
         if reasons:
             marks.append(pytest.mark.skip(reason="; ".join(reasons)))
