@@ -25,7 +25,7 @@ from encdec_flax.modeling_outputs import (
     FlaxCausalLMOutputWithCrossAttentions,
 )
 from encdec_flax.modeling_utils import ACT2FN, FlaxPreTrainedModel, normal_init
-from encdec_flax.models.bert import FlaxBertEmbeddings, FlaxBertEncoder
+from encdec_flax.models.bert import FlaxBertEmbeddings, FlaxBertEncoder, bert_attention_biases
 
 
 class FlaxElectraEmbeddings(FlaxBertEmbeddings):
@@ -90,11 +90,16 @@ class FlaxElectraModule(nn.Module):
             encoder_attention_mask = jnp.ones(encoder_hidden_states.shape[:2], dtype="i4")
         # (B, Q, E)
         hidden_states = self.embed(input_ids, token_type_ids, position_ids, deterministic=deterministic)
+
+        # Masks are built once here, as additive biases (the layers are BERT's): (B|1, 1, Q, K) and (B, 1, 1, S).
+        extended_attention_mask, encoder_extended_attention_mask = bert_attention_biases(
+            self, attention_mask, encoder_attention_mask, input_ids.shape[1]
+        )
         hidden_states, all_hidden_states, all_attentions, all_cross_attentions = self.encoder(
             hidden_states,
-            attention_mask=attention_mask,
+            attention_mask=extended_attention_mask,
             encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
+            encoder_attention_mask=encoder_extended_attention_mask,
             init_cache=init_cache,
             deterministic=deterministic,
             output_attentions=output_attentions,

@@ -122,7 +122,9 @@ class ElectraModel(ElectraPreTrainedModel):
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = config.use_return_dict if return_dict is None else return_dict
-        use_cache = (config.use_cache if use_cache is None else use_cache) and config.is_decoder
+        # The reference's ElectraModel does not fall back to config.use_cache: no cache unless asked
+        # (its outputs, tuples included, have no past_key_values by default).
+        use_cache = bool(use_cache) and config.is_decoder
 
         if input_ids is not None and inputs_embeds is not None:
             raise ValueError("pass either input_ids or inputs_embeds, not both")
