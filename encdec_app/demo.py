@@ -188,10 +188,10 @@ def run(args: argparse.Namespace) -> int:
         f"{_name(encoder_path)} -> {_name(decoder_path)}"
     log(f"== encdec demo: {pair}, trained in {NAMES[fw]} ==")
     enc_tokenizer, tokenizer, distinct = load_pair(encoder_path, decoder_path)
-    start, eos, pad = decoder_special_ids(tokenizer)
+    start_id, eos, pad = decoder_special_ids(tokenizer)
     enc_pad = next(i for i in (enc_tokenizer.pad_token_id, enc_tokenizer.eos_token_id, 0) if i is not None)
     train, test = make_dataset(budget["train_size"], budget["test_size"], seed=args.seed)
-    encoded = [encode_pairs(pairs, enc_tokenizer, tokenizer, 512, 512, start, eos) for pairs in (train, test)]
+    encoded = [encode_pairs(pairs, enc_tokenizer, tokenizer, 512, 512, start_id, eos) for pairs in (train, test)]
     src_len = max(len(s) for e in encoded for s in e.sources)
     tgt_len = max(len(t) for e in encoded for t in e.labels)
     train_data, test_data = (encode(e, src_len, tgt_len, enc_pad) for e in encoded)
@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     cls = model_class(fw)
     seeded = seed_everything(fw, args.seed)  # the new cross-attention weights and dropout
     model = cls.from_encoder_decoder_pretrained(
-        encoder_path, decoder_path, decoder_start_token_id=start, pad_token_id=pad, eos_token_id=eos, **seeded)
+        encoder_path, decoder_path, decoder_start_token_id=start_id, pad_token_id=pad, eos_token_id=eos, **seeded)
 
     log(f"\n[2/4] fine-tune: {budget['steps']} steps, batch {budget['batch_size']}, AdamW lr {budget['learning_rate']} "
         "decaying linearly to 0")

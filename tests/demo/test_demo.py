@@ -1,6 +1,7 @@
 """The main job end to end, shortened: `encdec demo --quick` in each training framework, and
 `encdec generate` on the folder it saved."""
 
+import re
 import subprocess
 import sys
 
@@ -37,6 +38,8 @@ def test_quick_demo_runs_every_step(tmp_path, framework):
                    "[4/4]", "max |logit difference| PyTorch vs TensorFlow", "identical in all three frameworks"):
         assert marker in text, f"{marker!r} missing from the demo output:\n{text[-3000:]}"
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    took = re.search(r"done in (\d+) s\.", text)
+    assert took and int(took.group(1)) < 600, "the demo reports its own run time"
     if framework == "pt":
         gen = _run("generate", str(out), "the first of may, nineteen ninety", "--max-new-tokens", "4")
         assert gen.returncode == 0, gen.stderr[-2000:]
