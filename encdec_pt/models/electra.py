@@ -15,10 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from encdec.architectures.electra import ElectraConfig
-from encdec_pt.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions, CausalLMOutputWithCrossAttentions
+from encdec_pt.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
 from encdec_pt.modeling_utils import (
     as_legacy_cache,
-    causal_lm_loss,
     check_rank,
     check_same_batch,
     check_token_ids,
@@ -26,7 +25,7 @@ from encdec_pt.modeling_utils import (
     past_length,
     self_attention_bias,
 )
-from encdec_pt.models.bert import BertEmbeddings, BertEncoder, BertPreTrainedModel
+from encdec_pt.models.bert import BertEmbeddings, BertEncoder, BertPreTrainedModel, CausalLMForward
 
 
 class ElectraEmbeddings(BertEmbeddings):
@@ -201,7 +200,7 @@ class ElectraGeneratorPredictions(nn.Module):
         return self.LayerNorm(F.gelu(self.dense(hidden_states)))  # (B, Q, M)
 
 
-class ElectraForCausalLM(ElectraPreTrainedModel):
+class ElectraForCausalLM(CausalLMForward, ElectraPreTrainedModel):
     """ELECTRA decoder: ``electra`` plus the generator head (``generator_predictions``, then
     ``generator_lm_head``, whose weight is tied to the word embeddings); causal when ``is_decoder``.
 
@@ -265,51 +264,3 @@ class ElectraForCausalLM(ElectraPreTrainedModel):
         new[:keep] = old.detach()[:keep]
         head.bias = nn.Parameter(new)
         head.out_features = n
-
-    def forward(
-        self,
-        input_ids: Optional[torch.Tensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        token_type_ids: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.Tensor] = None,
-        head_mask: Optional[torch.Tensor] = None,
-        inputs_embeds: Optional[torch.Tensor] = None,
-        encoder_hidden_states: Optional[torch.Tensor] = None,
-        encoder_attention_mask: Optional[torch.Tensor] = None,
-        labels: Optional[torch.Tensor] = None,
-        past_key_values=None,
-        use_cache: Optional[bool] = None,
-        output_attentions: Optional[bool] = None,
-        output_hidden_states: Optional[bool] = None,
-        return_dict: Optional[bool] = None,
-    ):
-        """``labels`` gives the stand-alone next-token loss (logits[:, :-1] vs labels[:, 1:])."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        if labels is not None:
-            use_cache = False
-        outputs = self.electra(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            head_mask=head_mask,
-            inputs_embeds=inputs_embeds,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        logits = self.decoder_logits(outputs.last_hidden_state)  # (B, Q, V)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
-        result = CausalLMOutputWithCrossAttentions(
-            loss=loss,
-            logits=logits,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            cross_attentions=outputs.cross_attentions,
-        )
-        return result if return_dict else result.to_tuple()

@@ -16,9 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encdec.architectures.roberta import RobertaConfig
-from encdec_pt.modeling_outputs import CausalLMOutputWithCrossAttentions
-from encdec_pt.modeling_utils import causal_lm_loss
-from encdec_pt.models.bert import BertEncoder, BertModel, BertPooler, BertPreTrainedModel
+from encdec_pt.models.bert import BertEncoder, BertModel, BertPooler, BertPreTrainedModel, CausalLMForward
 
 
 def roberta_position_ids(input_ids: torch.Tensor, padding_idx: int, start) -> torch.Tensor:
@@ -131,7 +129,7 @@ class RobertaLMHead(nn.Module):
         return self.decoder(hidden_states)  # (B, Q, V)
 
 
-class RobertaForCausalLM(RobertaPreTrainedModel):
+class RobertaForCausalLM(CausalLMForward, RobertaPreTrainedModel):
     """RoBERTa decoder: ``roberta`` (no pooler) plus ``lm_head``; causal when ``is_decoder``.
 
     Args:
@@ -196,51 +194,3 @@ class RobertaForCausalLM(RobertaPreTrainedModel):
         keep = min(n, old.shape[0])
         new[:keep] = old.detach()[:keep]
         self.lm_head.bias = nn.Parameter(new)
-
-    def forward(
-        self,
-        input_ids: Optional[torch.Tensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        token_type_ids: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.Tensor] = None,
-        head_mask: Optional[torch.Tensor] = None,
-        inputs_embeds: Optional[torch.Tensor] = None,
-        encoder_hidden_states: Optional[torch.Tensor] = None,
-        encoder_attention_mask: Optional[torch.Tensor] = None,
-        labels: Optional[torch.Tensor] = None,
-        past_key_values=None,
-        use_cache: Optional[bool] = None,
-        output_attentions: Optional[bool] = None,
-        output_hidden_states: Optional[bool] = None,
-        return_dict: Optional[bool] = None,
-    ):
-        """``labels`` gives the stand-alone next-token loss (logits[:, :-1] vs labels[:, 1:])."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        if labels is not None:
-            use_cache = False
-        outputs = self.roberta(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            head_mask=head_mask,
-            inputs_embeds=inputs_embeds,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        logits = self.lm_head(outputs.last_hidden_state)  # (B, Q, V)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
-        result = CausalLMOutputWithCrossAttentions(
-            loss=loss,
-            logits=logits,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            cross_attentions=outputs.cross_attentions,
-        )
-        return result if return_dict else result.to_tuple()
