@@ -407,7 +407,40 @@ class TFBertOnlyMLMHead(ComposedLayer):
         return self.predictions(sequence_output, word_embeddings=word_embeddings)
 
 
-class TFBertLMHeadModel(TFPreTrainedModel):
+class TFCausalLMCall:
+    """``call`` of the LM-head decoders whose base model takes BERT's arguments (BERT, RoBERTa,
+    ELECTRA): the base model under ``base_model_prefix``, then the decoder contract's
+    ``decoder_logits``."""
+
+    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+             encoder_hidden_states=None, encoder_attention_mask=None, labels=None, past_key_values=None,
+             use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        if labels is not None:
+            use_cache = False
+        outputs = getattr(self, self.base_model_prefix)(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+            position_ids=position_ids, inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values, use_cache=use_cache,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+            training=training,
+        )
+        logits = self.decoder_logits(outputs.last_hidden_state)  # (B, Q, V)
+        loss = None
+        if labels is not None:
+            # Causal LM: position t predicts token t+1.
+            labels = as_int_tensor(labels)
+            check_labels(labels, self.config.vocab_size)
+            loss = masked_lm_loss(labels[:, 1:], logits[:, :-1])
+        result = TFCausalLMOutputWithCrossAttentions(
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+            cross_attentions=outputs.cross_attentions,
+        )
+        return result if return_dict else result.to_tuple()
+
+
+class TFBertLMHeadModel(TFCausalLMCall, TFPreTrainedModel):
     """BERT with a language-model head, the decoder of bert2bert (``config.is_decoder``,
     ``add_cross_attention``).
 
@@ -453,31 +486,3 @@ class TFBertLMHeadModel(TFPreTrainedModel):
         """A layer's cross-attention keys and values (N, S, E) of the encoder states (N, S, E)."""
         cross = layer.crossattention.self_attention
         return cross.key(encoder_hidden_states), cross.value(encoder_hidden_states)
-
-    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
-             encoder_hidden_states=None, encoder_attention_mask=None, labels=None, past_key_values=None,
-             use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        if labels is not None:
-            use_cache = False
-        outputs = self.bert(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-            position_ids=position_ids, inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values, use_cache=use_cache,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
-            training=training,
-        )
-        word_embeddings = self.bert.embeddings.word_embeddings.embeddings if self.config.tie_word_embeddings else None
-        logits = self.cls(outputs.last_hidden_state, word_embeddings=word_embeddings)  # (B, Q, V)
-        loss = None
-        if labels is not None:
-            # Causal LM: position t predicts token t+1.
-            labels = as_int_tensor(labels)
-            check_labels(labels, self.config.vocab_size)
-            loss = masked_lm_loss(labels[:, 1:], logits[:, :-1])
-        result = TFCausalLMOutputWithCrossAttentions(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
-            cross_attentions=outputs.cross_attentions,
-        )
-        return result if return_dict else result.to_tuple()

@@ -17,17 +17,13 @@ import tensorflow as tf
 from encdec.architectures.roberta import RobertaConfig
 from encdec_tf.activations import get_activation
 from encdec_tf.layers import DeferredInit, Dropout, Embedding, XLATraceCall, matmul_last
-from encdec_tf.modeling_outputs import TFCausalLMOutputWithCrossAttentions
 from encdec_tf.modeling_utils import (
     ComposedLayer,
     TFPreTrainedModel,
-    as_int_tensor,
     check_ids,
-    check_labels,
-    masked_lm_loss,
     normal_init,
 )
-from encdec_tf.models.bert import TFBertEncoder, TFBertModel, TFBertPooler, _dense, _layer_norm
+from encdec_tf.models.bert import TFBertEncoder, TFBertModel, TFBertPooler, TFCausalLMCall, _dense, _layer_norm
 
 
 def roberta_position_ids(input_ids, padding_idx: int, start):
@@ -133,7 +129,7 @@ class TFRobertaLMHead(DeferredInit, XLATraceCall, keras.layers.Layer):
         return logits + self.bias
 
 
-class TFRobertaForCausalLM(TFPreTrainedModel):
+class TFRobertaForCausalLM(TFCausalLMCall, TFPreTrainedModel):
     """RoBERTa with a language-model head, the decoder of roberta2roberta (``config.is_decoder``,
     ``add_cross_attention``).
 
@@ -183,31 +179,3 @@ class TFRobertaForCausalLM(TFPreTrainedModel):
         """A layer's cross-attention keys and values (N, S, E) of the encoder states (N, S, E)."""
         cross = layer.crossattention.self_attention
         return cross.key(encoder_hidden_states), cross.value(encoder_hidden_states)
-
-    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
-             encoder_hidden_states=None, encoder_attention_mask=None, labels=None, past_key_values=None,
-             use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        if labels is not None:
-            use_cache = False
-        outputs = self.roberta(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-            position_ids=position_ids, inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values, use_cache=use_cache,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
-            training=training,
-        )
-        word_embeddings = self.roberta.embeddings.word_embeddings.embeddings if self.config.tie_word_embeddings else None
-        logits = self.lm_head(outputs.last_hidden_state, word_embeddings=word_embeddings)  # (B, Q, V)
-        loss = None
-        if labels is not None:
-            # Causal LM: position t predicts token t+1.
-            labels = as_int_tensor(labels)
-            check_labels(labels, self.config.vocab_size)
-            loss = masked_lm_loss(labels[:, 1:], logits[:, :-1])
-        result = TFCausalLMOutputWithCrossAttentions(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
-            cross_attentions=outputs.cross_attentions,
-        )
-        return result if return_dict else result.to_tuple()
