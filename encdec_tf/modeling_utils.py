@@ -405,12 +405,47 @@ class TFLoader:
                 release_pages(tensors[spec.name])
 
 
+# Tensors above SMALL_BYTES are copied into their variable by blocks of rows through one aligned
+# staging buffer of STAGING_BYTES, so that a load's peak memory is the variables plus one block.
+SMALL_BYTES = 1 << 20
+STAGING_BYTES = 16 << 20
+
+
 def assign_canonical(variable: keras.Variable, spec: ParamSpec, array: np.ndarray) -> None:
-    """``variable`` := the canonical ``array`` in TF's layout. A kernel is transposed by TF straight
-    from the array (``np.ascontiguousarray(array.T)`` first would add a host copy, and numpy's
-    transpose is the slower one: docs/performance.md, "Loading by mapping the file")."""
+    """``variable`` := the canonical ``array`` in TF's layout, without holding a second copy of it.
+
+    Small tensors go through ``tf.convert_to_tensor``. A large one would pass through two TF-owned
+    copies of its own size, and TF's CPU allocator keeps freed blocks for reuse, so the process
+    would keep that memory: it is copied instead block of rows by block of rows into a 64-byte
+    aligned staging buffer (TF's kernels require that alignment, which a tensor mapped from a file
+    lacks), seen by TF without a copy (DLPack), transposed by TF when its layout wants it, and
+    written into the variable's own buffer in place (strided-slice assignment).
+    """
     _, transpose = framework_rule(spec, "tf", array)
-    value = tf.convert_to_tensor(np.asarray(array))
-    if transpose:
-        value = tf.transpose(value)
-    variable.assign(tf.cast(value, variable.dtype))
+    array = np.asarray(array)
+    dtype = np.dtype(tf.as_dtype(variable.dtype).as_numpy_dtype)
+    target = variable.value  # the tf.Variable behind the Keras variable
+    # DLPack takes numpy's own float types only (a bfloat16 variable goes the first way), and a
+    # variable mirrored over devices (tf.distribute) is written whole, on every device
+    if (array.nbytes <= SMALL_BYTES or array.ndim != 2 or dtype.kind != "f"
+            or isinstance(target, tf.distribute.DistributedValues)):
+        value = tf.convert_to_tensor(array)
+        value = tf.transpose(value) if transpose else value
+        variable.assign(tf.cast(value, variable.dtype) if value.dtype != variable.dtype else value)
+        return
+    rows = max(1, STAGING_BYTES // (array.shape[1] * dtype.itemsize))
+    raw = np.empty(rows * array.shape[1] * dtype.itemsize + 64, np.uint8)
+    skip = -raw.ctypes.data % 64
+    staging = raw[skip:skip + rows * array.shape[1] * dtype.itemsize].view(dtype).reshape(rows, array.shape[1])
+    for start in range(0, array.shape[0], rows):
+        block = array[start:start + rows]
+        stage = staging[:len(block)]
+        np.copyto(stage, block, casting="unsafe")
+        release_pages(block)
+        value = tf.experimental.dlpack.from_dlpack(stage.__dlpack__())
+        # the raw op: ``target[a:b].assign`` also reads the variable back, and the tensor it returns
+        # shares the buffer, so the next block's write would copy the whole variable first
+        begin, end = ([0, start], [target.shape[0], start + len(block)]) if transpose else \
+            ([start, 0], [start + len(block), target.shape[1]])
+        tf.raw_ops.ResourceStridedSliceAssign(ref=target.handle, begin=begin, end=end, strides=[1, 1],
+                                              value=tf.transpose(value) if transpose else value)

@@ -230,6 +230,32 @@ def test_from_pretrained_initialises_only_what_the_checkpoint_lacks(tmp_path):
         assert np.array_equal(loaded[prefix + "ln_cross_attn.weight"], np.ones(48, np.float32))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_large_tensors_load_block_by_block_exactly(tmp_path, monkeypatch, dtype):
+    """Tensors above ``SMALL_BYTES`` are written into their variables block of rows by block of rows
+    through the aligned staging buffer (a load then holds the weights once: benchmarks/load.py).
+    With tiny sizes every 2-D tensor of a tiny bert2gpt2 takes that path: transposed kernels (BERT's
+    dense layers), untransposed ones (GPT-2's Conv1D) and embeddings, from rows that do not fill the
+    last block, from a file of another dtype; the values are the file's exactly."""
+    from encdec.formats.safetensors import save_state_dict
+    from encdec.testing import deterministic_state_dict
+    from encdec_tf import modeling_utils
+
+    config = tiny_config("bert2gpt2")
+    state = {k: v.astype(dtype) for k, v in deterministic_state_dict(schema_for(config), seed=3).items()}
+    config.save_pretrained(str(tmp_path))
+    save_state_dict(state, str(tmp_path))
+    monkeypatch.setattr(modeling_utils, "SMALL_BYTES", 0)
+    monkeypatch.setattr(modeling_utils, "STAGING_BYTES", 7 * 32 * 4)  # 7 rows of the 32-wide tensors
+    blocks = []
+    real = tf.raw_ops.ResourceStridedSliceAssign
+    monkeypatch.setattr(tf.raw_ops, "ResourceStridedSliceAssign", lambda **kw: blocks.append(kw["end"]) or real(**kw))
+    loaded = TFEncoderDecoderModel.from_pretrained(str(tmp_path)).state_dict()
+    assert len(blocks) > 50
+    for name, array in state.items():
+        assert np.array_equal(loaded[name], array.astype(np.float32)), name
+
+
 def test_prefixed_kwargs_are_routed(tiny):
     _, _, inputs, model = tiny("bert2bert")
     token_types = np.ones_like(inputs["input_ids"])
