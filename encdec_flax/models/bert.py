@@ -495,18 +495,12 @@ class FlaxBertOnlyMLMHead(nn.Module):
         return self.predictions(sequence_output, shared_embedding=shared_embedding)
 
 
-class FlaxBertForCausalLMModule(nn.Module):
-    """``BertLMHeadModel``: ``bert`` (no pooler) and ``cls``."""
+class FlaxCausalLMCall(nn.Module):
+    """``__call__`` of the LM-head decoder modules whose base module takes BERT's arguments (BERT,
+    RoBERTa, ELECTRA): the base module under ``base_model_prefix``, then the module's
+    ``decoder_logits`` (with the base's word embeddings when the head is tied to them)."""
 
-    config: BertConfig
-    dtype: jnp.dtype = jnp.float32
-    gradient_checkpointing: bool = False
-
-    def setup(self):
-        self.bert = FlaxBertModule(
-            self.config, dtype=self.dtype, add_pooling_layer=False, gradient_checkpointing=self.gradient_checkpointing
-        )
-        self.cls = FlaxBertOnlyMLMHead(self.config, dtype=self.dtype)
+    base_model_prefix = ""
 
     def __call__(
         self,
@@ -521,7 +515,8 @@ class FlaxBertForCausalLMModule(nn.Module):
         output_hidden_states: bool = False,
         deterministic: bool = True,
     ):
-        outputs = self.bert(
+        base = getattr(self, self.base_model_prefix)
+        outputs = base(
             input_ids,
             attention_mask=attention_mask,
             token_type_ids=token_type_ids,
@@ -535,15 +530,33 @@ class FlaxBertForCausalLMModule(nn.Module):
         )
         shared_embedding = None
         if self.config.tie_word_embeddings:
-            shared_embedding = self.bert.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
-        # (B, Q, V)
-        logits = self.cls(outputs.last_hidden_state, shared_embedding=shared_embedding)
+            shared_embedding = base.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
+        logits = self.decoder_logits(outputs.last_hidden_state, shared_embedding)  # (B, Q, V)
         return FlaxCausalLMOutputWithCrossAttentions(
             logits=logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             cross_attentions=outputs.cross_attentions,
         )
+
+
+class FlaxBertForCausalLMModule(FlaxCausalLMCall):
+    """``BertLMHeadModel``: ``bert`` (no pooler) and ``cls``."""
+
+    config: BertConfig
+    dtype: jnp.dtype = jnp.float32
+    gradient_checkpointing: bool = False
+    base_model_prefix = "bert"
+
+    def setup(self):
+        self.bert = FlaxBertModule(
+            self.config, dtype=self.dtype, add_pooling_layer=False, gradient_checkpointing=self.gradient_checkpointing
+        )
+        self.cls = FlaxBertOnlyMLMHead(self.config, dtype=self.dtype)
+
+    def decoder_logits(self, hidden_states, shared_embedding=None):
+        """The last layer's output (B, Q, E) -> next-token logits (B, Q, V)."""
+        return self.cls(hidden_states, shared_embedding=shared_embedding)
 
 
 class FlaxBertModel(FlaxPreTrainedModel):

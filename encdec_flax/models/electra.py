@@ -25,7 +25,7 @@ from encdec_flax.modeling_outputs import (
     FlaxCausalLMOutputWithCrossAttentions,
 )
 from encdec_flax.modeling_utils import ACT2FN, FlaxPreTrainedModel, normal_init
-from encdec_flax.models.bert import FlaxBertEmbeddings, FlaxBertEncoder, bert_attention_biases
+from encdec_flax.models.bert import FlaxBertEmbeddings, FlaxBertEncoder, FlaxCausalLMCall, bert_attention_biases
 
 
 class FlaxElectraEmbeddings(FlaxBertEmbeddings):
@@ -152,12 +152,13 @@ class FlaxElectraGeneratorLMHead(ShapeCheckedParams, nn.Module):
         return logits + self.bias.astype(self.dtype)
 
 
-class FlaxElectraForCausalLMModule(nn.Module):
+class FlaxElectraForCausalLMModule(FlaxCausalLMCall):
     """``ElectraForCausalLM``: ``electra``, ``generator_predictions`` and ``generator_lm_head``."""
 
     config: ElectraConfig
     dtype: jnp.dtype = jnp.float32
     gradient_checkpointing: bool = False
+    base_model_prefix = "electra"
 
     def setup(self):
         self.electra = FlaxElectraModule(
@@ -166,43 +167,9 @@ class FlaxElectraForCausalLMModule(nn.Module):
         self.generator_predictions = FlaxElectraGeneratorPredictions(self.config, dtype=self.dtype)
         self.generator_lm_head = FlaxElectraGeneratorLMHead(self.config, dtype=self.dtype)
 
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        init_cache: bool = False,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        deterministic: bool = True,
-    ):
-        outputs = self.electra(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            init_cache=init_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            deterministic=deterministic,
-        )
-        shared_embedding = None
-        if self.config.tie_word_embeddings:
-            shared_embedding = self.electra.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
-        # (B, Q, V)
-        logits = self.generator_lm_head(self.generator_predictions(outputs.last_hidden_state),
-                                        shared_embedding=shared_embedding)
-        return FlaxCausalLMOutputWithCrossAttentions(
-            logits=logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            cross_attentions=outputs.cross_attentions,
-        )
+    def decoder_logits(self, hidden_states, shared_embedding=None):
+        """The last layer's output (B, Q, E) -> next-token logits (B, Q, V)."""
+        return self.generator_lm_head(self.generator_predictions(hidden_states), shared_embedding=shared_embedding)
 
 
 class FlaxElectraModel(FlaxPreTrainedModel):

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from encdec.architectures.roberta import RobertaConfig
-from encdec_flax.models.bert import FlaxBertEmbeddings, FlaxBertEncoder, FlaxBertPooler, bert_attention_biases
+from encdec_flax.models.bert import (FlaxBertEmbeddings, FlaxBertEncoder, FlaxBertPooler, FlaxCausalLMCall,
+                                     bert_attention_biases)
 from encdec_flax.layers import Dense, LayerNorm, ShapeCheckedParams
 from encdec_flax.modeling_outputs import (
     FlaxBaseModelOutputWithPoolingAndCrossAttentions,
@@ -135,12 +136,13 @@ class FlaxRobertaLMHead(ShapeCheckedParams, nn.Module):
         return logits + self.bias.astype(self.dtype)
 
 
-class FlaxRobertaForCausalLMModule(nn.Module):
+class FlaxRobertaForCausalLMModule(FlaxCausalLMCall):
     """``RobertaForCausalLM``: ``roberta`` (no pooler) and ``lm_head``."""
 
     config: RobertaConfig
     dtype: jnp.dtype = jnp.float32
     gradient_checkpointing: bool = False
+    base_model_prefix = "roberta"
 
     def setup(self):
         self.roberta = FlaxRobertaModule(
@@ -148,42 +150,9 @@ class FlaxRobertaForCausalLMModule(nn.Module):
         )
         self.lm_head = FlaxRobertaLMHead(self.config, dtype=self.dtype)
 
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        init_cache: bool = False,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        deterministic: bool = True,
-    ):
-        outputs = self.roberta(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            init_cache=init_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            deterministic=deterministic,
-        )
-        shared_embedding = None
-        if self.config.tie_word_embeddings:
-            shared_embedding = self.roberta.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
-        # (B, Q, V)
-        logits = self.lm_head(outputs.last_hidden_state, shared_embedding=shared_embedding)
-        return FlaxCausalLMOutputWithCrossAttentions(
-            logits=logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            cross_attentions=outputs.cross_attentions,
-        )
+    def decoder_logits(self, hidden_states, shared_embedding=None):
+        """The last layer's output (B, Q, E) -> next-token logits (B, Q, V)."""
+        return self.lm_head(hidden_states, shared_embedding=shared_embedding)
 
 
 class FlaxRobertaModel(FlaxPreTrainedModel):
