@@ -19,12 +19,23 @@ Each module (``pt``, ``tf``, ``flax``) defines ``Adapter`` with:
   arrays (``sequences``, and ``sequences_scores`` / ``beam_indices`` for beam search, ``scores`` as a
   list of arrays with ``output_scores=True``)
 - ``load(path)`` reads any folder (safetensors, sharded, ``pytorch_model.bin``) with no flag
+- ``GENERATE_MODES``: name -> generate keyword arguments, every way the framework runs its loop
+  (TensorFlow: XLA-compiled and eager); ``CHEAP_MODE`` names the one without a compile where there is one
+- ``DRAWS_LIKE_REFERENCE``: sampling with ``seeded(n)`` draws the tokens the reference draws after
+  ``torch.manual_seed(n)``
+- ``seeded(n)``: the generate keyword arguments that seed sampling with ``n``, one dict per way the
+  framework offers (all must draw the same tokens)
+- ``encode(model, inputs)``: the encoder's output object, in the framework's arrays, for ``encoder_outputs=``
+- ``forbid_encoder(model, monkeypatch)``: running the encoder from now on (until monkeypatch undoes it) raises
+- ``quick_compiles()``: a context in which generate compiles faster on tiny models (same tokens)
 
 Helpers for the behaviour tests: ``Built`` (one (framework, pair) model on the deterministic weights,
 its results computed once), ``reference_model`` (the oracle's PyTorch model on a folder).
 """
 
+import contextlib
 import importlib
+import importlib.util
 
 import numpy as np
 import pytest
@@ -34,14 +45,28 @@ from encdec.testing import deterministic_state_dict, tiny_config, tiny_inputs
 
 FRAMEWORKS = ("pt", "tf", "flax")
 # framework -> why ``Adapter.cache`` returns None (its values are still checked through cached decoding).
+_FRAMEWORK_MODULES = {"pt": "torch", "tf": "tensorflow", "flax": "flax"}
 CACHE_FORM = {"flax": "Flax's cache is the preallocated `cache` collection of init_cache, not per-layer tuples"}
 
 
 def load_adapter(framework: str):
     """The adapter of ``framework``, or a skip naming the framework package that is missing."""
-    module_names = {"pt": "torch", "tf": "tensorflow", "flax": "flax"}
-    pytest.importorskip(module_names[framework])
+    pytest.importorskip(_FRAMEWORK_MODULES[framework])
     return importlib.import_module(f"adapters.{framework}").Adapter()
+
+
+@contextlib.contextmanager
+def quick_generate_compiles():
+    """Every installed framework's ``Adapter.quick_compiles()`` at once (for a module-scoped fixture)."""
+    with contextlib.ExitStack() as stack:
+        for framework, module in _FRAMEWORK_MODULES.items():
+            if importlib.util.find_spec(module) is not None:
+                stack.enter_context(load_adapter(framework).quick_compiles())
+        yield
+
+
+def encoder_must_not_run(*args, **kwargs):
+    raise AssertionError("the encoder ran although encoder_outputs were given")
 
 
 def generate_output_arrays(out, to_numpy) -> dict:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Dict
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adapters import generate_output_arrays
+from adapters import encoder_must_not_run, generate_output_arrays
 from encdec_flax import FlaxEncoderDecoderModel
 
 OUTPUT_FIELDS = (
@@ -31,6 +32,36 @@ def _to_numpy(value):
 
 class Adapter:
     name = "flax"
+    GENERATE_MODES = {"jit": {}}  # generate is always one jitted loop
+    CHEAP_MODE = "jit"
+    DRAWS_LIKE_REFERENCE = False
+
+    def seeded(self, seed):
+        return [dict(prng_key=jax.random.PRNGKey(seed))]
+
+    def encode(self, model, inputs):
+        return model.encode(inputs["input_ids"], attention_mask=inputs["attention_mask"])
+
+    def forbid_encoder(self, model, monkeypatch):
+        # The encoder runs inside the traced generate function: tracing it again must not call it.
+        from encdec_flax.encoder_decoder import FlaxEncoderDecoderModule
+
+        monkeypatch.setattr(FlaxEncoderDecoderModule, "encode", encoder_must_not_run)
+        monkeypatch.setattr(model, "encode", encoder_must_not_run)
+
+    @contextlib.contextmanager
+    def quick_compiles(self):
+        """XLA's backend optimisation level 0 about halves each generate compile of a tiny model (the
+        tokens are the same; the parity tests check them against the reference)."""
+        from encdec_flax.generation import utils
+
+        saved = dict(utils.COMPILER_OPTIONS)
+        utils.COMPILER_OPTIONS.update(xla_backend_optimization_level=0)
+        try:
+            yield
+        finally:
+            utils.COMPILER_OPTIONS.clear()
+            utils.COMPILER_OPTIONS.update(saved)
 
     def build(self, config, state):
         model = FlaxEncoderDecoderModel(config, _do_init=False)

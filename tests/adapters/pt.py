@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Dict
 
 import numpy as np
 import torch
 
-from adapters import generate_output_arrays
+from adapters import encoder_must_not_run, generate_output_arrays
 from encdec_pt import EncoderDecoderModel
 
 OUTPUT_FIELDS = (
@@ -34,6 +35,24 @@ def _to_numpy(value):
 
 class Adapter:
     name = "pt"
+    GENERATE_MODES = {"default": {}}
+    CHEAP_MODE = "default"
+    # seed= draws from a torch.Generator seeded alike, in the reference's order of draws.
+    DRAWS_LIKE_REFERENCE = True
+
+    def seeded(self, seed):
+        return [dict(seed=seed), dict(generator=torch.Generator().manual_seed(seed))]
+
+    def encode(self, model, inputs):
+        t = _to_torch(inputs)
+        with torch.no_grad():
+            return model.get_encoder()(input_ids=t["input_ids"], attention_mask=t["attention_mask"])
+
+    def forbid_encoder(self, model, monkeypatch):
+        monkeypatch.setattr(model.encoder, "forward", encoder_must_not_run)
+
+    def quick_compiles(self):
+        return contextlib.nullcontext()
 
     def build(self, config, state):
         model = EncoderDecoderModel(config)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Dict
 
 import numpy as np
 import tensorflow as tf
 
-from adapters import generate_output_arrays
+from adapters import encoder_must_not_run, generate_output_arrays
 from encdec.naming.layout import from_framework
 from encdec_tf import TFEncoderDecoderModel
 
@@ -35,6 +36,23 @@ def _to_numpy(value):
 
 class Adapter:
     name = "tf"
+    # One loop function, run XLA-compiled (the default) or eagerly: both must give the same result.
+    GENERATE_MODES = {"compiled": {}, "eager": {"use_xla": False}}
+    CHEAP_MODE = "eager"  # no XLA compile (about a second per setting and shape on the tiny models)
+    DRAWS_LIKE_REFERENCE = False
+
+    def seeded(self, seed):
+        return [dict(seed=seed)]
+
+    def encode(self, model, inputs):
+        t = _to_tf(inputs)
+        return model.get_encoder()(input_ids=t["input_ids"], attention_mask=t["attention_mask"])
+
+    def forbid_encoder(self, model, monkeypatch):
+        monkeypatch.setattr(model.encoder, "call", encoder_must_not_run)
+
+    def quick_compiles(self):
+        return contextlib.nullcontext()
 
     def build(self, config, state):
         model = TFEncoderDecoderModel(config)

@@ -1,11 +1,9 @@
-"""``FlaxEncoderDecoderModel.generate`` (one jitted loop) against the reference's PyTorch ``generate``.
-
-Our Flax model (tiny bert2bert / bert2gpt2, deterministic weights) saves a folder that the oracle's
-``transformers.EncoderDecoderModel.from_pretrained`` loads. Processors run in groups (one compile
-each): our tokens and scores equal the reference's with the group on, and for every processor of the
-group the reference's output without it differs, so leaving any processor out fails a test. Every
-distinct setting or shape is one XLA compile, so the tests share settings where they can (tiny
-models: compiles dominate the time).
+"""What Flax's ``FlaxEncoderDecoderModel.generate`` (one jitted loop) has of its own: a second call
+with the same shapes and settings does not retrace, other params reuse the compiled function, a new
+signature reuses the traced encoder, and the loop's layouts (prepacked (in, out) Conv1D kernels, no
+transposed keys or values). The behaviours every framework shares (search and processors against the
+reference, sampling, padding, ``encoder_outputs=``, errors) are tests/behaviour/test_generate_shared.py.
+Every distinct setting or shape is one XLA compile, so the tests share settings where they can.
 """
 
 import collections
@@ -14,15 +12,12 @@ import numpy as np
 import pytest
 
 from encdec.naming.schema import schema_for
-from encdec.testing import deterministic_state_dict, tiny_config, tiny_inputs
+from encdec.testing import TOLERANCE, deterministic_state_dict, tiny_config, tiny_inputs
 from encdec_flax import FlaxEncoderDecoderModel
 from encdec_flax.generation import trace_count
 
-SCORE_TOL = 1e-5
-# The settings of test_greedy_equals_reference; tests that need a plain greedy run reuse them, so its
-# compiled function (one per settings and shape) is reused too.
+SCORE_TOL = TOLERANCE["float32"]["abs"]
 GREEDY = dict(max_new_tokens=12, return_dict_in_generate=True, output_scores=True)
-ARCHS = ("bert2bert", "bert2gpt2")
 
 
 def _build(arch):
@@ -46,48 +41,9 @@ def _ours(arch):
     return _OURS[arch]
 
 
-@pytest.fixture(scope="module", params=ARCHS)
-def ours(request):
-    return _ours(request.param)
-
-
 @pytest.fixture(scope="module")
 def bert2bert():
     return _ours("bert2bert")
-
-
-_REFS = {}
-
-
-def _pair(arch, tmp_path_factory):
-    """(ours, reference) with the same weights; the reference reads the folder our model saved."""
-    transformers = pytest.importorskip("transformers")
-    pytest.importorskip("torch")
-    model = _ours(arch)
-    if arch not in _REFS:
-        folder = tmp_path_factory.mktemp(f"flax-gen-{arch}")
-        model.save_pretrained(str(folder))
-        _REFS[arch] = transformers.EncoderDecoderModel.from_pretrained(str(folder)).eval()
-    return model, _REFS[arch]
-
-
-@pytest.fixture(scope="module", params=ARCHS)
-def pair(request, tmp_path_factory):
-    return _pair(request.param, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def pair_bert2bert(tmp_path_factory):
-    return _pair("bert2bert", tmp_path_factory)
-
-
-def _ref_generate(ref, ids, mask, **kw):
-    import torch
-
-    with torch.no_grad():
-        out = ref.generate(torch.from_numpy(np.asarray(ids, dtype=np.int64)),
-                           attention_mask=torch.from_numpy(np.asarray(mask, dtype=np.int64)), use_cache=True, **kw)
-    return out
 
 
 def _np(x):
@@ -109,204 +65,30 @@ def _assert_scores_close(a, b):
         assert float(np.abs(x[finite] - y[finite]).max()) <= SCORE_TOL
 
 
-# --- greedy and beam search vs the reference ------------------------------------------------------
-@pytest.mark.oracle
-def test_greedy_equals_reference(pair):
-    ours, ref = pair
-    ids, mask = _inputs(ours.config)
-    a = ours.generate(ids, attention_mask=mask, **GREEDY)
-    b = _ref_generate(ref, ids, mask, **GREEDY)
-    _assert_same_tokens(a.sequences, b.sequences)
-    _assert_scores_close(a.scores, b.scores)
-
-
-BEAM = dict(max_new_tokens=12, num_beams=3, num_return_sequences=2, return_dict_in_generate=True, output_scores=True)
-
-
-def _check_beams(ours, ref, kw):
-    ids, mask = _inputs(ours.config)
-    a = ours.generate(ids, attention_mask=mask, **kw)
-    b = _ref_generate(ref, ids, mask, **kw)
-    _assert_same_tokens(a.sequences, b.sequences)
-    assert a.sequences.shape[0] == 2 * ids.shape[0]
-    assert float(np.abs(a.sequences_scores - _np(b.sequences_scores)).max()) <= SCORE_TOL
-    _assert_scores_close(a.scores, b.scores)
-    assert np.array_equal(a.beam_indices, _np(b.beam_indices).astype(a.beam_indices.dtype))
-
-
-@pytest.mark.oracle
-def test_beam_search_equals_reference(pair):
-    """3 beams, 2 returned, length penalty, n-gram blocking: sequences, sequences_scores, scores, beam indices."""
-    ours, ref = pair
-    kw = dict(BEAM, length_penalty=0.7, no_repeat_ngram_size=2)
-    _check_beams(ours, ref, kw)
-    ids, mask = _inputs(ours.config)
-    without = dict(kw, no_repeat_ngram_size=0)
-    assert _differs(_ref_generate(ref, ids, mask, **without).sequences, _ref_generate(ref, ids, mask, **kw).sequences)
-
-
-@pytest.mark.oracle
-@pytest.mark.parametrize("extra", [dict(length_penalty=1.5, early_stopping="never"),
-                                   dict(length_penalty=1.0, early_stopping=True)], ids=["never", "early"])
-def test_beam_search_early_stopping_equals_reference(pair_bert2bert, extra):
-    ours, ref = pair_bert2bert
-    _check_beams(ours, ref, dict(BEAM, **extra))
-
-
-# --- every processor: equal to the reference with it on, and it changes the output -------------------
-# One compile per group: the processors run together, our tokens equal the reference's, and for each
-# processor the reference's output without it differs, so leaving any of them out fails the test.
 def _differs(a, b) -> bool:
     a, b = _np(a), _np(b)
     return a.shape != b.shape or not np.array_equal(a, b)
 
 
-def _greedy_processors(ref, ids, mask):
-    """repetition_penalty, bad_words_ids (one single-token and one two-token sequence), min_new_tokens
-    (eos := a token the plain run emits at step 2) and forced_eos, with tokens chosen so each bites."""
-    plain = _np(_ref_generate(ref, ids, mask, max_new_tokens=10))
-    first, second = int(plain[0, 1]), int(plain[0, 2])
-    kw = dict(max_new_tokens=10, repetition_penalty=1.5, bad_words_ids=[[first]], eos_token_id=second,
-              min_new_tokens=5, forced_eos_token_id=(second + 1) % 99)
-    out = _np(_ref_generate(ref, ids, mask, **kw))
-    kw["bad_words_ids"] = [[first], [int(out[1, 2]), int(out[1, 3])]]
-    return kw
-
-
-GREEDY_OPTIONS = ("repetition_penalty", "min_new_tokens", "forced_eos_token_id")
-
-
-@pytest.mark.oracle
-def test_greedy_processors_equal_reference_and_each_bites(pair_bert2bert):
-    ours, ref = pair_bert2bert
-    ids, mask = _inputs(ours.config)
-    kw = _greedy_processors(ref, ids, mask)
-    a = ours.generate(ids, attention_mask=mask, return_dict_in_generate=True, output_scores=True, **kw)
-    b = _ref_generate(ref, ids, mask, return_dict_in_generate=True, output_scores=True, **kw)
-    _assert_same_tokens(a.sequences, b.sequences)
-    _assert_scores_close(a.scores, b.scores)
-    for name in GREEDY_OPTIONS:
-        without = {k: v for k, v in kw.items() if k != name}
-        assert _differs(_ref_generate(ref, ids, mask, **without), b.sequences), f"{name} does not bite"
-    for drop in range(2):  # each banned sequence bites
-        without = dict(kw, bad_words_ids=[seq for i, seq in enumerate(kw["bad_words_ids"]) if i != drop])
-        assert _differs(_ref_generate(ref, ids, mask, **without), b.sequences), f"bad word {drop} does not bite"
-
-
-@pytest.mark.oracle
-def test_min_length_is_min_new_tokens_plus_the_start_token(pair_bert2bert):
-    """min_length=1+N resolves to the settings of min_new_tokens=N: same tokens, no new compile."""
-    ours, ref = pair_bert2bert
-    ids, mask = _inputs(ours.config)
-    kw = _greedy_processors(ref, ids, mask)
-    a = ours.generate(ids, attention_mask=mask, **kw)
-    before = trace_count()
-    kw_length = {k: v for k, v in kw.items() if k != "min_new_tokens"}
-    b = ours.generate(ids, attention_mask=mask, min_length=kw["min_new_tokens"] + 1, **kw_length)
-    assert np.array_equal(a, b)
-    assert trace_count() == before
-    assert _differs(_ref_generate(ref, ids, mask, **kw_length), a), "min_length does not bite"
-
-
 BEAM_PROCESSORS = dict(max_new_tokens=10, num_beams=3, repetition_penalty=3.0)
 
 
-@pytest.mark.oracle
-def test_beam_processors_equal_reference_and_each_bites(pair_bert2bert):
-    """repetition_penalty and forced_bos under beam search (log-softmax scores); n-gram blocking is in
-    test_beam_search_equals_reference."""
-    ours, ref = pair_bert2bert
-    ids, mask = _inputs(ours.config)
-    plain = _np(_ref_generate(ref, ids, mask, max_new_tokens=10))
-    kw = dict(BEAM_PROCESSORS, forced_bos_token_id=(int(plain[0, 1]) + 1) % 99)
-    a = ours.generate(ids, attention_mask=mask, **kw).sequences
-    b = _ref_generate(ref, ids, mask, **kw)
-    _assert_same_tokens(a, b)
-    for name in ("repetition_penalty", "forced_bos_token_id"):
-        without = {k: v for k, v in kw.items() if k != name}
-        assert _differs(_ref_generate(ref, ids, mask, **without), b), f"{name} does not bite"
-
-
-# --- sampling ---------------------------------------------------------------------------------------
-SAMPLE = dict(do_sample=True, max_new_tokens=10, num_return_sequences=2, temperature=1.3, top_k=10, top_p=0.9,
-              return_dict_in_generate=True, output_scores=True)
-
-
-@pytest.mark.oracle
-def test_sampling_reproducible_and_warpers_equal_reference(pair_bert2bert):
-    """The same key gives the same samples, another key others. The first step's processed scores
-    depend on no sample: they equal the reference's, and each warper changes them."""
-    import jax
-    import torch
-
-    ours, ref = pair_bert2bert
-    ids, mask = _inputs(ours.config)
-    a = ours.generate(ids, attention_mask=mask, prng_key=jax.random.PRNGKey(7), **SAMPLE)
-    b = ours.generate(ids, attention_mask=mask, prng_key=jax.random.PRNGKey(7), **SAMPLE)
-    c = ours.generate(ids, attention_mask=mask, prng_key=jax.random.PRNGKey(8), **SAMPLE)
-    assert a.sequences.shape[0] == 2 * ids.shape[0]
-    assert np.array_equal(a.sequences, b.sequences)
-    assert not np.array_equal(a.sequences, c.sequences), "another key gave the same samples"
-    torch.manual_seed(0)
-    ref_first = _ref_generate(ref, ids, mask, **SAMPLE).scores[0]
-    _assert_scores_close(a.scores[:1], [ref_first])
-    for name, neutral in (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0)):
-        torch.manual_seed(0)
-        other = _ref_generate(ref, ids, mask, **dict(SAMPLE, **{name: neutral})).scores[0]
-        assert _differs(other, ref_first), f"{name} does not change the scores"
-
-
-def test_top_k_one_samples_the_greedy_tokens(bert2bert):
-    import jax
-
-    ids, mask = _inputs(bert2bert.config)
-    greedy = bert2bert.generate(ids, attention_mask=mask, **GREEDY).sequences
-    out = bert2bert.generate(ids, attention_mask=mask, prng_key=jax.random.PRNGKey(3), do_sample=True, top_k=1,
-                             **GREEDY)
-    assert np.array_equal(out.sequences, greedy)
-    for step in out.scores:
-        assert (np.isfinite(step).sum(axis=-1) == 1).all()
-
-
-# --- masks, encoder outputs, compilation ----------------------------------------------------------
-@pytest.mark.parametrize("kw", [dict(GREEDY, return_dict_in_generate=False), BEAM_PROCESSORS], ids=["greedy", "beam"])
-def test_padded_batch_rows_equal_single_rows(bert2bert, kw):
-    ids, mask = _inputs(bert2bert.config)
-    assert mask[1].min() == 0, "row 1 of tiny_inputs is padded"
-    batch = bert2bert.generate(ids, attention_mask=mask, **kw).sequences
-    length = int(mask[1].sum())
-    alone = bert2bert.generate(ids[1:2, :length], attention_mask=mask[1:2, :length], **kw).sequences
-    row = batch[1][: alone.shape[1]]
-    assert np.array_equal(row, alone[0])
-    pad = bert2bert.generation_config.pad_token_id or 0
-    assert (batch[1][alone.shape[1]:] == pad).all()
-
-
-def test_encoder_outputs_are_reused(bert2bert):
-    ids, mask = _inputs(bert2bert.config)
-    kw = dict(GREEDY, return_dict_in_generate=False)
-    encoder_outputs = bert2bert.encode(ids, attention_mask=mask)
-    a = bert2bert.generate(ids, attention_mask=mask, **kw).sequences
-    b = bert2bert.generate(encoder_outputs=encoder_outputs, attention_mask=mask, **kw).sequences
-    assert np.array_equal(a, b)
-    c = bert2bert.generate(encoder_outputs=(encoder_outputs.last_hidden_state,), attention_mask=mask, **kw).sequences
-    assert np.array_equal(a, c)
-    # The encoder is not run: other encoder outputs give other tokens.
-    zeroed = bert2bert.generate(encoder_outputs=encoder_outputs.last_hidden_state * 0.0, attention_mask=mask,
-                                **kw).sequences
-    assert not np.array_equal(a, zeroed), "the given encoder outputs were ignored"
-
-
+# --- compilation ----------------------------------------------------------------------------------
 def test_second_call_with_the_same_shapes_does_not_retrace(bert2bert):
+    """Other ids, return_dict_in_generate, and min_length=1+N for min_new_tokens=N (the same resolved
+    settings) trace nothing new; a new shape traces once."""
     ids, mask = _inputs(bert2bert.config)
-    kw = BEAM_PROCESSORS
+    kw = dict(BEAM_PROCESSORS, min_new_tokens=4)
     first = bert2bert.generate(ids, attention_mask=mask, **kw).sequences
     before = trace_count()
     other_ids = (ids + 1) % bert2bert.config.encoder.vocab_size
     bert2bert.generate(other_ids, attention_mask=mask, **kw)
     again = bert2bert.generate(ids, attention_mask=mask, return_dict_in_generate=True, **kw)
+    by_length = {k: v for k, v in kw.items() if k != "min_new_tokens"}
+    length = bert2bert.generate(ids, attention_mask=mask, min_length=kw["min_new_tokens"] + 1, **by_length)
     assert trace_count() == before, "generate traced again for the same shapes and settings"
     assert np.array_equal(first, again.sequences)
+    assert np.array_equal(first, length.sequences)
     bert2bert.generate(ids[:1], attention_mask=mask[:1], **kw)  # a new shape compiles once
     assert trace_count() == before + 1
 
@@ -351,41 +133,6 @@ def test_a_new_signature_reuses_the_traced_encoder_and_cross_cache(monkeypatch):
     model.generate(ids[:, :-1], attention_mask=mask[:, :-1], max_new_tokens=4)
     assert traced == {("encode", False): 2, ("decode", True): 2, ("decode", False): 3}
     assert greedy.sequences.shape == beams.sequences.shape == (2, 5)
-
-
-def test_lengths_count_the_start_token(bert2bert):
-    """max_new_tokens=12: the start token and 12 new ones (this model emits no eos), one score per new token."""
-    ids, mask = _inputs(bert2bert.config)
-    out = bert2bert.generate(ids, attention_mask=mask, **GREEDY)
-    assert out.sequences.shape == (2, 13)
-    assert len(out.scores) == 12 and out.scores[0].shape == (2, bert2bert.config.decoder.vocab_size)
-    assert (out.sequences[:, 0] == bert2bert.config.decoder_start_token_id).all()
-
-
-@pytest.mark.parametrize("kw, match", [
-    (dict(num_return_sequences=2), "greedy"),
-    (dict(num_beams=2, num_return_sequences=3), "num_return_sequences"),
-    (dict(bad_words_ids=[[500]]), "bad_words_ids"),
-    (dict(max_new_tokens=1000), "max_position_embeddings"),
-    (dict(foo=1), "foo"),
-])
-def test_bad_settings_raise(bert2bert, kw, match):
-    ids, mask = _inputs(bert2bert.config)
-    with pytest.raises((ValueError, NotImplementedError), match=match):
-        bert2bert.generate(ids, attention_mask=mask, **kw)
-
-
-def test_adapter_generate_returns_numpy(bert2bert):
-    import sys
-    import os
-
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    from tests.adapters.flax import Adapter
-
-    ids, mask = _inputs(bert2bert.config)
-    out = Adapter().generate(bert2bert, {"input_ids": ids, "attention_mask": mask}, **GREEDY)
-    assert isinstance(out, np.ndarray) and out.dtype == np.int64
-    assert np.array_equal(out, bert2bert.generate(ids, attention_mask=mask, **GREEDY).sequences)
 
 
 # --- the loop's layouts: (in, out) copies of GPT-2's kernels, cross keys/values as (N, H, S, D) ----
