@@ -10,7 +10,6 @@ gradient before its own all-reduce, which is not the global batch's norm), and a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Any, Dict, Optional
 
@@ -66,6 +65,15 @@ def local_devices(tf):
     return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
+def is_chief(strategy) -> bool:
+    """The worker of a ``MultiWorkerMirroredStrategy`` that writes the files: the ``chief`` task, or
+    worker 0 in a cluster without one (the convention of ``TF_CONFIG`` and Keras)."""
+    resolver = strategy.cluster_resolver
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
+
+
 def recompute_layers(tf, keras, model) -> None:
     """``--gradient-checkpointing``: every layer held in a list (the transformer layers of both
     sides, as PyTorch's ``ModuleList``) runs under ``tf.recompute_grad``, so its activations are
@@ -116,7 +124,7 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
     else:
         strategy = tf.distribute.MirroredStrategy(local_devices(tf))
     replicas = strategy.num_replicas_in_sync
-    main = not multi_worker or json.loads(os.environ["TF_CONFIG"])["task"].get("index", 0) == 0
+    main = is_chief(strategy) if multi_worker else True
     if args.batch_size % (replicas * args.grad_accum):
         raise SystemExit(f"encdec train: --batch-size {args.batch_size} must split over {replicas} replicas "
                          f"and --grad-accum {args.grad_accum}")
@@ -161,6 +169,14 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
                                                                 tf.cast(logits, tf.float32))
             return tf.reduce_sum(ce * batch["label_weights"])
 
+        def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+            # Keras 3's TF trainer builds the model from fit's first distributed batch, reduced over
+            # the replicas with ``strategy.reduce``, which under MultiWorkerMirroredStrategy takes one
+            # tensor, not a dict ("Attempt to convert a value ({'input_ids': PerReplica...}) ... to a
+            # Tensor"; keras-team/keras#20329): build it from one local batch instead, on every worker
+            example = setup.train_batch(start, bucketed=True)
+            super()._maybe_symbolic_build(data_batch={k: tf.constant(example[k]) for k in BATCH_KEYS})
+
         def train_step(self, batch):
             variables = self.trainable_variables
             loss, grads = 0.0, [tf.zeros_like(v) for v in variables]
@@ -177,7 +193,10 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
                 grads, _ = tf.clip_by_global_norm(grads, args.max_grad_norm)
             # the optimizer sums gradients over replicas once more: hand it each replica's 1/N
             self.optimizer.apply_gradients(zip([g / replicas for g in grads], variables))
-            return {"loss": loss}
+            # shape (1,): fit reduces the step's outputs over the replicas, under
+            # MultiWorkerMirroredStrategy with ``strategy.reduce("MEAN", v, axis=0)``, which a scalar
+            # has no axis for; the loss is all-reduced already, so the mean over replicas is it
+            return {"loss": tf.reshape(loss, [1])}
 
     with strategy.scope():
         model = build_model(setup, args, resume)
@@ -228,7 +247,7 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
     class Callback(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             step = start + batch + 1
-            loss_value = float(logs["loss"])
+            loss_value = float(np.reshape(logs["loss"], ()))
             losses.append(loss_value)
             rates = bar.update(loss_value, args.batch_size, 0)
             if step % args.log_every == 0 or step == args.steps:
