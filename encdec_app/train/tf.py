@@ -116,8 +116,6 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
     tf = _import_tf_quietly()
     import keras
 
-    if args.bf16:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     multi_worker = bool(os.environ.get("TF_CONFIG"))
     if multi_worker:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -160,7 +158,10 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
         """The encoder-decoder behind ``fit`` with the weighted loss of encdec_app.train.data."""
 
         def __init__(self, model):
-            super().__init__()
+            # float32 whatever the global policy: under mixed_bfloat16 Keras would cast the batch's
+            # float inputs (the label weights, 1/tokens) to bfloat16 on the way in; the model's
+            # own layers keep the global policy and compute in bfloat16
+            super().__init__(dtype="float32")
             self.model = model
 
         def call(self, batch, training=False):
@@ -199,7 +200,16 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
             return {"loss": tf.reshape(loss, [1])}
 
     with strategy.scope():
-        model = build_model(setup, args, resume)
+        # --bf16: the model's layers take Keras's mixed_bfloat16 policy (float32 variables, bfloat16
+        # compute) when they are built; the global policy is put back, so that it does not leak
+        # into later models of the same process
+        policy = keras.config.dtype_policy()
+        if args.bf16:
+            keras.config.set_dtype_policy("mixed_bfloat16")
+        try:
+            model = build_model(setup, args, resume)
+        finally:
+            keras.config.set_dtype_policy(policy)
         if args.gradient_checkpointing:
             # Keras's dropout draws from a seed generator that each call advances: the recomputed
             # layer would drop other units than the forward pass did, and the gradient would be wrong
