@@ -266,7 +266,8 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
                 checkpoint(step)
 
     if start < args.steps:
-        trainer.fit(dataset, epochs=1, steps_per_epoch=args.steps - start, verbose=0, callbacks=[Callback()])
+        trainer.fit(dataset, epochs=1, steps_per_epoch=args.steps - start, shuffle=False, verbose=0,
+                    callbacks=[Callback()])
     bar.close()
     result: Dict[str, Any] = {"losses": losses}
     if setup.eval is not None:
