@@ -182,11 +182,27 @@ def logits(framework: str, folder: str) -> np.ndarray:
     return np.asarray(model(**kwargs).logits)
 
 
+def loss_free_elements(name: str, width: int):
+    """The elements of parameter ``name`` of ``tiny_composite``'s BERT-to-GPT-2 model that no loss
+    depends on: the attention key biases (the softmax ignores a shift shared by every key of a
+    query). Their float32 gradient is rounding noise, which AdamW scales into moves of up to the
+    learning rate, so they differ between device counts (a reduction order changes the noise) by
+    1e-5 and more after 3 steps of 1e-4, while every loss and logit agrees. ``width`` is GPT-2's
+    ``n_embd``; an empty slice for every other parameter."""
+    if name.endswith("attention.self.key.bias"):  # BERT
+        return slice(None)
+    if name.endswith(".crossattention.c_attn.bias"):  # GPT-2 cross-attention: keys, values (q_attn: queries)
+        return slice(0, width)
+    if name.endswith(".attn.c_attn.bias"):  # GPT-2 self-attention: queries, keys, values
+        return slice(width, 2 * width)
+    return slice(0, 0)
+
+
 def assert_repeats_one_device(framework: str, out: str, reference: str, devices: int, atol: float) -> None:
     """A run over several devices (``out``, with ``--save-every 3``) repeats the one-device run
-    (``reference``): its losses and every final parameter within ``atol``; ``checkpoint-3`` records
-    ``devices``, is one folder of the library's files (no per-rank files), and it and the final
-    folder load on one device with the one-device run's logits."""
+    (``reference``): its losses and every final parameter (bar ``loss_free_elements``) within ``atol``;
+    ``checkpoint-3`` records ``devices``, is one folder of the library's files (no per-rank files),
+    and it and the final folder load on one device with the one-device run's logits."""
     from safetensors.numpy import load_file
 
     from encdec_app.train.common import read_state
@@ -196,8 +212,12 @@ def assert_repeats_one_device(framework: str, out: str, reference: str, devices:
     np.testing.assert_allclose(losses(out), losses(reference), rtol=0, atol=atol)
     final, single = load_file(os.path.join(out, "model.safetensors")), load_file(os.path.join(reference, "model.safetensors"))
     assert final.keys() == single.keys()
+    with open(os.path.join(reference, "config.json")) as f:
+        width = json.load(f)["decoder"]["n_embd"]
     for name in final:
-        np.testing.assert_allclose(final[name], single[name], rtol=0, atol=atol, err_msg=name)
+        compared = np.ones(final[name].shape, bool)
+        compared[loss_free_elements(name, width)] = False
+        np.testing.assert_allclose(final[name][compared], single[name][compared], rtol=0, atol=atol, err_msg=name)
     assert {"config.json", "model.safetensors", "trainer_state.json"} <= set(os.listdir(checkpoint))
     assert not [n for n in os.listdir(checkpoint) if "rank" in n or n.endswith(".distcp")]
     expected = logits(framework, reference)
