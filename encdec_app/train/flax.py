@@ -5,7 +5,7 @@ data=D,model=M``; default all devices on ``data``). The batch is split over ``da
 parameter is split over ``model`` along the axis the model's schema gives it (``param_sharding``);
 the train step is one ``jax.jit`` with those in/out shardings, compiled once per length bucket.
 Several hosts: ``--coordinator-address/--num-processes/--process-id`` call
-``jax.distributed.initialize``; each process feeds its share of the global batch.
+``jax.distributed.initialize``; each process feeds its devices their rows of the global batch.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from encdec.naming.layout import framework_path
 from encdec.naming.schema import CONV1D, EMBEDDING, LINEAR
 from encdec_app.train.common import (MetricsLog, Progress, Setup, config_dict, dropout_fields, latest_checkpoint,
                                      lr_factor, read_state, score, set_dropout, write_checkpoint)
-from encdec_app.train.data import shard
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask")
 
@@ -95,6 +94,11 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
     if args.coordinator_address:
+        # the CPU backend's cross-process collectives (GPU and TPU backends bring their own, NCCL or
+        # ICI, and ignore this option): gloo, unless the user chose another (mpi); older JAX
+        # releases had none by default, and a several-process step on CPU then fails
+        if not jax.config.jax_cpu_collectives_implementation:
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(args.coordinator_address, num_processes=args.num_processes,
                                    process_id=args.process_id)
     processes, process = jax.process_count(), jax.process_index()
@@ -152,7 +156,10 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
                       out_shardings=(p_sharding, o_sharding, replicated), donate_argnums=(0, 1))
 
     def global_array(array):
-        return jax.make_array_from_process_local_data(batch_sharding, array)
+        # every process holds the whole global batch (a pure function of seed and step) and hands
+        # each of its devices the rows the sharding gives that device: its share, whatever the mesh
+        # (a process whose devices span the model axis only, data=1, takes every row)
+        return jax.make_array_from_callback(array.shape, batch_sharding, lambda index: array[index])
 
     def host_params(p):
         return multihost_utils.process_allgather(p, tiled=True) if processes > 1 else jax.device_get(p)
@@ -178,10 +185,9 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
     with mesh:
         for step in range(start, args.steps):
             batch = setup.train_batch(step, bucketed=True)
-            local = shard(batch, process, processes)
             rng, step_rng = jax.random.split(rng)
             lr = float(schedule(step))
-            params, opt_state, loss = step_fn(params, opt_state, {k: global_array(v) for k, v in local.items()},
+            params, opt_state, loss = step_fn(params, opt_state, {k: global_array(v) for k, v in batch.items()},
                                               step_rng)
             loss_value = float(loss)
             losses.append(loss_value)

@@ -10,7 +10,6 @@ gradient before its own all-reduce, which is not the global batch's norm), and a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Any, Dict, Optional
 
@@ -66,6 +65,15 @@ def local_devices(tf):
     return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
+def is_chief(strategy) -> bool:
+    """The worker of a ``MultiWorkerMirroredStrategy`` that writes the files: the ``chief`` task, or
+    worker 0 in a cluster without one (the convention of ``TF_CONFIG`` and Keras)."""
+    resolver = strategy.cluster_resolver
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
+
+
 def recompute_layers(tf, keras, model) -> None:
     """``--gradient-checkpointing``: every layer held in a list (the transformer layers of both
     sides, as PyTorch's ``ModuleList``) runs under ``tf.recompute_grad``, so its activations are
@@ -108,15 +116,13 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
     tf = _import_tf_quietly()
     import keras
 
-    if args.bf16:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     multi_worker = bool(os.environ.get("TF_CONFIG"))
     if multi_worker:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
         strategy = tf.distribute.MirroredStrategy(local_devices(tf))
     replicas = strategy.num_replicas_in_sync
-    main = not multi_worker or json.loads(os.environ["TF_CONFIG"])["task"].get("index", 0) == 0
+    main = is_chief(strategy) if multi_worker else True
     if args.batch_size % (replicas * args.grad_accum):
         raise SystemExit(f"encdec train: --batch-size {args.batch_size} must split over {replicas} replicas "
                          f"and --grad-accum {args.grad_accum}")
@@ -152,7 +158,10 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
         """The encoder-decoder behind ``fit`` with the weighted loss of encdec_app.train.data."""
 
         def __init__(self, model):
-            super().__init__()
+            # float32 whatever the global policy: under mixed_bfloat16 Keras would cast the batch's
+            # float inputs (the label weights, 1/tokens) to bfloat16 on the way in; the model's
+            # own layers keep the global policy and compute in bfloat16
+            super().__init__(dtype="float32")
             self.model = model
 
         def call(self, batch, training=False):
@@ -160,6 +169,14 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(tf.cast(batch["labels"], tf.int32), 0),
                                                                 tf.cast(logits, tf.float32))
             return tf.reduce_sum(ce * batch["label_weights"])
+
+        def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+            # Keras 3's TF trainer builds the model from fit's first distributed batch, reduced over
+            # the replicas with ``strategy.reduce``, which under MultiWorkerMirroredStrategy takes one
+            # tensor, not a dict ("Attempt to convert a value ({'input_ids': PerReplica...}) ... to a
+            # Tensor"; keras-team/keras#20329): build it from one local batch instead, on every worker
+            example = setup.train_batch(start, bucketed=True)
+            super()._maybe_symbolic_build(data_batch={k: tf.constant(example[k]) for k in BATCH_KEYS})
 
         def train_step(self, batch):
             variables = self.trainable_variables
@@ -177,10 +194,22 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
                 grads, _ = tf.clip_by_global_norm(grads, args.max_grad_norm)
             # the optimizer sums gradients over replicas once more: hand it each replica's 1/N
             self.optimizer.apply_gradients(zip([g / replicas for g in grads], variables))
-            return {"loss": loss}
+            # shape (1,): fit reduces the step's outputs over the replicas, under
+            # MultiWorkerMirroredStrategy with ``strategy.reduce("MEAN", v, axis=0)``, which a scalar
+            # has no axis for; the loss is all-reduced already, so the mean over replicas is it
+            return {"loss": tf.reshape(loss, [1])}
 
     with strategy.scope():
-        model = build_model(setup, args, resume)
+        # --bf16: the model's layers take Keras's mixed_bfloat16 policy (float32 variables, bfloat16
+        # compute) when they are built; the global policy is put back, so that it does not leak
+        # into later models of the same process
+        policy = keras.config.dtype_policy()
+        if args.bf16:
+            keras.config.set_dtype_policy("mixed_bfloat16")
+        try:
+            model = build_model(setup, args, resume)
+        finally:
+            keras.config.set_dtype_policy(policy)
         if args.gradient_checkpointing:
             # Keras's dropout draws from a seed generator that each call advances: the recomputed
             # layer would drop other units than the forward pass did, and the gradient would be wrong
@@ -228,7 +257,7 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
     class Callback(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             step = start + batch + 1
-            loss_value = float(logs["loss"])
+            loss_value = float(np.reshape(logs["loss"], ()))
             losses.append(loss_value)
             rates = bar.update(loss_value, args.batch_size, 0)
             if step % args.log_every == 0 or step == args.steps:
@@ -237,7 +266,8 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
                 checkpoint(step)
 
     if start < args.steps:
-        trainer.fit(dataset, epochs=1, steps_per_epoch=args.steps - start, verbose=0, callbacks=[Callback()])
+        trainer.fit(dataset, epochs=1, steps_per_epoch=args.steps - start, shuffle=False, verbose=0,
+                    callbacks=[Callback()])
     bar.close()
     result: Dict[str, Any] = {"losses": losses}
     if setup.eval is not None:

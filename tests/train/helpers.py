@@ -10,9 +10,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
-from typing import Dict, List, Optional
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from encdec.formats.safetensors import save_state_dict
 from encdec.configuration import EncoderDecoderConfig
@@ -93,4 +98,132 @@ def run_subprocess(argv: List[str], env: Optional[Dict[str, str]] = None, timeou
     return proc.stdout
 
 
+# the runs that several devices repeat: dropout off, global batch 8, learning rate 1e-4 (AdamW turns a
+# gradient's rounding noise into an update of up to the learning rate: a larger one would measure
+# Adam's amplification of float32 rounding, not the code)
+STEPS_ARGS = ("--dropout", "0", "--batch-size", "8", "--learning-rate", "1e-4")
+
+
+def device_setup(root) -> dict:
+    """A composite folder of deterministic weights (every framework starts from them) and 16 rows of
+    data under ``root``, and the cache of ``one_device``'s runs."""
+    return {"model": tiny_composite(os.path.join(root, "composite")), "data": write_jsonl(os.path.join(root, "train.jsonl"), 16),
+            "root": root, "one_device": {}}
+
+
+def one_device(setup: dict, framework: str) -> str:
+    """The output folder of the one-device run of ``framework`` with ``STEPS_ARGS`` (run once per
+    ``setup``, in this process)."""
+    from encdec_app.cli import main
+
+    done = setup["one_device"]
+    if framework not in done:
+        out = os.path.join(setup["root"], f"one-{framework}")
+        assert main(train_args({"model": setup["model"]}, setup["data"], out, framework, *STEPS_ARGS)) == 0
+        done[framework] = out
+    return done[framework]
+
+
+def free_port() -> int:
+    """A TCP port of localhost that nothing listens on now (for a rendezvous or a coordinator)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_together(commands: Sequence[Tuple[List[str], Dict[str, str]]], timeout: int = 600) -> None:
+    """Start every ``(argv, env)`` at once (the hosts of one run, which wait for each other) and wait
+    for all; raise with every output if one fails or the time runs out. When one fails the others
+    are stopped: they would wait for it in a collective until the timeout."""
+    logs = [tempfile.TemporaryFile(mode="w+") for _ in commands]  # files, not pipes: a full pipe would block a host
+    procs = [subprocess.Popen(argv, env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                                             **env), stdout=log, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+             for (argv, env), log in zip(commands, logs)]
+    deadline = time.monotonic() + timeout
+    try:
+        while any(p.poll() is None for p in procs):
+            if any(p.returncode for p in procs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    if any(p.returncode for p in procs):
+        outputs = []
+        for (argv, _), p, log in zip(commands, procs, logs):
+            log.seek(0)
+            outputs.append(f"--- {' '.join(argv)} ({p.returncode}):\n{log.read()[-6000:]}")
+        raise AssertionError("\n".join(outputs))
+
+
+def losses(output: str) -> List[float]:
+    """The losses of a 3-step run's ``metrics.jsonl`` (one line per step: one process wrote it)."""
+    rows = metrics(output)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    return [r["loss"] for r in rows]
+
+
+def logits(framework: str, folder: str) -> np.ndarray:
+    """Logits of a fixed batch, with the folder loaded on one device."""
+    from encdec_app.frameworks import model_class
+
+    model = model_class(framework).from_pretrained(folder)
+    ids = np.array([[101, 2023, 2003, 1037, 3231, 102, 0], [101, 7592, 102, 0, 0, 0, 0]], np.int32)
+    dec = np.array([[101, 1015, 1011, 5890, 102], [101, 2184, 102, 0, 0]], np.int32)
+    kwargs = dict(input_ids=ids, attention_mask=(ids > 0).astype(np.int32), decoder_input_ids=dec,
+                  decoder_attention_mask=(dec > 0).astype(np.int32))
+    if framework == "pt":
+        import torch
+
+        with torch.no_grad():
+            return model(**{k: torch.from_numpy(v).long() for k, v in kwargs.items()}).logits.numpy()
+    return np.asarray(model(**kwargs).logits)
+
+
+def loss_free_elements(name: str, width: int):
+    """The elements of parameter ``name`` of ``tiny_composite``'s BERT-to-GPT-2 model that no loss
+    depends on: the attention key biases (the softmax ignores a shift shared by every key of a
+    query). Their float32 gradient is rounding noise, which AdamW scales into moves of up to the
+    learning rate, so they differ between device counts (a reduction order changes the noise) by
+    1e-5 and more after 3 steps of 1e-4, while every loss and logit agrees. ``width`` is GPT-2's
+    ``n_embd``; an empty slice for every other parameter."""
+    if name.endswith("attention.self.key.bias"):  # BERT
+        return slice(None)
+    if name.endswith(".crossattention.c_attn.bias"):  # GPT-2 cross-attention: keys, values (q_attn: queries)
+        return slice(0, width)
+    if name.endswith(".attn.c_attn.bias"):  # GPT-2 self-attention: queries, keys, values
+        return slice(width, 2 * width)
+    return slice(0, 0)
+
+
+def assert_repeats_one_device(framework: str, out: str, reference: str, devices: int, atol: float) -> None:
+    """A run over several devices (``out``, with ``--save-every 3``) repeats the one-device run
+    (``reference``): its losses and every final parameter (bar ``loss_free_elements``) within ``atol``;
+    ``checkpoint-3`` records ``devices``, is one folder of the library's files (no per-rank files),
+    and it and the final folder load on one device with the one-device run's logits."""
+    from safetensors.numpy import load_file
+
+    from encdec_app.train.common import read_state
+
+    checkpoint = os.path.join(out, "checkpoint-3")
+    assert read_state(checkpoint)["devices"] == devices
+    np.testing.assert_allclose(losses(out), losses(reference), rtol=0, atol=atol)
+    final, single = load_file(os.path.join(out, "model.safetensors")), load_file(os.path.join(reference, "model.safetensors"))
+    assert final.keys() == single.keys()
+    with open(os.path.join(reference, "config.json")) as f:
+        width = json.load(f)["decoder"]["n_embd"]
+    for name in final:
+        compared = np.ones(final[name].shape, bool)
+        compared[loss_free_elements(name, width)] = False
+        np.testing.assert_allclose(final[name][compared], single[name][compared], rtol=0, atol=atol, err_msg=name)
+    assert {"config.json", "model.safetensors", "trainer_state.json"} <= set(os.listdir(checkpoint))
+    assert not [n for n in os.listdir(checkpoint) if "rank" in n or n.endswith(".distcp")]
+    expected = logits(framework, reference)
+    for folder in (out, checkpoint):
+        np.testing.assert_allclose(logits(framework, folder), expected, rtol=0, atol=atol)
+
+
 PYTHON = sys.executable
+ENCDEC = os.path.join(os.path.dirname(PYTHON), "encdec")  # the console script next to this interpreter

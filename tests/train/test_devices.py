@@ -14,22 +14,18 @@ learning rate, so a larger one would measure Adam's amplification of float32 rou
 """
 
 import os
-import sys
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
 
 from encdec.testing import TOLERANCE
 from encdec_app.cli import main
-from encdec_app.train.common import read_state
 from encdec_app.frameworks import model_class
 
-from helpers import PYTHON, metrics, run_subprocess, tiny_composite, train_args, write_jsonl
+from helpers import (ENCDEC, PYTHON, STEPS_ARGS, assert_repeats_one_device, device_setup, logits, losses, one_device,
+                     run_subprocess, train_args)
 
 TOL = TOLERANCE["float32"]
-STEPS_ARGS = ("--dropout", "0", "--batch-size", "8", "--learning-rate", "1e-4")
-ENCDEC = os.path.join(os.path.dirname(PYTHON), "encdec")  # the console script next to this interpreter
 
 XLA8 = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 # (framework, options, environment, launcher, devices); CI runs one per framework, --runslow all
@@ -45,40 +41,7 @@ LAYOUTS = [
 
 @pytest.fixture(scope="module")
 def run_setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("devices")
-    return {"model": tiny_composite(str(root / "composite")), "data": write_jsonl(str(root / "train.jsonl"), 16),
-            "root": root, "one_device": {}}
-
-
-def one_device(run_setup, framework: str) -> str:
-    """The output folder of the one-device run of ``framework`` (run once per module, in this process)."""
-    done = run_setup["one_device"]
-    if framework not in done:
-        out = str(run_setup["root"] / f"one-{framework}")
-        assert main(train_args({"model": run_setup["model"]}, run_setup["data"], out, framework, *STEPS_ARGS)) == 0
-        done[framework] = out
-    return done[framework]
-
-
-def losses(output: str):
-    rows = metrics(output)
-    assert [r["step"] for r in rows] == [1, 2, 3]
-    return [r["loss"] for r in rows]
-
-
-def logits(framework: str, folder: str) -> np.ndarray:
-    """Logits of a fixed batch, with the folder loaded on one device."""
-    model = model_class(framework).from_pretrained(folder)
-    ids = np.array([[101, 2023, 2003, 1037, 3231, 102, 0], [101, 7592, 102, 0, 0, 0, 0]], np.int32)
-    dec = np.array([[101, 1015, 1011, 5890, 102], [101, 2184, 102, 0, 0]], np.int32)
-    kwargs = dict(input_ids=ids, attention_mask=(ids > 0).astype(np.int32), decoder_input_ids=dec,
-                  decoder_attention_mask=(dec > 0).astype(np.int32))
-    if framework == "pt":
-        import torch
-
-        with torch.no_grad():
-            return model(**{k: torch.from_numpy(v).long() for k, v in kwargs.items()}).logits.numpy()
-    return np.asarray(model(**kwargs).logits)
+    return device_setup(tmp_path_factory.mktemp("devices"))
 
 
 def test_tf_repeats_pytorch_losses_on_one_device(run_setup):
@@ -99,20 +62,7 @@ def test_several_devices_repeat_one_device(run_setup, tmp_path, framework, optio
     else:
         command = [PYTHON, "-m", "encdec_app.cli", *argv]
     run_subprocess(command, env=env)
-    assert read_state(os.path.join(out, "checkpoint-3"))["devices"] == devices
-
-    np.testing.assert_allclose(losses(out), losses(reference), rtol=0, atol=TOL["abs"])
-    final, single = load_file(os.path.join(out, "model.safetensors")), load_file(os.path.join(reference, "model.safetensors"))
-    assert final.keys() == single.keys()
-    for name in final:
-        np.testing.assert_allclose(final[name], single[name], rtol=0, atol=TOL["abs"], err_msg=name)
-    # the checkpoint written by the sharded run is one folder of the library's files, loadable on one device
-    checkpoint = os.path.join(out, "checkpoint-3")
-    assert {"config.json", "model.safetensors", "trainer_state.json"} <= set(os.listdir(checkpoint))
-    assert not [n for n in os.listdir(checkpoint) if "rank" in n or n.endswith(".distcp")]
-    expected = logits(framework, reference)
-    for folder in (out, checkpoint):
-        np.testing.assert_allclose(logits(framework, folder), expected, rtol=0, atol=TOL["abs"])
+    assert_repeats_one_device(framework, out, reference, devices, TOL["abs"])
 
 
 @pytest.mark.parametrize("framework", ["pt", pytest.param("flax", marks=pytest.mark.slow),
