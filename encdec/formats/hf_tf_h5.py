@@ -215,6 +215,10 @@ def tf_entries_to_canonical(entries: Iterable[Tuple[str, str, np.ndarray]], sche
     out: Dict[str, np.ndarray] = {}
     for file, tf_name, array in entries:
         module, leaf = tf_name_to_canonical(tf_name, schema, situation)
+        if module not in kinds and situation == "head":
+            # a schema with both heads (``encdec.loading.reading_schema``) reads a base model's file
+            # too, whose MainLayer level (`bert/pooler/...`) names what only the base model has
+            module, leaf = tf_name_to_canonical(tf_name, schema, "base")
         kind = kinds.get(module)
         if kind is None:
             raise TFH5Error(f"{file}: key {tf_name!r} (-> {module}.{leaf}) matches no weight of the model")
