@@ -26,12 +26,9 @@ def built():
 
 @pytest.fixture(scope="session", autouse=True)
 def _fast_generate_compiles():
-    """Tiny models: XLA's backend optimisation level 0 about halves each generate compile (the tokens
-    are the same; the parity tests check them against the reference)."""
-    from encdec_flax.generation import utils
+    """Tiny models: XLA's backend optimisation level 0 for every test here (the adapter's
+    ``quick_compiles``, which the shared behaviour tests use too)."""
+    from adapters.flax import Adapter
 
-    saved = dict(utils.COMPILER_OPTIONS)
-    utils.COMPILER_OPTIONS.update(xla_backend_optimization_level=0)
-    yield
-    utils.COMPILER_OPTIONS.clear()
-    utils.COMPILER_OPTIONS.update(saved)
+    with Adapter().quick_compiles():
+        yield
