@@ -137,7 +137,9 @@ def _ref_pt_checkpointing(folder: str) -> Callable:
     return _pt_step(model)
 
 
-def _flax_step(model, params) -> Callable:
+def _flax_step(model, params, prng: str = "threefry2x32") -> Callable:
+    """``prng``: the implementation of the dropout keys (``BENCH_PRNG`` in the environment sets it
+    for ours and the reference alike)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -156,7 +158,7 @@ def _flax_step(model, params) -> Callable:
         return optax.apply_updates(p, updates), o, loss
 
     compiled = jax.jit(train_step, donate_argnums=(0, 1))
-    state = {"p": params, "o": tx.init(params), "rng": jax.random.PRNGKey(0)}
+    state = {"p": params, "o": tx.init(params), "rng": jax.random.key(0, impl=os.environ.get("BENCH_PRNG", prng))}
 
     def step():
         state["rng"], rng = jax.random.split(state["rng"])
@@ -167,17 +169,21 @@ def _flax_step(model, params) -> Callable:
 
 
 def _flax(folder: str) -> Callable:
+    """Ours with the trainer's dropout keys (``encdec_app.train.flax.PRNG_IMPL``); the reference's
+    with JAX's default."""
+    from encdec_app.train.flax import PRNG_IMPL
     from encdec_flax import FlaxEncoderDecoderModel
 
     model = FlaxEncoderDecoderModel.from_pretrained(folder)
-    return _flax_step(model, model.params)
+    return _flax_step(model, model.params, PRNG_IMPL)
 
 
 def _flax_checkpointing(folder: str) -> Callable:
+    from encdec_app.train.flax import PRNG_IMPL
     from encdec_flax import FlaxEncoderDecoderModel
 
     model = FlaxEncoderDecoderModel.from_pretrained(folder, gradient_checkpointing=True)
-    return _flax_step(model, model.params)
+    return _flax_step(model, model.params, PRNG_IMPL)
 
 
 def _ref_flax(folder: str) -> Callable:
@@ -330,9 +336,7 @@ def child_trainer(command: List[str]) -> Dict:
     process (``RUSAGE_CHILDREN`` of this fresh process covers that command's processes only)."""
     t = time.perf_counter()
     out = subprocess.run(command, capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{out.stderr[-4000:]}")
-    return {"wall_s": time.perf_counter() - t,
+    return {"wall_s": time.perf_counter() - t, "returncode": out.returncode, "stderr": out.stderr[-2000:],
             "peak_gb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20}
 
 
@@ -357,6 +361,12 @@ def part_trainer(folder: str, setups: List[str], steps: int) -> None:
             if s.get("tf_cpus"):
                 env["ENCDEC_TF_LOGICAL_CPUS"] = str(s["tf_cpus"])
             res = run_child(["--child-trainer", json.dumps(train)], env=env)
+            if res["returncode"]:
+                # -9: killed, on this machine by the kernel for want of memory
+                why = "out of memory (killed)" if res["returncode"] == -9 else f"exit {res['returncode']}"
+                rows.append({"name": name, "failed": why, "peak_gb": res["peak_gb"]})
+                print(f"  {name:20s} failed: {why}, peak {res['peak_gb']:.2f} GB\n{res['stderr']}", flush=True)
+                continue
             with open(os.path.join(out, "metrics.jsonl")) as f:
                 logged = [json.loads(line) for line in f if line.strip()]
             step_s = [BATCH / r["examples_per_s"] for r in logged if "examples_per_s" in r]
@@ -371,6 +381,9 @@ def part_trainer(folder: str, setups: List[str], steps: int) -> None:
     print("|---|---|---|---|---|---|---|")
     base = {r["name"].split("-")[0]: r["step_s"] for r in rows if r["name"] in ("pt", "flax", "tf")}
     for r in rows:
+        if "failed" in r:
+            print(f"| {r['name']} | {r['failed']} | | | | {r['peak_gb']:.2f} | |")
+            continue
         one = base.get(r["name"].split("-")[0])
         rel = f"{r['step_s'] / one:.2f}x" if one and r["name"] not in ("pt", "flax", "tf") else ""
         print(f"| {r['name']} | {r['step_s']:.2f} | {r['min']:.2f} | {r['max']:.2f} | {r['first_s']:.1f} | "

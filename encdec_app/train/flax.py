@@ -23,6 +23,11 @@ from encdec_app.train.common import (MetricsLog, Progress, Setup, config_dict, d
                                      lr_factor, read_state, score, set_dropout, write_checkpoint)
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask")
+# The dropout keys: XLA's own bit generator rather than JAX's default Threefry, whose cost is a
+# noticeable part of a train step with dropout (docs/training.md, "Measured"); dropout here draws
+# a mask per element as PyTorch does, where the reference's Flax shares one attention mask over the
+# batch and the heads.
+PRNG_IMPL = "rbg"
 
 
 def parse_mesh(spec: Optional[str], device_count: int) -> Tuple[int, int]:
@@ -125,14 +130,14 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
     o_sharding = optax.tree_utils.tree_map_params(tx, lambda _, sharding: sharding, jax.eval_shape(tx.init, params),
                                                   p_sharding, transform_non_params=lambda _: replicated)
     opt_state = jax.jit(tx.init, out_shardings=o_sharding)(params)
-    rng = jax.random.PRNGKey(args.seed)
+    rng = jax.random.key(args.seed, impl=PRNG_IMPL)
     start = state["step"]
     if resume:
         saved = np.load(os.path.join(resume, "optimizer.npz"))
         leaves, treedef = jax.tree.flatten(opt_state)
         opt_state = jax.device_put(jax.tree.unflatten(treedef, [saved[f"leaf_{i}"] for i in range(len(leaves))]),
                                    o_sharding)
-        rng = jnp.asarray(saved["rng"])
+        rng = jax.random.wrap_key_data(jnp.asarray(saved["rng"]), impl=PRNG_IMPL)
     batch_sharding = NamedSharding(mesh, P("data"))
     accum = args.grad_accum
 
@@ -172,7 +177,7 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
                 model.save_pretrained(folder)
                 setup.save_tokenizers(folder)
                 leaves = jax.tree.leaves(opt_host)
-                np.savez(os.path.join(folder, "optimizer.npz"), rng=np.asarray(jax.device_get(rng)),
+                np.savez(os.path.join(folder, "optimizer.npz"), rng=np.asarray(jax.random.key_data(rng)),
                          **{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)})
             write_checkpoint(args.output, step, write, {"examples_seen": step * args.batch_size,
                                                         "args": config_dict(args), "devices": data_size * model_size,
