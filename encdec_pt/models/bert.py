@@ -385,36 +385,15 @@ class BertPreTrainedModel(PreTrainedModel):
                 module.bias.zero_()
 
 
-class BertModel(BertPreTrainedModel):
-    """BERT: embeddings, layer stack, optional pooler. A decoder when ``config.is_decoder``.
+class BaseModelForward:
+    """``forward`` of the base models built on BERT's layer stack (BERT, RoBERTa, ELECTRA): the
+    model's ``embed``, the masks built once, the layers, then ``pooler`` when the model has one.
+    ``cache_by_default``: whether ``use_cache=None`` falls back to ``config.use_cache`` (the
+    reference's ElectraModel does not); ``inputs_embeds_width`` names the last axis of
+    ``inputs_embeds`` in errors."""
 
-    Args:
-        config: a ``BertConfig``.
-        add_pooling_layer: build ``pooler`` (the encoder of an ``EncoderDecoderModel`` has one).
-    """
-
-    _init_kwargs = ("add_pooling_layer",)
-
-    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
-        super().__init__(config)
-        # === Layers ===
-        self.embeddings = BertEmbeddings(config)
-        self.encoder = BertEncoder(config)
-        self.pooler = BertPooler(config) if add_pooling_layer else None
-        # === Config ===
-        self.add_pooling_layer = add_pooling_layer
-        self.post_init()
-
-    def schema(self):
-        from encdec.naming.schema import schema_for
-
-        return schema_for(self.config, head="base", add_pooling_layer=self.add_pooling_layer)
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.embeddings.word_embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embeddings.word_embeddings = value
+    cache_by_default = True
+    inputs_embeds_width = "hidden"
 
     def forward(
         self,
@@ -436,14 +415,16 @@ class BertModel(BertPreTrainedModel):
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = config.use_return_dict if return_dict is None else return_dict
-        use_cache = (config.use_cache if use_cache is None else use_cache) and config.is_decoder
+        if use_cache is None:
+            use_cache = config.use_cache if self.cache_by_default else False
+        use_cache = use_cache and config.is_decoder
 
         if input_ids is not None and inputs_embeds is not None:
             raise ValueError("pass either input_ids or inputs_embeds, not both")
         if input_ids is None and inputs_embeds is None:
             raise ValueError("pass input_ids or inputs_embeds")
         check_rank(input_ids, 2, "input_ids")
-        check_rank(inputs_embeds, 3, "inputs_embeds", "(batch, length, hidden)")
+        check_rank(inputs_embeds, 3, "inputs_embeds", f"(batch, length, {self.inputs_embeds_width})")
         check_rank(token_type_ids, 2, "token_type_ids")
         check_token_ids(input_ids, config.vocab_size, "input_ids")
         check_token_ids(token_type_ids, config.type_vocab_size, "token_type_ids")
@@ -454,7 +435,7 @@ class BertModel(BertPreTrainedModel):
 
         past_key_values = as_legacy_cache(past_key_values)
         past_len = past_length(past_key_values)
-        embedding_output = self.embeddings(
+        embedding_output = self.embed(
             input_ids=input_ids,
             token_type_ids=token_type_ids,
             position_ids=position_ids,
@@ -498,6 +479,50 @@ class BertModel(BertPreTrainedModel):
             past_key_values=presents,
             attentions=all_attentions,
             cross_attentions=all_cross,
+        )
+
+
+
+class BertModel(BaseModelForward, BertPreTrainedModel):
+    """BERT: embeddings, layer stack, optional pooler. A decoder when ``config.is_decoder``.
+
+    Args:
+        config: a ``BertConfig``.
+        add_pooling_layer: build ``pooler`` (the encoder of an ``EncoderDecoderModel`` has one).
+    """
+
+    _init_kwargs = ("add_pooling_layer",)
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        # === Layers ===
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        # === Config ===
+        self.add_pooling_layer = add_pooling_layer
+        self.post_init()
+
+    def schema(self):
+        from encdec.naming.schema import schema_for
+
+        return schema_for(self.config, head="base", add_pooling_layer=self.add_pooling_layer)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    def embed(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+              past_key_values_length: int = 0) -> torch.Tensor:
+        """The first layer's input (B, Q, E)."""
+        return self.embeddings(
+            input_ids=input_ids,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            past_key_values_length=past_key_values_length,
         )
 
 

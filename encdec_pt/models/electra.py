@@ -8,24 +8,12 @@ Shape legend as in ``bert.py``: B batch, Q query length, E hidden size, M embedd
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from encdec.architectures.electra import ElectraConfig
-from encdec_pt.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions
-from encdec_pt.modeling_utils import (
-    as_legacy_cache,
-    check_rank,
-    check_same_batch,
-    check_token_ids,
-    cross_attention_bias,
-    past_length,
-    self_attention_bias,
-)
-from encdec_pt.models.bert import BertEmbeddings, BertEncoder, BertPreTrainedModel, CausalLMForward
+from encdec_pt.models.bert import BaseModelForward, BertEmbeddings, BertEncoder, BertPreTrainedModel, CausalLMForward
 
 
 class ElectraEmbeddings(BertEmbeddings):
@@ -51,7 +39,7 @@ class ElectraPreTrainedModel(BertPreTrainedModel):
     base_model_prefix = "electra"
 
 
-class ElectraModel(ElectraPreTrainedModel):
+class ElectraModel(BaseModelForward, ElectraPreTrainedModel):
     """ELECTRA: embeddings (width M), ``embeddings_project`` (M -> E, only when M != E), BERT's layer
     stack; no pooler. A decoder when ``config.is_decoder``.
 
@@ -61,6 +49,10 @@ class ElectraModel(ElectraPreTrainedModel):
     """
 
     _init_kwargs = ("add_pooling_layer",)
+    # The reference's ElectraModel does not fall back to config.use_cache: no cache unless asked
+    # (its outputs, tuples included, have no past_key_values by default).
+    cache_by_default = False
+    inputs_embeds_width = "embedding_size"
 
     def __init__(self, config: ElectraConfig, add_pooling_layer: bool = False):
         super().__init__(config)
@@ -71,6 +63,7 @@ class ElectraModel(ElectraPreTrainedModel):
         else:
             self.embeddings_project = None
         self.encoder = BertEncoder(config)
+        self.pooler = None
         # === Config ===
         self.add_pooling_layer = False
         self.post_init()
@@ -99,91 +92,6 @@ class ElectraModel(ElectraPreTrainedModel):
         if self.embeddings_project is not None:
             hidden_states = self.embeddings_project(hidden_states)  # (B, Q, E)
         return hidden_states
-
-    def forward(
-        self,
-        input_ids: Optional[torch.Tensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
-        token_type_ids: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.Tensor] = None,
-        head_mask: Optional[torch.Tensor] = None,
-        inputs_embeds: Optional[torch.Tensor] = None,
-        encoder_hidden_states: Optional[torch.Tensor] = None,
-        encoder_attention_mask: Optional[torch.Tensor] = None,
-        past_key_values=None,
-        use_cache: Optional[bool] = None,
-        output_attentions: Optional[bool] = None,
-        output_hidden_states: Optional[bool] = None,
-        return_dict: Optional[bool] = None,
-    ):
-        """``BertModel.forward`` with ELECTRA's embeddings (``inputs_embeds`` are (B, Q, M)) and no pooler."""
-        config = self.config
-        output_attentions = config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = config.use_return_dict if return_dict is None else return_dict
-        # The reference's ElectraModel does not fall back to config.use_cache: no cache unless asked
-        # (its outputs, tuples included, have no past_key_values by default).
-        use_cache = bool(use_cache) and config.is_decoder
-
-        if input_ids is not None and inputs_embeds is not None:
-            raise ValueError("pass either input_ids or inputs_embeds, not both")
-        if input_ids is None and inputs_embeds is None:
-            raise ValueError("pass input_ids or inputs_embeds")
-        check_rank(input_ids, 2, "input_ids")
-        check_rank(inputs_embeds, 3, "inputs_embeds", "(batch, length, embedding_size)")
-        check_rank(token_type_ids, 2, "token_type_ids")
-        check_token_ids(input_ids, config.vocab_size, "input_ids")
-        check_token_ids(token_type_ids, config.type_vocab_size, "token_type_ids")
-        check_same_batch(
-            input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-        )
-
-        past_key_values = as_legacy_cache(past_key_values)
-        past_len = past_length(past_key_values)
-        hidden_states = self.embed(
-            input_ids=input_ids,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            inputs_embeds=inputs_embeds,
-            past_key_values_length=past_len,
-        )  # (B, Q, E)
-        batch_size, seq_length = hidden_states.shape[:2]
-        dtype, device = hidden_states.dtype, hidden_states.device
-
-        # Masks are built once here, as additive biases: (B|1, 1, Q, K) and (B, 1, 1, S).
-        extended_attention_mask = self_attention_bias(
-            attention_mask, batch_size, seq_length, past_len, causal=config.is_decoder, dtype=dtype, device=device
-        )
-        encoder_extended_attention_mask = None
-        if config.is_decoder and encoder_hidden_states is not None:
-            encoder_extended_attention_mask = cross_attention_bias(encoder_attention_mask, dtype)
-
-        sequence_output, presents, all_hidden_states, all_attentions, all_cross = self.encoder(
-            hidden_states,
-            attention_mask=extended_attention_mask,
-            head_mask=head_mask,
-            encoder_hidden_states=encoder_hidden_states if config.is_decoder else None,
-            encoder_attention_mask=encoder_extended_attention_mask,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
-
-        if not return_dict:
-            # The reference's tuple order (cache before hidden states), Nones dropped.
-            return tuple(
-                v for v in (sequence_output, presents, all_hidden_states, all_attentions, all_cross) if v is not None
-            )
-        return BaseModelOutputWithPoolingAndCrossAttentions(
-            last_hidden_state=sequence_output,
-            pooler_output=None,
-            hidden_states=all_hidden_states,
-            past_key_values=presents,
-            attentions=all_attentions,
-            cross_attentions=all_cross,
-        )
 
 
 class ElectraGeneratorPredictions(nn.Module):
