@@ -277,7 +277,59 @@ class TFBertPooler(ComposedLayer):
         return tf.tanh(self.dense(hidden_states[:, 0]))  # (B, E): the first token
 
 
-class TFBertModel(TFPreTrainedModel):
+class TFBaseModelCall:
+    """``call`` of the base models built on BERT's layer stack (BERT, RoBERTa, ELECTRA): the
+    model's ``embed``, the masks built once, the layers, then ``pooler`` when the model has one."""
+
+    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+             encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, use_cache=None,
+             output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = config.use_return_dict if return_dict is None else return_dict
+        use_cache = (config.use_cache if use_cache is None else use_cache) if config.is_decoder else False
+        if input_ids is not None and inputs_embeds is not None:
+            raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
+        if input_ids is None and inputs_embeds is None:
+            raise ValueError("You have to specify either input_ids or inputs_embeds")
+        input_ids = as_int_tensor(input_ids)
+
+        past_len = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
+        embedding_output = self.embed(
+            input_ids=input_ids, token_type_ids=as_int_tensor(token_type_ids), position_ids=as_int_tensor(position_ids),
+            inputs_embeds=inputs_embeds, past_key_values_length=past_len, training=training,
+        )  # (B, Q, E)
+        batch_size, seq_length = tf.shape(embedding_output)[0], tf.shape(embedding_output)[1]
+
+        # Masks are built once here, as additive biases: (B, 1, Q|1, K) and (B, 1, 1, S).
+        if attention_mask is None:
+            attention_mask = tf.ones((batch_size, past_len + seq_length), dtype=tf.int32)
+        keep = tf.cast(attention_mask, tf.int32)[:, None, None, :]  # (B, 1, 1, K)
+        if config.is_decoder:
+            keep = keep * causal_keep(seq_length, past_len + seq_length)[None, None]  # (B, 1, Q, K)
+        extended_attention_mask = additive_mask(keep)
+        encoder_extended_attention_mask = None
+        if config.is_decoder and encoder_hidden_states is not None:
+            if encoder_attention_mask is None:
+                encoder_attention_mask = tf.ones(tf.shape(encoder_hidden_states)[:2], dtype=tf.int32)
+            encoder_extended_attention_mask = additive_mask(tf.cast(encoder_attention_mask, tf.int32)[:, None, None, :])
+
+        sequence_output, presents, all_hidden_states, all_attentions, all_cross = self.encoder(
+            embedding_output, attention_mask=extended_attention_mask, encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_extended_attention_mask, past_key_values=past_key_values,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            training=training,
+        )
+        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
+        result = TFBaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=sequence_output, pooler_output=pooled_output, hidden_states=all_hidden_states,
+            past_key_values=presents, attentions=all_attentions, cross_attentions=all_cross,
+        )
+        return result if return_dict else result.to_tuple()
+
+
+class TFBertModel(TFBaseModelCall, TFPreTrainedModel):
     """BERT: embeddings, layers, pooler. As a decoder (``config.is_decoder``) the self-attention
     is causal and a cache is returned; with ``add_cross_attention`` it attends to
     ``encoder_hidden_states``.
@@ -312,52 +364,13 @@ class TFBertModel(TFPreTrainedModel):
     def get_input_embeddings(self) -> keras.layers.Embedding:
         return self.embeddings.word_embeddings
 
-    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
-             encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, use_cache=None,
-             output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
-        config = self.config
-        output_attentions = config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = config.use_return_dict if return_dict is None else return_dict
-        use_cache = (config.use_cache if use_cache is None else use_cache) if config.is_decoder else False
-        if input_ids is not None and inputs_embeds is not None:
-            raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
-        if input_ids is None and inputs_embeds is None:
-            raise ValueError("You have to specify either input_ids or inputs_embeds")
-        input_ids = as_int_tensor(input_ids)
-
-        past_len = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
-        embedding_output = self.embeddings(
-            input_ids=input_ids, token_type_ids=as_int_tensor(token_type_ids), position_ids=as_int_tensor(position_ids),
-            inputs_embeds=inputs_embeds, past_key_values_length=past_len, training=training,
-        )  # (B, Q, E)
-        batch_size, seq_length = tf.shape(embedding_output)[0], tf.shape(embedding_output)[1]
-
-        # Masks are built once here, as additive biases: (B, 1, Q|1, K) and (B, 1, 1, S).
-        if attention_mask is None:
-            attention_mask = tf.ones((batch_size, past_len + seq_length), dtype=tf.int32)
-        keep = tf.cast(attention_mask, tf.int32)[:, None, None, :]  # (B, 1, 1, K)
-        if config.is_decoder:
-            keep = keep * causal_keep(seq_length, past_len + seq_length)[None, None]  # (B, 1, Q, K)
-        extended_attention_mask = additive_mask(keep)
-        encoder_extended_attention_mask = None
-        if config.is_decoder and encoder_hidden_states is not None:
-            if encoder_attention_mask is None:
-                encoder_attention_mask = tf.ones(tf.shape(encoder_hidden_states)[:2], dtype=tf.int32)
-            encoder_extended_attention_mask = additive_mask(tf.cast(encoder_attention_mask, tf.int32)[:, None, None, :])
-
-        sequence_output, presents, all_hidden_states, all_attentions, all_cross = self.encoder(
-            embedding_output, attention_mask=extended_attention_mask, encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_extended_attention_mask, past_key_values=past_key_values,
-            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            training=training,
+    def embed(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+              past_key_values_length=0, training=False):
+        """The first layer's input (B, Q, E)."""
+        return self.embeddings(
+            input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids,
+            inputs_embeds=inputs_embeds, past_key_values_length=past_key_values_length, training=training,
         )
-        pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
-        result = TFBaseModelOutputWithPoolingAndCrossAttentions(
-            last_hidden_state=sequence_output, pooler_output=pooled_output, hidden_states=all_hidden_states,
-            past_key_values=presents, attentions=all_attentions, cross_attentions=all_cross,
-        )
-        return result if return_dict else result.to_tuple()
 
 
 class TFBertPredictionHeadTransform(ComposedLayer):

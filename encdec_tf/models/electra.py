@@ -16,16 +16,8 @@ import tensorflow as tf
 from encdec.architectures.electra import ElectraConfig
 from encdec_tf.activations import get_activation
 from encdec_tf.layers import DeferredInit, Dropout, Embedding, XLATraceCall, matmul_last
-from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions
-from encdec_tf.modeling_utils import (
-    ComposedLayer,
-    TFPreTrainedModel,
-    additive_mask,
-    as_int_tensor,
-    causal_keep,
-    normal_init,
-)
-from encdec_tf.models.bert import TFBertEmbeddings, TFBertEncoder, TFCausalLMCall, _dense, _layer_norm
+from encdec_tf.modeling_utils import ComposedLayer, TFPreTrainedModel, normal_init
+from encdec_tf.models.bert import TFBaseModelCall, TFBertEmbeddings, TFBertEncoder, TFCausalLMCall, _dense, _layer_norm
 
 
 class TFElectraEmbeddings(TFBertEmbeddings):
@@ -53,7 +45,7 @@ class TFElectraEmbeddings(TFBertEmbeddings):
         self.dropout = Dropout(config.hidden_dropout_prob, name="dropout")
 
 
-class TFElectraModel(TFPreTrainedModel):
+class TFElectraModel(TFBaseModelCall, TFPreTrainedModel):
     """ELECTRA: embeddings (width m), ``embeddings_project`` (m -> e, only when m != e), BERT's layers;
     no pooler. A decoder when ``config.is_decoder``.
 
@@ -77,6 +69,7 @@ class TFElectraModel(TFPreTrainedModel):
         else:
             self.embeddings_project = None
         self.encoder = TFBertEncoder(config, name="encoder")
+        self.pooler = None
         if build:
             self.build_now()
 
@@ -100,52 +93,6 @@ class TFElectraModel(TFPreTrainedModel):
             hidden_states = self.embeddings_project(hidden_states)  # (b, q, e)
         return hidden_states
 
-    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
-             encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, use_cache=None,
-             output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
-        """``TFBertModel.call`` with ELECTRA's embeddings (``inputs_embeds`` are (b, q, m)) and no pooler."""
-        config = self.config
-        output_attentions = config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = config.use_return_dict if return_dict is None else return_dict
-        use_cache = (config.use_cache if use_cache is None else use_cache) if config.is_decoder else False
-        if input_ids is not None and inputs_embeds is not None:
-            raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
-        if input_ids is None and inputs_embeds is None:
-            raise ValueError("You have to specify either input_ids or inputs_embeds")
-        input_ids = as_int_tensor(input_ids)
-        shape_source = input_ids if input_ids is not None else inputs_embeds
-        batch_size, seq_length = tf.shape(shape_source)[0], tf.shape(shape_source)[1]
-        past_key_values_length = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
-
-        # Masks, built once: (b, 1, q|1, k) additive.
-        if attention_mask is None:
-            attention_mask = tf.ones((batch_size, past_key_values_length + seq_length), dtype=tf.int32)
-        keep = tf.cast(attention_mask, tf.int32)[:, None, None, :]  # (b, 1, 1, k)
-        if config.is_decoder:
-            keep = keep * causal_keep(seq_length, past_key_values_length + seq_length)[None, None]  # (b, 1, q, k)
-        extended_attention_mask = additive_mask(keep)
-        encoder_extended_attention_mask = None
-        if config.is_decoder and encoder_hidden_states is not None:
-            if encoder_attention_mask is None:
-                encoder_attention_mask = tf.ones(tf.shape(encoder_hidden_states)[:2], dtype=tf.int32)
-            encoder_extended_attention_mask = additive_mask(tf.cast(encoder_attention_mask, tf.int32)[:, None, None, :])
-
-        hidden_states = self.embed(
-            input_ids=input_ids, token_type_ids=as_int_tensor(token_type_ids), position_ids=as_int_tensor(position_ids),
-            inputs_embeds=inputs_embeds, past_key_values_length=past_key_values_length, training=training,
-        )  # (b, q, e)
-        sequence_output, next_cache, all_hidden_states, all_self_attentions, all_cross_attentions = self.encoder(
-            hidden_states, attention_mask=extended_attention_mask, encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_extended_attention_mask, past_key_values=past_key_values,
-            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            training=training,
-        )
-        outputs = TFBaseModelOutputWithPoolingAndCrossAttentions(
-            last_hidden_state=sequence_output, pooler_output=None, hidden_states=all_hidden_states,
-            past_key_values=next_cache, attentions=all_self_attentions, cross_attentions=all_cross_attentions,
-        )
-        return outputs if return_dict else outputs.to_tuple()
 
 
 class TFElectraGeneratorPredictions(ComposedLayer):
