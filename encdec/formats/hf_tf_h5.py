@@ -27,7 +27,7 @@ import numpy as np
 from encdec.files import TF_WEIGHTS_NAME, CheckpointError, write_sharded
 from encdec.formats.safetensors import read_safetensors, save_state_dict
 from encdec.naming.layout import LEAF_RULES, from_framework, to_framework
-from encdec.naming.schema import CONV1D, EMBEDDING, ParamSpec, Schema
+from encdec.naming.schema import CONV1D, ParamSpec, Schema
 from encdec.registry import architecture, records
 
 

@@ -18,7 +18,7 @@ additive biases, by ``FlaxBertModule``.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -382,21 +382,9 @@ class FlaxBertPooler(nn.Module):
         return jnp.tanh(self.dense(hidden_states[:, 0]))  # (B, E): the first token
 
 
-class FlaxBertModule(nn.Module):
-    """``BertModel``: embeddings, encoder, optional pooler."""
-
-    config: BertConfig
-    dtype: jnp.dtype = jnp.float32
-    add_pooling_layer: bool = True
-    gradient_checkpointing: bool = False
-
-    def setup(self):
-        self.embeddings = FlaxBertEmbeddings(self.config, dtype=self.dtype)
-        self.encoder = FlaxBertEncoder(
-            self.config, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing
-        )
-        if self.add_pooling_layer:
-            self.pooler = FlaxBertPooler(self.config, dtype=self.dtype)
+class FlaxBaseModelCall(nn.Module):
+    """``__call__`` of the base modules built on BERT's layer stack (BERT, ELECTRA): the module's
+    ``embed``, the masks built once, the layers, then the pooler when ``add_pooling_layer``."""
 
     def __call__(
         self,
@@ -417,9 +405,7 @@ class FlaxBertModule(nn.Module):
             position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
         if encoder_hidden_states is not None and encoder_attention_mask is None:
             encoder_attention_mask = jnp.ones(encoder_hidden_states.shape[:2], dtype="i4")
-        embedding_output = self.embeddings(
-            input_ids, token_type_ids, position_ids, deterministic=deterministic
-        )  # (B, Q, E)
+        embedding_output = self.embed(input_ids, token_type_ids, position_ids, deterministic=deterministic)  # (B, Q, E)
 
         # Masks are built once here, as additive biases: (B|1, 1, Q, K) and (B, 1, 1, S).
         extended_attention_mask, encoder_extended_attention_mask = bert_attention_biases(
@@ -444,6 +430,27 @@ class FlaxBertModule(nn.Module):
             attentions=all_attentions,
             cross_attentions=all_cross,
         )
+
+
+class FlaxBertModule(FlaxBaseModelCall):
+    """``BertModel``: embeddings, encoder, optional pooler."""
+
+    config: BertConfig
+    dtype: jnp.dtype = jnp.float32
+    add_pooling_layer: bool = True
+    gradient_checkpointing: bool = False
+
+    def setup(self):
+        self.embeddings = FlaxBertEmbeddings(self.config, dtype=self.dtype)
+        self.encoder = FlaxBertEncoder(
+            self.config, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing
+        )
+        if self.add_pooling_layer:
+            self.pooler = FlaxBertPooler(self.config, dtype=self.dtype)
+
+    def embed(self, input_ids, token_type_ids, position_ids, deterministic: bool = True):
+        """The first layer's input (B, Q, E)."""
+        return self.embeddings(input_ids, token_type_ids, position_ids, deterministic=deterministic)
 
 
 class FlaxBertPredictionHeadTransform(nn.Module):

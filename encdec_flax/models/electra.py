@@ -20,12 +20,8 @@ import jax.numpy as jnp
 
 from encdec.architectures.electra import ElectraConfig
 from encdec_flax.layers import Dense, Embed, LayerNorm, ShapeCheckedParams
-from encdec_flax.modeling_outputs import (
-    FlaxBaseModelOutputWithPoolingAndCrossAttentions,
-    FlaxCausalLMOutputWithCrossAttentions,
-)
 from encdec_flax.modeling_utils import ACT2FN, FlaxPreTrainedModel, normal_init
-from encdec_flax.models.bert import FlaxBertEmbeddings, FlaxBertEncoder, FlaxCausalLMCall, bert_attention_biases
+from encdec_flax.models.bert import FlaxBaseModelCall, FlaxBertEmbeddings, FlaxBertEncoder, FlaxCausalLMCall
 
 
 class FlaxElectraEmbeddings(FlaxBertEmbeddings):
@@ -46,7 +42,7 @@ class FlaxElectraEmbeddings(FlaxBertEmbeddings):
         self.dropout = nn.Dropout(rate=cfg.hidden_dropout_prob)
 
 
-class FlaxElectraModule(nn.Module):
+class FlaxElectraModule(FlaxBaseModelCall):
     """``ElectraModel``: embeddings (width M), ``embeddings_project`` (M -> E, only when M != E),
     BERT's encoder; no pooler."""
 
@@ -69,49 +65,6 @@ class FlaxElectraModule(nn.Module):
             hidden_states = self.embeddings_project(hidden_states)
         return hidden_states
 
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        token_type_ids=None,
-        position_ids=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        init_cache: bool = False,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        deterministic: bool = True,
-    ):
-        if token_type_ids is None:
-            token_type_ids = jnp.zeros_like(input_ids)
-        if position_ids is None:
-            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
-        if encoder_hidden_states is not None and encoder_attention_mask is None:
-            encoder_attention_mask = jnp.ones(encoder_hidden_states.shape[:2], dtype="i4")
-        # (B, Q, E)
-        hidden_states = self.embed(input_ids, token_type_ids, position_ids, deterministic=deterministic)
-
-        # Masks are built once here, as additive biases (the layers are BERT's): (B|1, 1, Q, K) and (B, 1, 1, S).
-        extended_attention_mask, encoder_extended_attention_mask = bert_attention_biases(
-            self, attention_mask, encoder_attention_mask, input_ids.shape[1]
-        )
-        hidden_states, all_hidden_states, all_attentions, all_cross_attentions = self.encoder(
-            hidden_states,
-            attention_mask=extended_attention_mask,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_extended_attention_mask,
-            init_cache=init_cache,
-            deterministic=deterministic,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
-        return FlaxBaseModelOutputWithPoolingAndCrossAttentions(
-            last_hidden_state=hidden_states,
-            pooler_output=None,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-            cross_attentions=all_cross_attentions,
-        )
 
 
 class FlaxElectraGeneratorPredictions(nn.Module):

@@ -21,10 +21,7 @@ from encdec.architectures.roberta import RobertaConfig
 from encdec_flax.models.bert import (FlaxBertEmbeddings, FlaxBertEncoder, FlaxBertPooler, FlaxCausalLMCall,
                                      bert_attention_biases)
 from encdec_flax.layers import Dense, LayerNorm, ShapeCheckedParams
-from encdec_flax.modeling_outputs import (
-    FlaxBaseModelOutputWithPoolingAndCrossAttentions,
-    FlaxCausalLMOutputWithCrossAttentions,
-)
+from encdec_flax.modeling_outputs import FlaxBaseModelOutputWithPoolingAndCrossAttentions
 from encdec_flax.modeling_utils import ACT2FN, FlaxPreTrainedModel, normal_init
 
 

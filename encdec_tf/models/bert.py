@@ -9,7 +9,7 @@ H heads, D head dim, E hidden, V vocabulary, L cache length).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict
 
 import keras
 import tensorflow as tf
