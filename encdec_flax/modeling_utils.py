@@ -174,6 +174,8 @@ def check_positions(config: PretrainedConfig, ids: Any = None, position_ids: Any
     """Host-side checks of what JAX would clamp silently: sequence length and position ids against
     ``max_position_embeddings``, token types against ``type_vocab_size``."""
     limit = config.max_position_embeddings
+    if token_type_ids is not None and getattr(config, "type_vocab_size", None) is None:
+        raise ValueError(f"{prefix}token_type_ids given, but {config.model_type} has no token type embeddings")
     if position_ids is None and ids is not None and not isinstance(ids, jax.core.Tracer):
         length = np.shape(ids)[-1]
         if length > limit:
@@ -368,11 +370,14 @@ class FlaxPreTrainedModel:
                 raise ValueError("Make sure to provide position_ids when passing past_key_values.")
             variables["cache"] = past_key_values
             mutable = ["cache"]
+        # token_type_ids only when given: modules of architectures without token types (GPT-2,
+        # BART) have no such argument
+        token_types = {} if token_type_ids is None else {"token_type_ids": jnp.asarray(token_type_ids)}
         outputs = self.module.apply(
             variables,
             jnp.asarray(input_ids),
             attention_mask=jnp.asarray(attention_mask),
-            token_type_ids=None if token_type_ids is None else jnp.asarray(token_type_ids),
+            **token_types,
             position_ids=None if position_ids is None else jnp.asarray(position_ids),
             encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_attention_mask,

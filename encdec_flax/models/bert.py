@@ -383,8 +383,9 @@ class FlaxBertPooler(nn.Module):
 
 
 class FlaxBaseModelCall(nn.Module):
-    """``__call__`` of the base modules built on BERT's layer stack (BERT, ELECTRA): the module's
-    ``embed``, the masks built once, the layers, then the pooler when ``add_pooling_layer``."""
+    """``__call__`` of the base modules built on BERT's layer stack (BERT, ELECTRA, BertGeneration):
+    the module's ``embed``, the masks built once, the layers, then the pooler when
+    ``add_pooling_layer``."""
 
     def __call__(
         self,
@@ -504,7 +505,7 @@ class FlaxBertOnlyMLMHead(nn.Module):
 
 class FlaxCausalLMCall(nn.Module):
     """``__call__`` of the LM-head decoder modules whose base module takes BERT's arguments (BERT,
-    RoBERTa, ELECTRA): the base module under ``base_model_prefix``, then the module's
+    RoBERTa, ELECTRA, BertGeneration): the base module under ``base_model_prefix``, then the module's
     ``decoder_logits`` (with the base's word embeddings when the head is tied to them)."""
 
     base_model_prefix = ""

@@ -18,12 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from encdec.architectures.bert_generation import BertGenerationConfig
-from encdec_flax.models.bert import FlaxBertEncoder, bert_attention_biases
+from encdec_flax.models.bert import FlaxBaseModelCall, FlaxBertEncoder, FlaxCausalLMCall
 from encdec_flax.layers import Dense, Embed, LayerNorm, ShapeCheckedParams
-from encdec_flax.modeling_outputs import (
-    FlaxBaseModelOutputWithPoolingAndCrossAttentions,
-    FlaxCausalLMOutputWithCrossAttentions,
-)
 from encdec_flax.modeling_utils import FlaxPreTrainedModel, normal_init
 
 
@@ -50,12 +46,14 @@ class FlaxBertGenerationEmbeddings(nn.Module):
         return embeddings  # (B, Q, E)
 
 
-class FlaxBertGenerationEncoderModule(nn.Module):
-    """``BertGenerationEncoder``: embeddings and the BERT layer stack; no pooler."""
+class FlaxBertGenerationEncoderModule(FlaxBaseModelCall):
+    """``BertGenerationEncoder``: embeddings and the BERT layer stack; no pooler. ``__call__`` is
+    ``FlaxBaseModelCall``'s (token types, which this architecture lacks, are never read)."""
 
     config: BertGenerationConfig
     dtype: jnp.dtype = jnp.float32
     gradient_checkpointing: bool = False
+    add_pooling_layer = False
 
     def setup(self):
         self.embeddings = FlaxBertGenerationEmbeddings(self.config, dtype=self.dtype)
@@ -63,45 +61,9 @@ class FlaxBertGenerationEncoderModule(nn.Module):
             self.config, dtype=self.dtype, gradient_checkpointing=self.gradient_checkpointing
         )
 
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        position_ids=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        init_cache: bool = False,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        deterministic: bool = True,
-    ):
-        if position_ids is None:
-            position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
-        if encoder_hidden_states is not None and encoder_attention_mask is None:
-            encoder_attention_mask = jnp.ones(encoder_hidden_states.shape[:2], dtype="i4")
-        embedding_output = self.embeddings(input_ids, position_ids, deterministic=deterministic)  # (B, Q, E)
-
-        # Masks are built once here, as additive biases (the layers are BERT's): (B|1, 1, Q, K) and (B, 1, 1, S).
-        extended_attention_mask, encoder_extended_attention_mask = bert_attention_biases(
-            self, attention_mask, encoder_attention_mask, input_ids.shape[1]
-        )
-
-        hidden_states, all_hidden_states, all_attentions, all_cross = self.encoder(
-            embedding_output,
-            attention_mask=extended_attention_mask,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_extended_attention_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            init_cache=init_cache,
-            deterministic=deterministic,
-        )
-        return FlaxBaseModelOutputWithPoolingAndCrossAttentions(
-            last_hidden_state=hidden_states,
-            hidden_states=all_hidden_states,
-            attentions=all_attentions,
-            cross_attentions=all_cross,
-        )
+    def embed(self, input_ids, token_type_ids, position_ids, deterministic: bool = True):
+        """The first layer's input (B, Q, E)."""
+        return self.embeddings(input_ids, position_ids, deterministic=deterministic)
 
 
 class FlaxBertGenerationOnlyLMHead(ShapeCheckedParams, nn.Module):
@@ -125,12 +87,13 @@ class FlaxBertGenerationOnlyLMHead(ShapeCheckedParams, nn.Module):
         return logits + self.bias.astype(self.dtype)
 
 
-class FlaxBertGenerationDecoderModule(nn.Module):
+class FlaxBertGenerationDecoderModule(FlaxCausalLMCall):
     """``BertGenerationDecoder``: ``bert`` and ``lm_head``."""
 
     config: BertGenerationConfig
     dtype: jnp.dtype = jnp.float32
     gradient_checkpointing: bool = False
+    base_model_prefix = "bert"
 
     def setup(self):
         self.bert = FlaxBertGenerationEncoderModule(
@@ -138,40 +101,9 @@ class FlaxBertGenerationDecoderModule(nn.Module):
         )
         self.lm_head = FlaxBertGenerationOnlyLMHead(self.config, dtype=self.dtype)
 
-    def __call__(
-        self,
-        input_ids,
-        attention_mask=None,
-        position_ids=None,
-        encoder_hidden_states=None,
-        encoder_attention_mask=None,
-        init_cache: bool = False,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        deterministic: bool = True,
-    ):
-        outputs = self.bert(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            init_cache=init_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            deterministic=deterministic,
-        )
-        shared_embedding = None
-        if self.config.tie_word_embeddings:
-            shared_embedding = self.bert.variables["params"]["embeddings"]["word_embeddings"]["embedding"]
-        # (B, Q, V)
-        logits = self.lm_head(outputs.last_hidden_state, shared_embedding=shared_embedding)
-        return FlaxCausalLMOutputWithCrossAttentions(
-            logits=logits,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            cross_attentions=outputs.cross_attentions,
-        )
+    def decoder_logits(self, hidden_states, shared_embedding=None):
+        """The last layer's output (B, Q, E) -> next-token logits (B, Q, V)."""
+        return self.lm_head(hidden_states, shared_embedding=shared_embedding)
 
 
 class FlaxBertGenerationEncoder(FlaxPreTrainedModel):

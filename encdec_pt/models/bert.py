@@ -386,8 +386,9 @@ class BertPreTrainedModel(PreTrainedModel):
 
 
 class BaseModelForward:
-    """``forward`` of the base models built on BERT's layer stack (BERT, RoBERTa, ELECTRA): the
-    model's ``embed``, the masks built once, the layers, then ``pooler`` when the model has one.
+    """``forward`` of the base models built on BERT's layer stack (BERT, RoBERTa, ELECTRA,
+    BertGeneration): the model's ``embed``, the masks built once, the layers, then ``pooler`` when
+    the model has one.
     ``cache_by_default``: whether ``use_cache=None`` falls back to ``config.use_cache`` (the
     reference's ElectraModel does not); ``inputs_embeds_width`` names the last axis of
     ``inputs_embeds`` in errors."""
@@ -427,7 +428,8 @@ class BaseModelForward:
         check_rank(inputs_embeds, 3, "inputs_embeds", f"(batch, length, {self.inputs_embeds_width})")
         check_rank(token_type_ids, 2, "token_type_ids")
         check_token_ids(input_ids, config.vocab_size, "input_ids")
-        check_token_ids(token_type_ids, config.type_vocab_size, "token_type_ids")
+        if token_type_ids is not None:  # (an architecture without token types never passes them)
+            check_token_ids(token_type_ids, config.type_vocab_size, "token_type_ids")
         check_same_batch(
             input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
             encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
@@ -567,8 +569,8 @@ class BertOnlyMLMHead(nn.Module):
 
 class CausalLMForward:
     """``forward`` of the LM-head decoders whose base model takes BERT's arguments (BERT, RoBERTa,
-    ELECTRA): the base model under ``base_model_prefix``, then the decoder contract's
-    ``decoder_logits``."""
+    ELECTRA; BertGeneration's, less token types): the base model under ``base_model_prefix``, then
+    the decoder contract's ``decoder_logits``."""
 
     def forward(
         self,
@@ -591,10 +593,12 @@ class CausalLMForward:
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
         if labels is not None:
             use_cache = False
+        # token_type_ids only when given: a base model without token types (BertGeneration) has no such argument
+        token_types = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         outputs = getattr(self, self.base_model_prefix)(
             input_ids,
             attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
+            **token_types,
             position_ids=position_ids,
             head_mask=head_mask,
             inputs_embeds=inputs_embeds,

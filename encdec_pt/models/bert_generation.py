@@ -16,19 +16,8 @@ import torch
 from torch import nn
 
 from encdec.architectures.bert_generation import BertGenerationConfig
-from encdec_pt.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions, CausalLMOutputWithCrossAttentions
-from encdec_pt.modeling_utils import (
-    PreTrainedModel,
-    as_legacy_cache,
-    causal_lm_loss,
-    check_rank,
-    check_same_batch,
-    check_token_ids,
-    cross_attention_bias,
-    past_length,
-    self_attention_bias,
-)
-from encdec_pt.models.bert import BertEncoder
+from encdec_pt.modeling_utils import PreTrainedModel
+from encdec_pt.models.bert import BaseModelForward, BertEncoder, CausalLMForward
 
 
 class BertGenerationEmbeddings(nn.Module):
@@ -94,8 +83,9 @@ class BertGenerationPreTrainedModel(PreTrainedModel):
                 module.bias.zero_()
 
 
-class BertGenerationEncoder(BertGenerationPreTrainedModel):
+class BertGenerationEncoder(BaseModelForward, BertGenerationPreTrainedModel):
     """BertGeneration: embeddings and BERT layers, no pooler. A decoder when ``config.is_decoder``.
+    ``forward`` is ``BaseModelForward``'s under the reference's signature (no ``token_type_ids``).
 
     Args:
         config: a ``BertGenerationConfig``.
@@ -106,6 +96,7 @@ class BertGenerationEncoder(BertGenerationPreTrainedModel):
         # === Layers ===
         self.embeddings = BertGenerationEmbeddings(config)
         self.encoder = BertEncoder(config)
+        self.pooler = None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -113,6 +104,12 @@ class BertGenerationEncoder(BertGenerationPreTrainedModel):
 
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings.word_embeddings = value
+
+    def embed(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+              past_key_values_length: int = 0) -> torch.Tensor:
+        """The first layer's input (B, Q, E); ``token_type_ids`` is always None here."""
+        return self.embeddings(input_ids=input_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
+                               past_key_values_length=past_key_values_length)
 
     def forward(
         self,
@@ -129,63 +126,11 @@ class BertGenerationEncoder(BertGenerationPreTrainedModel):
         output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
     ):
-        config = self.config
-        output_attentions = config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = config.use_return_dict if return_dict is None else return_dict
-        use_cache = (config.use_cache if use_cache is None else use_cache) and config.is_decoder
-
-        if input_ids is not None and inputs_embeds is not None:
-            raise ValueError("pass either input_ids or inputs_embeds, not both")
-        if input_ids is None and inputs_embeds is None:
-            raise ValueError("pass input_ids or inputs_embeds")
-        check_rank(input_ids, 2, "input_ids")
-        check_rank(inputs_embeds, 3, "inputs_embeds", "(batch, length, hidden)")
-        check_token_ids(input_ids, config.vocab_size, "input_ids")
-        check_same_batch(
-            input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-        )
-
-        past_key_values = as_legacy_cache(past_key_values)
-        past_len = past_length(past_key_values)
-        embedding_output = self.embeddings(
-            input_ids=input_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
-            past_key_values_length=past_len,
-        )  # (B, Q, E)
-        batch_size, seq_length = embedding_output.shape[:2]
-        dtype, device = embedding_output.dtype, embedding_output.device
-
-        # Masks are built once here, as additive biases: (B|1, 1, Q, K) and (B, 1, 1, S).
-        extended_attention_mask = self_attention_bias(
-            attention_mask, batch_size, seq_length, past_len, causal=config.is_decoder, dtype=dtype, device=device
-        )
-        encoder_extended_attention_mask = None
-        if config.is_decoder and encoder_hidden_states is not None:
-            encoder_extended_attention_mask = cross_attention_bias(encoder_attention_mask, dtype)
-
-        sequence_output, presents, all_hidden_states, all_attentions, all_cross = self.encoder(
-            embedding_output,
-            attention_mask=extended_attention_mask,
-            head_mask=head_mask,
-            encoder_hidden_states=encoder_hidden_states if config.is_decoder else None,
-            encoder_attention_mask=encoder_extended_attention_mask,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
-        if not return_dict:
-            # The reference's tuple order (cache before hidden states), Nones dropped.
-            return tuple(
-                v for v in (sequence_output, presents, all_hidden_states, all_attentions, all_cross) if v is not None
-            )
-        return BaseModelOutputWithPoolingAndCrossAttentions(
-            last_hidden_state=sequence_output,
-            hidden_states=all_hidden_states,
-            past_key_values=presents,
-            attentions=all_attentions,
-            cross_attentions=all_cross,
+        return super().forward(
+            input_ids, attention_mask=attention_mask, position_ids=position_ids, head_mask=head_mask,
+            inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values, use_cache=use_cache,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=return_dict,
         )
 
 
@@ -204,7 +149,7 @@ class BertGenerationOnlyLMHead(nn.Module):
         return self.decoder(hidden_states)  # (B, Q, V)
 
 
-class BertGenerationDecoder(BertGenerationPreTrainedModel):
+class BertGenerationDecoder(CausalLMForward, BertGenerationPreTrainedModel):
     """BertGeneration decoder: ``bert`` plus the ``lm_head``; causal when ``is_decoder``.
 
     Args:
@@ -281,32 +226,12 @@ class BertGenerationDecoder(BertGenerationPreTrainedModel):
         output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
     ):
-        """``labels`` gives the stand-alone next-token loss (logits[:, :-1] vs labels[:, 1:])."""
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        if labels is not None:
-            use_cache = False
-        outputs = self.bert(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            head_mask=head_mask,
-            inputs_embeds=inputs_embeds,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
+        """``CausalLMForward``'s under the reference's signature (no ``token_type_ids``); ``labels``
+        gives the stand-alone next-token loss (logits[:, :-1] vs labels[:, 1:])."""
+        return super().forward(
+            input_ids, attention_mask=attention_mask, position_ids=position_ids, head_mask=head_mask,
+            inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask, labels=labels, past_key_values=past_key_values,
+            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_dict=return_dict,
         )
-        logits = self.lm_head(outputs.last_hidden_state)  # (B, Q, V)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
-        result = CausalLMOutputWithCrossAttentions(
-            loss=loss,
-            logits=logits,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            cross_attentions=outputs.cross_attentions,
-        )
-        return result if return_dict else result.to_tuple()

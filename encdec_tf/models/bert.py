@@ -278,8 +278,9 @@ class TFBertPooler(ComposedLayer):
 
 
 class TFBaseModelCall:
-    """``call`` of the base models built on BERT's layer stack (BERT, RoBERTa, ELECTRA): the
-    model's ``embed``, the masks built once, the layers, then ``pooler`` when the model has one."""
+    """``call`` of the base models built on BERT's layer stack (BERT, RoBERTa, ELECTRA,
+    BertGeneration): the model's ``embed``, the masks built once, the layers, then ``pooler`` when
+    the model has one."""
 
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
              encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, use_cache=None,
@@ -422,8 +423,8 @@ class TFBertOnlyMLMHead(ComposedLayer):
 
 class TFCausalLMCall:
     """``call`` of the LM-head decoders whose base model takes BERT's arguments (BERT, RoBERTa,
-    ELECTRA): the base model under ``base_model_prefix``, then the decoder contract's
-    ``decoder_logits``."""
+    ELECTRA; BertGeneration's, less token types): the base model under ``base_model_prefix``, then
+    the decoder contract's ``decoder_logits``."""
 
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
              encoder_hidden_states=None, encoder_attention_mask=None, labels=None, past_key_values=None,
@@ -431,8 +432,10 @@ class TFCausalLMCall:
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
         if labels is not None:
             use_cache = False
+        # token_type_ids only when given: a base model without token types (BertGeneration) has no such argument
+        token_types = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         outputs = getattr(self, self.base_model_prefix)(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+            input_ids=input_ids, attention_mask=attention_mask, **token_types,
             position_ids=position_ids, inputs_embeds=inputs_embeds, encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_attention_mask, past_key_values=past_key_values, use_cache=use_cache,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,

@@ -18,19 +18,8 @@ import tensorflow as tf
 
 from encdec.architectures.bert_generation import BertGenerationConfig
 from encdec_tf.layers import DeferredInit, Dense, Dropout, Embedding, LayerNorm, XLATraceCall, matmul_last
-from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
-from encdec_tf.modeling_utils import (
-    ComposedLayer,
-    TFPreTrainedModel,
-    additive_mask,
-    as_int_tensor,
-    causal_keep,
-    check_ids,
-    check_labels,
-    masked_lm_loss,
-    normal_init,
-)
-from encdec_tf.models.bert import TFBertEncoder
+from encdec_tf.modeling_utils import ComposedLayer, TFPreTrainedModel, check_ids, normal_init
+from encdec_tf.models.bert import TFBaseModelCall, TFBertEncoder, TFCausalLMCall
 
 
 class TFBertGenerationEmbeddings(ComposedLayer):
@@ -65,10 +54,11 @@ class TFBertGenerationEmbeddings(ComposedLayer):
         return self.dropout(embeddings, training=training)
 
 
-class TFBertGenerationEncoder(TFPreTrainedModel):
+class TFBertGenerationEncoder(TFBaseModelCall, TFPreTrainedModel):
     """BertGeneration: embeddings and BERT layers, no pooler. As a decoder (``config.is_decoder``)
     the self-attention is causal and a cache is returned; with ``add_cross_attention`` it attends to
-    ``encoder_hidden_states``.
+    ``encoder_hidden_states``. ``call`` is ``TFBaseModelCall``'s under the reference's PyTorch
+    signature (no ``token_type_ids``).
 
     Args:
         config: a ``BertGenerationConfig``.
@@ -84,6 +74,7 @@ class TFBertGenerationEncoder(TFPreTrainedModel):
         # === Layers ===
         self.embeddings = TFBertGenerationEmbeddings(config, name="embeddings")
         self.encoder = TFBertEncoder(config, name="encoder")
+        self.pooler = None
         if build:
             self.build_now()
 
@@ -96,51 +87,21 @@ class TFBertGenerationEncoder(TFPreTrainedModel):
     def get_input_embeddings(self) -> keras.layers.Embedding:
         return self.embeddings.word_embeddings
 
+    def embed(self, input_ids=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+              past_key_values_length=0, training=False):
+        """The first layer's input (B, Q, E); ``token_type_ids`` is always None here."""
+        return self.embeddings(input_ids=input_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
+                               past_key_values_length=past_key_values_length, training=training)
+
     def call(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
              encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, use_cache=None,
              output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
-        config = self.config
-        output_attentions = config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = config.use_return_dict if return_dict is None else return_dict
-        use_cache = (config.use_cache if use_cache is None else use_cache) if config.is_decoder else False
-        if input_ids is not None and inputs_embeds is not None:
-            raise ValueError("You cannot specify both input_ids and inputs_embeds at the same time")
-        if input_ids is None and inputs_embeds is None:
-            raise ValueError("You have to specify either input_ids or inputs_embeds")
-        input_ids = as_int_tensor(input_ids)
-
-        past_len = 0 if past_key_values is None else tf.shape(past_key_values[0][0])[2]
-        embedding_output = self.embeddings(
-            input_ids=input_ids, position_ids=as_int_tensor(position_ids), inputs_embeds=inputs_embeds,
-            past_key_values_length=past_len, training=training,
-        )  # (B, Q, E)
-        batch_size, seq_length = tf.shape(embedding_output)[0], tf.shape(embedding_output)[1]
-
-        # Masks are built once here, as additive biases: (B, 1, Q|1, K) and (B, 1, 1, S).
-        if attention_mask is None:
-            attention_mask = tf.ones((batch_size, past_len + seq_length), dtype=tf.int32)
-        keep = tf.cast(attention_mask, tf.int32)[:, None, None, :]  # (B, 1, 1, K)
-        if config.is_decoder:
-            keep = keep * causal_keep(seq_length, past_len + seq_length)[None, None]  # (B, 1, Q, K)
-        extended_attention_mask = additive_mask(keep)
-        encoder_extended_attention_mask = None
-        if config.is_decoder and encoder_hidden_states is not None:
-            if encoder_attention_mask is None:
-                encoder_attention_mask = tf.ones(tf.shape(encoder_hidden_states)[:2], dtype=tf.int32)
-            encoder_extended_attention_mask = additive_mask(tf.cast(encoder_attention_mask, tf.int32)[:, None, None, :])
-
-        sequence_output, presents, all_hidden_states, all_attentions, all_cross = self.encoder(
-            embedding_output, attention_mask=extended_attention_mask, encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_extended_attention_mask, past_key_values=past_key_values,
-            use_cache=use_cache, output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            training=training,
+        return super().call(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=return_dict, training=training,
         )
-        result = TFBaseModelOutputWithPoolingAndCrossAttentions(
-            last_hidden_state=sequence_output, hidden_states=all_hidden_states, past_key_values=presents,
-            attentions=all_attentions, cross_attentions=all_cross,
-        )
-        return result if return_dict else result.to_tuple()
 
 
 class TFBertGenerationOnlyLMHead(DeferredInit, XLATraceCall, keras.layers.Layer):
@@ -165,7 +126,7 @@ class TFBertGenerationOnlyLMHead(DeferredInit, XLATraceCall, keras.layers.Layer)
         return logits + self.bias
 
 
-class TFBertGenerationDecoder(TFPreTrainedModel):
+class TFBertGenerationDecoder(TFCausalLMCall, TFPreTrainedModel):
     """BertGeneration with its LM head, the decoder of bert2bert translation models
     (``config.is_decoder``, ``add_cross_attention``).
 
@@ -216,25 +177,10 @@ class TFBertGenerationDecoder(TFPreTrainedModel):
     def call(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None,
              encoder_hidden_states=None, encoder_attention_mask=None, labels=None, past_key_values=None,
              use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False):
-        return_dict = self.config.use_return_dict if return_dict is None else return_dict
-        if labels is not None:
-            use_cache = False
-        outputs = self.bert(
+        """``TFCausalLMCall``'s under the reference's PyTorch signature (no ``token_type_ids``)."""
+        return super().call(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
-            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+            encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask, labels=labels,
             past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states, return_dict=True, training=training,
+            output_hidden_states=output_hidden_states, return_dict=return_dict, training=training,
         )
-        logits = self.lm_head(outputs.last_hidden_state, word_embeddings=self._tied_embeddings())  # (B, Q, V)
-        loss = None
-        if labels is not None:
-            # Causal LM: position t predicts token t+1.
-            labels = as_int_tensor(labels)
-            check_labels(labels, self.config.vocab_size)
-            loss = masked_lm_loss(labels[:, 1:], logits[:, :-1])
-        result = TFCausalLMOutputWithCrossAttentions(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
-            cross_attentions=outputs.cross_attentions,
-        )
-        return result if return_dict else result.to_tuple()

@@ -55,3 +55,54 @@ def test_the_three_registries_cover_the_same_records_and_roles():
                for framework in FRAMEWORK_MODULES}
     expected = {(t, r) for record in records() for r in record.roles for t in record.model_types}
     assert all(found == expected for found in covered.values()), covered
+
+
+def _call(framework, model, ids, encoder_hidden_states):
+    """The part model on ``ids`` (and ``encoder_hidden_states`` for a decoder): its main output as
+    numpy, the last hidden state of a base model or the logits of a causal LM."""
+    kwargs = {} if encoder_hidden_states is None else {"encoder_hidden_states": encoder_hidden_states}
+    if framework == "pt":
+        import torch
+
+        with torch.no_grad():
+            out = model(input_ids=torch.from_numpy(ids), **{k: torch.from_numpy(v) for k, v in kwargs.items()})
+    elif framework == "tf":
+        out = model(input_ids=ids, training=False, **kwargs)
+    else:
+        out = model(ids, **kwargs)
+    value = out.logits if encoder_hidden_states is not None else out.last_hidden_state
+    return np.asarray(value)
+
+
+@pytest.mark.parametrize("model_type,role", CASES, ids=[f"{t}-{r}" for t, r in CASES])
+def test_every_framework_runs_the_role_like_pytorch(model_type, role, tmp_path):
+    """Each registered part model on its own (not inside a composite), called as a user calls it,
+    loads PyTorch's file and gives PyTorch's output."""
+    from encdec.testing import TOLERANCE, deterministic_state_dict
+
+    config = _config(model_type, role)
+    schema = schema_for(config, head="causal_lm" if role == DECODER else "base")
+    source = _registry("pt").lookup(config, role)(config)
+    source.load_canonical(deterministic_state_dict(schema))
+    source.eval().save_pretrained(str(tmp_path))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(4, config.vocab_size, size=(2, 6)).astype(np.int64)
+    states = rng.standard_normal((2, 5, config.hidden_size)).astype(np.float32) if role == DECODER else None
+    expected = _call("pt", source, ids, states)
+    for framework in ("tf", "flax"):
+        model = _registry(framework).lookup(config, role).from_pretrained(str(tmp_path))
+        got = _call(framework, model, ids, states)
+        assert got.shape == expected.shape, (framework, got.shape, expected.shape)
+        assert np.abs(got - expected).max() <= TOLERANCE["float32"]["abs"], (framework, np.abs(got - expected).max())
+
+
+@pytest.mark.parametrize("model_type,role", [c for c in CASES if not hasattr(_config(*c), "type_vocab_size")],
+                         ids=lambda v: str(v))
+def test_flax_refuses_token_types_the_architecture_lacks(model_type, role):
+    """The functional Flax API takes ``token_type_ids`` for every architecture; one without token
+    type embeddings refuses them by name instead of dropping them."""
+    config = _config(model_type, role)
+    model = _registry("flax").lookup(config, role)(config)
+    ids = np.full((1, 3), 5, dtype=np.int64)
+    with pytest.raises(ValueError, match=f"token_type_ids given, but {model_type} has no token type"):
+        model(ids, token_type_ids=np.zeros_like(ids))
