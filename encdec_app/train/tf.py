@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -85,20 +85,36 @@ def recompute_layers(tf, keras, model) -> None:
                 continue
             if all(isinstance(v, keras.layers.Layer) for v in value):
                 for block in value:
-                    block.call = recomputed(tf, block.call)
+                    block.call = recomputed(tf, block.call, seed_generators(block))
 
 
-def recomputed(tf, call):
+def seed_generators(block) -> List[Any]:
+    """The Keras seed generators the dropout layers of ``block`` draw their masks from."""
+    return [layer.seed_generator for layer in block._flatten_layers(include_self=True, recursive=True)
+            if getattr(layer, "seed_generator", None) is not None]
+
+
+def recomputed(tf, call, generators=()):
     """``call`` under ``tf.recompute_grad``: a graph-mode custom gradient takes positional tensors
     and returns tensors only, so tensor keyword arguments (the encoder states, the masks) go in as
-    positional ones, the others (``training``, None) are closed over, and None outputs are put back."""
+    positional ones, the others (``training``, None) are closed over, and None outputs are put back.
+
+    Dropout: each call of a Keras dropout draws its mask from its seed generator's state and
+    advances it, so the recomputation would drop other units than the forward pass did. The states
+    of ``generators`` as the forward pass found them are kept, and each run of the layer
+    (the forward pass and its recomputation) starts by putting them back: both draw the same masks,
+    and both leave the states where the forward pass alone would."""
     def wrapper(*args, **kwargs):
         names = [k for k, v in kwargs.items() if tf.is_tensor(v)]
         fixed = {k: v for k, v in kwargs.items() if k not in names}
         structure = {}
+        # closed over, not inputs: integer inputs of a custom gradient are watched with a warning
+        states = [tf.identity(generator.state.value) for generator in generators]
 
         @tf.recompute_grad
         def tensors_only(*tensors):
+            for generator, state in zip(generators, states):
+                generator.state.assign(state)
             out = call(*tensors[:len(args)], **fixed, **dict(zip(names, tensors[len(args):])))
             structure["out"] = out
             return [x for x in tf.nest.flatten(out) if x is not None]
@@ -211,11 +227,6 @@ def run(args: argparse.Namespace, setup: Setup) -> Dict[str, Any]:
         finally:
             keras.config.set_dtype_policy(policy)
         if args.gradient_checkpointing:
-            # Keras's dropout draws from a seed generator that each call advances: the recomputed
-            # layer would drop other units than the forward pass did, and the gradient would be wrong
-            if any(getattr(side, k) for side in (model.config.encoder, model.config.decoder) for k in dropout_fields(side)):
-                raise SystemExit("encdec train: --gradient-checkpointing with --framework tf needs --dropout 0 "
-                                 "(a recomputed Keras dropout draws a new mask)")
             recompute_layers(tf, keras, model)
         trainer = Step(model)
         optimizer = AdamW(Schedule(), beta_1=0.9, beta_2=0.999, epsilon=1e-8,

@@ -68,10 +68,15 @@ def test_several_devices_repeat_one_device(run_setup, tmp_path, framework, optio
 @pytest.mark.parametrize("framework", ["pt", pytest.param("flax", marks=pytest.mark.slow),
                                        pytest.param("tf", marks=pytest.mark.slow)])
 def test_gradient_checkpointing_repeats_the_losses(run_setup, tmp_path, framework):
-    out = str(tmp_path / "run")
-    assert main(train_args({"model": run_setup["model"]}, run_setup["data"], out, framework, *STEPS_ARGS,
-                           "--gradient-checkpointing")) == 0
-    np.testing.assert_allclose(losses(out), losses(one_device(run_setup, framework)), rtol=0, atol=TOL["same_model"])
+    """With dropout: the recomputed layers draw the masks the forward pass drew."""
+    runs = {}
+    for name, extra in (("plain", ()), ("checkpointing", ("--gradient-checkpointing",))):
+        runs[name] = str(tmp_path / name)
+        assert main(train_args({"model": run_setup["model"]}, run_setup["data"], runs[name], framework, *STEPS_ARGS,
+                               "--dropout", "0.1", *extra)) == 0
+    np.testing.assert_allclose(losses(runs["checkpointing"]), losses(runs["plain"]), rtol=0, atol=TOL["same_model"])
+    # and dropout was on: the losses are not those of the run without it
+    assert np.abs(np.subtract(losses(runs["plain"]), losses(one_device(run_setup, framework)))).max() > 1e-3
 
 
 def test_tf_gradient_checkpointing_recomputes_each_layer(run_setup):
@@ -95,3 +100,42 @@ def test_tf_gradient_checkpointing_recomputes_each_layer(run_setup):
     assert sorted(calls) == sorted(b.name for b in blocks)  # the forward pass
     tape.gradient(loss, model.trainable_variables)
     assert sorted(calls) == sorted(b.name for b in blocks for _ in range(2))  # and each again for its gradient
+
+
+def test_tf_gradient_checkpointing_draws_the_forward_pass_dropout_masks():
+    """Keras's dropout advances its seed generator at each call: the recomputed layers put the
+    states back first, so the gradients (and the states after them) equal those without recomputation."""
+    import tensorflow as tf
+    import keras
+
+    from encdec.testing import tiny_pair_config
+    from encdec_app.train.common import dropout_fields, set_dropout
+    from encdec_app.train.tf import recompute_layers
+
+    config = tiny_pair_config("bert", "gpt2")
+    set_dropout(config.encoder, 0.3)
+    set_dropout(config.decoder, 0.3)
+    assert all(getattr(side, k) == 0.3 for side in (config.encoder, config.decoder) for k in dropout_fields(side))
+    model = model_class("tf")(config)
+    ids = tf.constant([[5, 6, 7, 8], [9, 10, 11, 12]])
+    start = [v.numpy() for v in model.non_trainable_variables]
+
+    def run():
+        for variable, value in zip(model.non_trainable_variables, start):
+            variable.assign(value)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(input_ids=ids, decoder_input_ids=ids, training=True).logits ** 2)
+        # (None for the encoder's pooler, which the loss does not reach)
+        grads = tape.gradient(loss, model.trainable_variables)
+        grads = [None if g is None else tf.convert_to_tensor(g).numpy() for g in grads]
+        return grads, [v.numpy() for v in model.non_trainable_variables]
+
+    plain, plain_states = run()
+    recompute_layers(tf, keras, model)
+    recomputed, recomputed_states = run()
+    assert [g is None for g in recomputed] == [g is None for g in plain]
+    for a, b in zip(recomputed, plain):
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=0, atol=TOL["same_model"])
+    for a, b in zip(recomputed_states, plain_states):
+        np.testing.assert_array_equal(a, b)
