@@ -227,6 +227,20 @@ def _tf(folder: str) -> Callable:
     return _tf_step(tf, model, keras.optimizers.AdamW(LR, beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=0.0))
 
 
+def _tf_checkpointing(folder: str) -> Callable:
+    from encdec_app.frameworks import _import_tf_quietly
+    from encdec_app.train.tf import recompute_layers
+
+    tf = _import_tf_quietly()
+    import keras
+
+    from encdec_tf import TFEncoderDecoderModel
+
+    model = TFEncoderDecoderModel.from_pretrained(folder)
+    recompute_layers(tf, keras, model)
+    return _tf_step(tf, model, keras.optimizers.AdamW(LR, beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=0.0))
+
+
 def _ref_tf(folder: str) -> Callable:
     import tensorflow as tf
     import tf_keras
@@ -241,7 +255,7 @@ def _ref_tf(folder: str) -> Callable:
 STEPS: Dict[str, Callable] = {
     "pt": _pt, "ref-pt": _ref_pt, "pt-checkpointing": _pt_checkpointing, "ref-pt-checkpointing": _ref_pt_checkpointing,
     "flax": _flax, "ref-flax": _ref_flax, "flax-checkpointing": _flax_checkpointing,
-    "tf": _tf, "ref-tf": _ref_tf,
+    "tf": _tf, "ref-tf": _ref_tf, "tf-checkpointing": _tf_checkpointing,
 }
 REFERENCE_OF = {"pt": "ref-pt", "pt-checkpointing": "ref-pt-checkpointing", "flax": "ref-flax", "tf": "ref-tf"}
 
@@ -316,6 +330,7 @@ SETUPS: Dict[str, Dict] = {
     "flax-4x2": {"framework": "flax", "devices": 8, "args": ["--mesh", "data=4,model=2"]},
     "flax-2x4": {"framework": "flax", "devices": 8, "args": ["--mesh", "data=2,model=4"]},
     "tf": {"framework": "tf"},
+    "tf-checkpointing": {"framework": "tf", "args": ["--gradient-checkpointing"]},
     "tf-2": {"framework": "tf", "tf_cpus": 2},
 }
 
@@ -405,7 +420,7 @@ def versions() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", choices=["step", "trainer", "both"], default="both")
-    p.add_argument("--impls", default="pt,ref-pt,flax,ref-flax,tf,ref-tf,pt-checkpointing,flax-checkpointing",
+    p.add_argument("--impls", default="pt,ref-pt,flax,ref-flax,tf,ref-tf,pt-checkpointing,flax-checkpointing,tf-checkpointing",
                    help=f"part 1, among {','.join(STEPS)}")
     p.add_argument("--setups", default=",".join(SETUPS), help=f"part 2, among {','.join(SETUPS)}")
     p.add_argument("--steps", type=int, default=3, help="timed steps per child (part 1) / run (part 2)")
