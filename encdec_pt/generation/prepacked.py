@@ -22,7 +22,9 @@ is paid once, on the first call (its cost for the base bert2gpt2 is in docs/perf
 The packed layout is one for ``PACK_ROWS`` rows, whatever a call's row count, so a call's numbers
 do not depend on which earlier call packed the weights, and greedy and beam calls share one copy
 (the results are float32 and equal the plain path's to rounding; the tests compare tokens with
-the reference's). Skipped, with the plain path, when oneDNN or these ops are missing, for weights
+the reference's). A product of one row (every step of a greedy call at batch 1) runs the plain
+layer instead: MKL's matrix-vector kernel streams the weight as stored faster than oneDNN's
+packed kernel does (docs/performance.md, "One row on the plain layer"). Skipped, with the plain path, when oneDNN or these ops are missing, for weights
 that are not float32 on the CPU, and under ``torch.compile`` (``compile_backend``), which packs
 weights its own way.
 """
@@ -122,9 +124,16 @@ class PrepackedWeights(RuntimeCache):
         return entry[1]
 
 
-def _packed_forward(packed: torch.Tensor, bias: Optional[torch.Tensor]):
+def _packed_forward(module: nn.Module, packed: torch.Tensor, bias: Optional[torch.Tensor]):
+    plain = type(module).forward
+
     def forward(x: torch.Tensor) -> torch.Tensor:
-        # (..., in) -> (..., out); the same y = x @ W^T + b as the plain layer, to float32 rounding.
+        # (..., in) -> (..., out)
+        if x.numel() == x.shape[-1]:
+            # One row (a greedy step at batch 1): MKL's matrix-vector product on the weight as
+            # stored streams it faster than oneDNN's packed kernel, and is the plain layer exactly.
+            return plain(module, x)
+        # The same y = x @ W^T + b as the plain layer, to float32 rounding.
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
     return forward
@@ -143,7 +152,7 @@ def prepacked_linears(root: nn.Module, store: PrepackedWeights) -> Iterator[int]
             # patched by the caller) keeps it.
             if _packable(module) and "forward" not in module.__dict__:
                 bias = None if module.bias is None else module.bias.detach()
-                module.forward = _packed_forward(store.packed(module), bias)
+                module.forward = _packed_forward(module, store.packed(module), bias)
                 switched.append(module)
         yield len(switched)
     finally:

@@ -105,6 +105,33 @@ def test_prepacked_weights_are_used_then_the_layers_restored(ours):
 
 
 @needs_onednn
+def test_one_row_products_run_the_plain_layer_and_more_rows_the_packed_copy(monkeypatch):
+    """One row (a greedy step at batch 1) multiplies by the weight as stored (the plain layer, to
+    the bit); two or more rows and the encoder's positions by the packed copy."""
+    from encdec_pt.generation.prepacked import PrepackedWeights, prepacked_linears
+
+    torch.manual_seed(0)
+    layers = torch.nn.ModuleList([torch.nn.Linear(16, 24), Conv1D(24, 16)])
+    calls = []
+    packed_op = torch.ops.mkldnn._linear_pointwise
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", lambda *a: calls.append(a[0].shape) or packed_op(*a),
+                        raising=False)
+    with torch.no_grad():
+        for rows in (1, 2, 5):
+            for layer in layers:
+                x = torch.randn(1, rows, 16)  # Conv1D(nf=24, nx=16): 16 in, 24 out, as the Linear
+                plain = layer(x)
+                calls.clear()
+                with prepacked_linears(layers, PrepackedWeights()) as switched:
+                    got = layer(x)
+                assert switched == 2
+                if rows == 1:
+                    assert calls == [] and torch.equal(got, plain)
+                else:
+                    assert calls == [x.shape] and torch.allclose(got, plain, atol=1e-5)
+
+
+@needs_onednn
 def test_one_packed_copy_serves_every_call(ours):
     """Greedy and beam calls, batch 1 and 2, sampling: every call gives the plain layers' tokens and
     uses the copies the first call packed (encoder and decoder), with no repacking."""
