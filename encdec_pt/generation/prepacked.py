@@ -15,7 +15,9 @@ module's ``forward`` is swapped on the instance and restored afterwards, also on
 packed copies are kept on the model (``PrepackedWeights``), keyed by the layer, and rebuilt when a
 weight or bias changes (another tensor, or an in-place update such as an optimizer step or
 ``load_state_dict``). They cost memory about the size of the model's linear weights, and packing
-is paid once, on the first call (its cost for the base bert2gpt2 is in docs/performance.md).
+is paid once per layer, on its first product of several rows (its cost for the base bert2gpt2 is
+in docs/performance.md): a layer that only ever sees one row (the decoder's self-attention and
+feed-forward layers in greedy calls at batch 1) is never packed.
 ``generate(..., prepack_weights=False)`` opts out (no copy);
 ``model.clear_prepacked_weights()`` frees them.
 
@@ -124,15 +126,19 @@ class PrepackedWeights(RuntimeCache):
         return entry[1]
 
 
-def _packed_forward(module: nn.Module, packed: torch.Tensor, bias: Optional[torch.Tensor]):
+def _packed_forward(module: nn.Module, store: PrepackedWeights, bias: Optional[torch.Tensor]):
     plain = type(module).forward
+    packed: Optional[torch.Tensor] = None  # taken from ``store`` (packed there if new) on first use
 
     def forward(x: torch.Tensor) -> torch.Tensor:
+        nonlocal packed
         # (..., in) -> (..., out)
         if x.numel() == x.shape[-1]:
             # One row (a greedy step at batch 1): MKL's matrix-vector product on the weight as
             # stored streams it faster than oneDNN's packed kernel, and is the plain layer exactly.
             return plain(module, x)
+        if packed is None:
+            packed = store.packed(module)
         # The same y = x @ W^T + b as the plain layer, to float32 rounding.
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
@@ -142,7 +148,8 @@ def _packed_forward(module: nn.Module, packed: torch.Tensor, bias: Optional[torc
 @contextlib.contextmanager
 def prepacked_linears(root: nn.Module, store: PrepackedWeights) -> Iterator[int]:
     """Within the block, the packable linear layers under ``root`` run on packed weights from
-    ``store``; yields how many layers were switched. Must be entered under ``torch.no_grad()`` (the packed op has no gradient)."""
+    ``store`` (packed there on a layer's first product of several rows); yields how many layers
+    were switched. Must be entered under ``torch.no_grad()`` (the packed op has no gradient)."""
     if torch.is_grad_enabled():
         raise RuntimeError("prepacked_linears runs inference only: enter it under torch.no_grad()")
     switched = []
@@ -152,7 +159,7 @@ def prepacked_linears(root: nn.Module, store: PrepackedWeights) -> Iterator[int]
             # patched by the caller) keeps it.
             if _packable(module) and "forward" not in module.__dict__:
                 bias = None if module.bias is None else module.bias.detach()
-                module.forward = _packed_forward(module, store.packed(module), bias)
+                module.forward = _packed_forward(module, store, bias)
                 switched.append(module)
         yield len(switched)
     finally:
