@@ -1,4 +1,6 @@
-"""``Dense``, ``LayerNorm`` and ``Embed``: flax's linen layers (same class names, parameters and
+"""``KeyValueCache``: the attention modules' keys and values in the ``"cache"`` collection.
+
+``Dense``, ``LayerNorm`` and ``Embed``: flax's linen layers (same class names, parameters and
 arithmetic) whose parameters, when the params tree already has them, are checked against the
 shape the layer asks for instead of by ``jax.eval_shape`` of their initializer.
 
@@ -14,7 +16,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from flax.core import meta
 from flax.errors import ScopeParamShapeError
 
@@ -46,3 +50,31 @@ class LayerNorm(ShapeCheckedParams, nn.LayerNorm):
 
 class Embed(ShapeCheckedParams, nn.Embed):
     """``flax.linen.Embed`` with shape-checked parameters."""
+
+
+class KeyValueCache(nn.Module):
+    """Mixin of the attention modules (BERT's, GPT-2's, BART's, each with ``is_cross_attention``):
+    their keys and values in the ``"cache"`` collection, in the ``(B, H, L, D)`` layout of the
+    PyTorch and TensorFlow caches."""
+
+    @nn.compact
+    def _cached_key_value(self, key, value, query_length: int):
+        """This call's keys/values (B, H, K, D) in; the cached ones out: (B, H, L, D) with this call's
+        written at ``cache_index`` (self-attention), the encoder's stored once (cross-attention)."""
+        is_initialized = self.has_variable("cache", "cached_key")
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+        if self.is_cross_attention:
+            if not is_initialized:  # creating the cache: keep the encoder projection
+                cached_key.value, cached_value.value = key, value
+            return cached_key.value, cached_value.value
+        cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
+        if not is_initialized:
+            return key, value
+        cur_index = cache_index.value
+        # (B, H, L, D) with this call's Q positions written at cur_index
+        key = lax.dynamic_update_slice(cached_key.value, key, (0, 0, cur_index, 0))
+        value = lax.dynamic_update_slice(cached_value.value, value, (0, 0, cur_index, 0))
+        cached_key.value, cached_value.value = key, value
+        cache_index.value = cur_index + query_length
+        return key, value

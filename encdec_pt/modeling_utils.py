@@ -134,6 +134,17 @@ def check_same_batch(**tensors: Optional[torch.Tensor]) -> None:
         raise ValueError("inputs disagree on the batch size: " + ", ".join(f"{k} {s}" for k, s in given.items()))
 
 
+def append_key_value(key: torch.Tensor, value: torch.Tensor, past_key_value: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+    """This call's keys and values (B, H, Q, D) after the cached ones: a preallocated (static) cache
+    writes them in place and returns its full length (B, H, L, D); a ``(key, value)`` pair is
+    concatenated to (B, H, past + Q, D); without a cache they come back as they are."""
+    if hasattr(past_key_value, "update"):
+        return past_key_value.update(key, value)
+    if past_key_value is not None:
+        return torch.cat([past_key_value[0], key], dim=2), torch.cat([past_key_value[1], value], dim=2)
+    return key, value
+
+
 def past_length(past_key_values: Optional[Tuple[Tuple[torch.Tensor, ...], ...]]) -> int:
     """Number of positions already in the self-attention cache (keys are (B, H, T, Dh))."""
     if past_key_values is None:

@@ -57,6 +57,17 @@ def causal_keep(q_len: tf.Tensor, k_len: tf.Tensor) -> tf.Tensor:
     return tf.cast(k_pos <= q_pos, tf.int32)
 
 
+def append_key_value(key: tf.Tensor, value: tf.Tensor, past_key_value: Any) -> Tuple[tf.Tensor, tf.Tensor]:
+    """This call's keys and values (B, H, Q, D) after the cached ones: a preallocated (static) cache
+    writes them at its position and returns its full length (B, H, L, D); a ``(key, value)`` pair is
+    concatenated to (B, H, past + Q, D); without a cache they come back as they are."""
+    if hasattr(past_key_value, "update"):
+        return past_key_value.update(key, value)
+    if past_key_value is not None:
+        return tf.concat([past_key_value[0], key], axis=2), tf.concat([past_key_value[1], value], axis=2)
+    return key, value
+
+
 def check_ids(ids: Optional[tf.Tensor], vocab_size: int, name: str) -> Optional[tf.Tensor]:
     """Out-of-vocabulary ids raise ``ValueError`` naming the id (eager) or fail a
     ``tf.debugging`` assert with the same wording (inside ``tf.function``): a gather on GPU

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from encdec.architectures.gpt2 import GPT2Config
-from encdec_flax.layers import Dense, Embed, LayerNorm, ShapeCheckedParams
+from encdec_flax.layers import Dense, Embed, KeyValueCache, LayerNorm, ShapeCheckedParams
 from encdec_flax.modeling_outputs import (
     FlaxBaseModelOutputWithPastAndCrossAttentions,
     FlaxCausalLMOutputWithCrossAttentions,
@@ -54,7 +54,7 @@ class FlaxConv1D(ShapeCheckedParams, nn.Module):
         return y
 
 
-class FlaxGPT2Attention(nn.Module):
+class FlaxGPT2Attention(KeyValueCache):
     """Causal self-attention (``c_attn`` -> q, k, v), or cross-attention (``q_attn`` -> q from the
     decoder, ``c_attn`` -> k, v from the encoder) when ``is_cross_attention``.
 
@@ -93,28 +93,6 @@ class FlaxGPT2Attention(nn.Module):
     def _heads_first(self, x):
         # (B, T, H*D) -> (B, H, T, D), the cache's layout
         return jnp.swapaxes(self._heads(x), 1, 2)
-
-    @nn.compact
-    def _cached_key_value(self, key, value, query_length: int):
-        """This call's keys/values (B, H, K, D) in; the cached ones out: (B, H, L, D) with this call's
-        written at ``cache_index`` (self-attention), the encoder's stored once (cross-attention)."""
-        is_initialized = self.has_variable("cache", "cached_key")
-        cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
-        cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
-        if self.is_cross_attention:
-            if not is_initialized:  # creating the cache: keep the encoder projection
-                cached_key.value, cached_value.value = key, value
-            return cached_key.value, cached_value.value
-        cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
-        if not is_initialized:
-            return key, value
-        cur_index = cache_index.value
-        # (B, H, L, D) with this call's Q positions written at cur_index
-        key = lax.dynamic_update_slice(cached_key.value, key, (0, 0, cur_index, 0))
-        value = lax.dynamic_update_slice(cached_value.value, value, (0, 0, cur_index, 0))
-        cached_key.value, cached_value.value = key, value
-        cache_index.value = cur_index + query_length
-        return key, value
 
     def __call__(
         self,

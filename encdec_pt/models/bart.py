@@ -25,6 +25,7 @@ from encdec_pt.activations import get_activation
 from encdec_pt.modeling_outputs import CausalLMOutputWithCrossAttentions
 from encdec_pt.modeling_utils import (
     PreTrainedModel,
+    append_key_value,
     as_legacy_cache,
     causal_lm_loss,
     check_rank,
@@ -98,13 +99,7 @@ class BartAttention(nn.Module):
             # (B, K, E) -> (B, H, K, D)
             key = self._heads_first(self.k_proj(source))
             value = self._heads_first(self.v_proj(source))
-            if hasattr(past_key_value, "update"):
-                # A preallocated (static) cache: written in place, returned at full length (B, H, L, D).
-                key, value = past_key_value.update(key, value)
-            elif past_key_value is not None:
-                # (B, H, past + Q, D)
-                key = torch.cat([past_key_value[0], key], dim=2)
-                value = torch.cat([past_key_value[1], value], dim=2)
+            key, value = append_key_value(key, value, past_key_value)  # (B, H, past + Q | L, D)
         present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
         dropout_p = self.dropout_p if self.training else 0.0

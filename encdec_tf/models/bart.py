@@ -23,6 +23,7 @@ from encdec_tf.modeling_utils import (
     ComposedLayer,
     TFPreTrainedModel,
     additive_mask,
+    append_key_value,
     as_int_tensor,
     causal_keep,
     check_ids,
@@ -76,13 +77,7 @@ class TFBartAttention(ComposedLayer):
             # (B, K, E) -> (B, H, K, D)
             key = split_heads(self.k_proj(source), self.num_heads)
             value = split_heads(self.v_proj(source), self.num_heads)
-            if hasattr(past_key_value, "update"):
-                # A preallocated (static) cache: written at a position, returned at full length (B, H, L, D).
-                key, value = past_key_value.update(key, value)
-            elif past_key_value is not None:
-                # (B, H, past + Q, D)
-                key = tf.concat([past_key_value[0], key], axis=2)
-                value = tf.concat([past_key_value[1], value], axis=2)
+            key, value = append_key_value(key, value, past_key_value)  # (B, H, past + Q | L, D)
         present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
         # (B, H, Q, D) x (B, H, K, D) -> (B, H, Q, K), "bqhd,bhkd->bhqk" as a matmul (encdec_tf/layers.py says why)
