@@ -49,7 +49,9 @@ def test_labels_alone_shift_derive_mask_and_give_token_mean_loss(built, framewor
     logp = _log_softmax(out["logits"].astype(np.float64))
     nll = -np.take_along_axis(logp, np.where(keep, labels, 0)[..., None], -1)[..., 0]
     assert np.asarray(out["loss"]).shape == ()
-    assert abs(float(out["loss"]) - nll[keep].mean()) <= TOL["same_model"]
+    # (float32 rounding at the loss's scale: a loss of 9 is only held to about 1e-6 in float32)
+    expected = nll[keep].mean()
+    assert abs(float(out["loss"]) - expected) <= TOL["same_model"] * max(1.0, abs(expected))
     # Ignored positions do not count: labels there change nothing until they are no longer -100.
     counted = adapter.forward(model, dict(explicit, labels=np.where(keep, labels, 5)))
     assert abs(float(counted["loss"]) - float(out["loss"])) > TOL["abs"]
