@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from typing import Any, ClassVar, Dict, Optional, Type
+from typing import Any, ClassVar, Dict, Type
 
 from encdec.files import atomic_write_text
 from encdec.registry import ARCHITECTURES

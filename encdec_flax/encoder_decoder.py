@@ -39,13 +39,11 @@ with PyTorch's shared parameters, and an optimizer sees one copy.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from encdec.configuration import EncoderDecoderConfig
@@ -56,7 +54,7 @@ from encdec.naming.schema import needs_enc_to_dec_proj, schema_for
 from encdec_flax.generation.utils import FlaxGenerationMixin
 from encdec_flax.models.auto import FlaxAutoModel, FlaxAutoModelForCausalLM
 from encdec_flax.layers import Dense
-from encdec_flax.modeling_outputs import FlaxCausalLMOutputWithCrossAttentions, FlaxSeq2SeqLMOutput
+from encdec_flax.modeling_outputs import FlaxSeq2SeqLMOutput
 from encdec_flax.modeling_utils import (
     FlaxLoader,
     FlaxPreTrainedModel,
@@ -325,7 +323,6 @@ class FlaxEncoderDecoderModel(FlaxGenerationMixin, FlaxPreTrainedModel):
     ):
         """The forward pass; ``labels`` give ``loss``. Jit-able with ``params=`` as an argument
         (token ids are then checked only when the values are concrete)."""
-        cfg = self.config
         output_attentions, output_hidden_states, return_dict = self._flags(
             output_attentions, output_hidden_states, return_dict
         )

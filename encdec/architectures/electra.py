@@ -9,7 +9,7 @@ generator's: ``generator_predictions`` (dense hidden -> embedding width, gelu, L
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import List
 
 from encdec.architectures.bert import BERT_IGNORED, WORDPIECE, BertConfig
 from encdec.naming.schema import LINEAR, ParamSpec, Schema, embedding, layernorm, linear

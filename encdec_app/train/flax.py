@@ -57,7 +57,6 @@ def split_axis(kind: str, shape: Tuple[int, ...], model_size: int) -> Optional[i
 
 def param_sharding(params, schema, mesh):
     """A ``NamedSharding`` per leaf of ``params``, read from the schema's kind of each canonical name."""
-    import jax
     from flax.traverse_util import flatten_dict, unflatten_dict
     from jax.sharding import NamedSharding, PartitionSpec as P
 
