@@ -1,4 +1,6 @@
-"""``KeyValueCache``: the attention modules' keys and values in the ``"cache"`` collection.
+"""``KeyValueCache``: the attention modules' keys and values in the ``"cache"`` collection;
+``attend``: the scaled dot-product attention of every architecture (with ``split_heads`` and
+``heads_first``, the layouts it takes).
 
 ``Dense``, ``LayerNorm`` and ``Embed``: flax's linen layers (same class names, parameters and
 arithmetic) whose parameters, when the params tree already has them, are checked against the
@@ -16,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -50,6 +53,39 @@ class LayerNorm(ShapeCheckedParams, nn.LayerNorm):
 
 class Embed(ShapeCheckedParams, nn.Embed):
     """``flax.linen.Embed`` with shape-checked parameters."""
+
+
+def split_heads(x, num_heads: int):
+    """(B, T, H*D) -> (B, T, H, D), the queries' layout."""
+    return x.reshape(x.shape[:2] + (num_heads, x.shape[2] // num_heads))
+
+
+def heads_first(x, num_heads: int):
+    """(B, T, H*D) -> (B, H, T, D), the keys' and values' layout (and the cache's)."""
+    return jnp.swapaxes(split_heads(x, num_heads), 1, 2)
+
+
+def attend(query, key, value, attention_mask, scale: float, dropout: nn.Dropout, deterministic: bool, dtype,
+           probs_after_dropout: bool = True):
+    """Scaled dot-product attention of every architecture: query (B, Q, H, D), key and value
+    (B, H, K, D) -> (context (B, Q, E), probs (B, H, Q, K)).
+
+    ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K); ``dropout`` is the calling
+    module's own ``nn.Dropout``. Scores and softmax are computed in float32 whatever ``dtype``. The
+    returned probabilities are those the context was made of (BERT's and GPT-2's,
+    ``probs_after_dropout``) or those before dropout (BART's), as in the reference.
+    """
+    # (B, Q, H, D) x (B, H, K, D) -> (B, H, Q, K)
+    scores = jnp.einsum("bqhd,bhkd->bhqk", query, key).astype(jnp.float32) * scale
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+    weights = dropout(probs, deterministic=deterministic)
+    # (B, H, Q, K) x (B, H, K, D) -> (B, Q, H, D)
+    context = jnp.einsum("bhqk,bhkd->bqhd", weights, value)
+    # (B, Q, H, D) -> (B, Q, E)
+    context = context.reshape(context.shape[0], context.shape[1], -1)
+    return context, (weights if probs_after_dropout else probs)
 
 
 class KeyValueCache(nn.Module):

@@ -15,6 +15,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Type
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from encdec.configuration import PretrainedConfig
@@ -143,6 +144,58 @@ def append_key_value(key: torch.Tensor, value: torch.Tensor, past_key_value: Any
     if past_key_value is not None:
         return torch.cat([past_key_value[0], key], dim=2), torch.cat([past_key_value[1], value], dim=2)
     return key, value
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, T, H*D) -> (B, T, H, D), the queries' layout."""
+    return x.view(x.shape[0], x.shape[1], num_heads, x.shape[2] // num_heads)
+
+
+def heads_first(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, T, H*D) -> (B, H, T, D), the keys' and values' layout (and the cache's)."""
+    return split_heads(x, num_heads).transpose(1, 2)
+
+
+def attend(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: Optional[torch.Tensor],
+    head_mask: Optional[torch.Tensor],
+    scale: float,
+    dropout_p: float,
+    output_attentions: bool,
+    probs_after_dropout: bool = True,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Scaled dot-product attention of every architecture: query (B, Q, H, D), key and value
+    (B, H, K, D) -> (context (B, Q, E), probs (B, H, Q, K) or None).
+
+    ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K); ``dropout_p`` is 0 outside
+    training. Without returned probabilities or a head mask it is one fused kernel. The returned
+    probabilities are those the context was made of (BERT's and GPT-2's, ``probs_after_dropout``) or
+    those before dropout (BART's), as in the reference.
+    """
+    if not output_attentions and head_mask is None:
+        # (B, H, Q, D) x (B, H, K, D) -> (B, H, Q, D), one fused kernel
+        context = F.scaled_dot_product_attention(
+            query.transpose(1, 2), key, value, attn_mask=attention_mask, dropout_p=dropout_p, scale=scale,
+        )
+        context = context.transpose(1, 2)  # (B, Q, H, D)
+        probs = None
+    else:
+        # (B, Q, H, D) x (B, H, K, D) -> (B, H, Q, K)
+        scores = torch.einsum("bqhd,bhkd->bhqk", query, key) * scale
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        probs = torch.softmax(scores, dim=-1)
+        if head_mask is not None:
+            probs = probs * head_mask
+        weights = F.dropout(probs, p=dropout_p, training=dropout_p > 0)
+        # (B, H, Q, K) x (B, H, K, D) -> (B, Q, H, D)
+        context = torch.einsum("bhqk,bhkd->bqhd", weights, value)
+        if probs_after_dropout:
+            probs = weights
+    return context.reshape(context.shape[0], context.shape[1], -1), probs  # (B, Q, E)
 
 
 def past_length(past_key_values: Optional[Tuple[Tuple[torch.Tensor, ...], ...]]) -> int:

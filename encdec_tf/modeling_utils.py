@@ -28,7 +28,7 @@ from encdec.loading import load_pretrained
 from encdec.modeling_utils import check_token_ids, padded_vocab_size
 from encdec.naming.layout import framework_path, framework_rule, from_framework
 from encdec.naming.schema import ParamSpec, Schema
-from encdec_tf.layers import XLATraceCall, deferred_initialisers, run_initialisers
+from encdec_tf.layers import XLATraceCall, deferred_initialisers, merge_heads, run_initialisers
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,27 @@ def append_key_value(key: tf.Tensor, value: tf.Tensor, past_key_value: Any) -> T
     if past_key_value is not None:
         return tf.concat([past_key_value[0], key], axis=2), tf.concat([past_key_value[1], value], axis=2)
     return key, value
+
+
+def attend(query: tf.Tensor, key: tf.Tensor, value: tf.Tensor, attention_mask: Optional[tf.Tensor], scale: float,
+           dropout: keras.layers.Layer, training: bool, probs_after_dropout: bool = True) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Scaled dot-product attention of every architecture: query (B, H, Q, D), key and value
+    (B, H, K, D) -> (context (B, Q, E), probs (B, H, Q, K)).
+
+    ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K); ``dropout`` is the
+    attention's own ``Dropout`` layer (its seed generator is the layer's state). The returned
+    probabilities are those the context was made of (BERT's and GPT-2's, ``probs_after_dropout``) or
+    those before dropout (BART's), as in the reference.
+    """
+    # (B, H, Q, D) x (B, H, K, D) -> (B, H, Q, K), "bqhd,bhkd->bhqk" as a matmul (encdec_tf/layers.py says why)
+    scores = tf.matmul(query, key, transpose_b=True) * scale
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = tf.nn.softmax(scores, axis=-1)
+    weights = dropout(probs, training=training)
+    # (B, H, Q, K) x (B, H, K, D) -> (B, Q, E), "bhqk,bhkd->bqhd" as a matmul, heads merged
+    context = merge_heads(tf.matmul(weights, value))
+    return context, (weights if probs_after_dropout else probs)
 
 
 def check_ids(ids: Optional[tf.Tensor], vocab_size: int, name: str) -> Optional[tf.Tensor]:

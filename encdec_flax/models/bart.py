@@ -19,12 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-from jax import lax
 
 from encdec.architectures.bart import POSITION_OFFSET, BartConfig, MBartConfig
-from encdec_flax.layers import Dense, Embed, KeyValueCache, LayerNorm
+from encdec_flax.layers import Dense, Embed, KeyValueCache, LayerNorm, attend, heads_first, split_heads
 from encdec_flax.modeling_outputs import FlaxCausalLMOutputWithCrossAttentions
 from encdec_flax.modeling_utils import (
     ACT2FN,
@@ -69,14 +67,6 @@ class FlaxBartAttention(KeyValueCache):
         self.out_proj = Dense(cfg.d_model, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.dropout = nn.Dropout(rate=cfg.attention_dropout)
 
-    def _heads(self, x):
-        # (B, T, H*D) -> (B, T, H, D)
-        return x.reshape(x.shape[:2] + (self.num_heads, self.head_dim))
-
-    def _heads_first(self, x):
-        # (B, T, H*D) -> (B, H, T, D), the cache's layout
-        return jnp.swapaxes(self._heads(x), 1, 2)
-
     def __call__(
         self,
         hidden_states,
@@ -90,10 +80,10 @@ class FlaxBartAttention(KeyValueCache):
 
         ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K), built at the top of the model.
         """
-        batch_size, query_length = hidden_states.shape[:2]
+        query_length = hidden_states.shape[1]
         has_cache = self.has_variable("cache", "cached_key")
         # (B, Q, E) -> (B, Q, H, D)
-        query = self._heads(self.q_proj(hidden_states))
+        query = split_heads(self.q_proj(hidden_states), self.num_heads)
         if self.is_cross_attention and has_cache and not init_cache:
             # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
             key = self.variables["cache"]["cached_key"]
@@ -101,22 +91,15 @@ class FlaxBartAttention(KeyValueCache):
         else:
             source = encoder_hidden_states if self.is_cross_attention else hidden_states
             # (B, K, E) -> (B, H, K, D)
-            key = self._heads_first(self.k_proj(source))
-            value = self._heads_first(self.v_proj(source))
+            key = heads_first(self.k_proj(source), self.num_heads)
+            value = heads_first(self.v_proj(source), self.num_heads)
             if (self.is_cross_attention and init_cache) or (self.causal and (has_cache or init_cache)):
                 # (B, H, L, D)
                 key, value = self._cached_key_value(key, value, query_length)
 
-        # (B, Q, H, D) x (B, H, K, D) -> (B, H, Q, K)
-        scores = jnp.einsum("bqhd,bhkd->bhqk", query, key).astype(jnp.float32)
-        scores = scores * self.scale
-        if attention_mask is not None:
-            scores = scores + attention_mask
-        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        # (B, H, Q, K) x (B, H, K, D) -> (B, Q, H, D)
-        context = jnp.einsum("bhqk,bhkd->bqhd", self.dropout(probs, deterministic=deterministic), value)
-        # (B, Q, H, D) -> (B, Q, E)
-        context = context.reshape(batch_size, query_length, -1)
+        # BART returns the probabilities before dropout, as the reference does
+        context, probs = attend(query, key, value, attention_mask, self.scale, self.dropout, deterministic, self.dtype,
+                                probs_after_dropout=False)
         attn_output = self.out_proj(context)
         return attn_output, (probs if output_attentions else None)
 

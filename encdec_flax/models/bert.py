@@ -23,10 +23,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from encdec.architectures.bert import BertConfig
-from encdec_flax.layers import Dense, Embed, KeyValueCache, LayerNorm, ShapeCheckedParams
+from encdec_flax.layers import Dense, Embed, KeyValueCache, LayerNorm, ShapeCheckedParams, attend, heads_first, split_heads
 from encdec_flax.modeling_outputs import (
     FlaxBaseModelOutputWithPoolingAndCrossAttentions,
     FlaxCausalLMOutputWithCrossAttentions,
@@ -93,19 +92,12 @@ class FlaxBertSelfAttention(KeyValueCache):
         # === Config ===
         self.num_attention_heads = cfg.num_attention_heads
         self.attention_head_size = cfg.hidden_size // cfg.num_attention_heads
+        self.scale = 1.0 / math.sqrt(self.attention_head_size)
         # === Layers ===
         self.query = Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.key = Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.value = Dense(cfg.hidden_size, dtype=self.dtype, kernel_init=normal_init(cfg))
         self.dropout = nn.Dropout(rate=cfg.attention_probs_dropout_prob)
-
-    def _heads(self, x):
-        # (B, T, H*D) -> (B, T, H, D)
-        return x.reshape(x.shape[:2] + (self.num_attention_heads, self.attention_head_size))
-
-    def _heads_first(self, x):
-        # (B, T, H*D) -> (B, H, T, D), the cache's layout
-        return jnp.swapaxes(self._heads(x), 1, 2)
 
     def __call__(
         self,
@@ -120,10 +112,10 @@ class FlaxBertSelfAttention(KeyValueCache):
 
         ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K), built at the top of the model.
         """
-        batch_size, query_length = hidden_states.shape[:2]
+        query_length = hidden_states.shape[1]
         has_cache = self.has_variable("cache", "cached_key")
         # (B, Q, E) -> (B, Q, H, D)
-        query = self._heads(self.query(hidden_states))
+        query = split_heads(self.query(hidden_states), self.num_attention_heads)
         if self.is_cross_attention and has_cache and not init_cache:
             # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
             key = self.variables["cache"]["cached_key"]
@@ -131,23 +123,13 @@ class FlaxBertSelfAttention(KeyValueCache):
         else:
             source = encoder_hidden_states if self.is_cross_attention else hidden_states
             # (B, K, E) -> (B, H, K, D)
-            key = self._heads_first(self.key(source))
-            value = self._heads_first(self.value(source))
+            key = heads_first(self.key(source), self.num_attention_heads)
+            value = heads_first(self.value(source), self.num_attention_heads)
             if (self.is_cross_attention and init_cache) or (self.causal and (has_cache or init_cache)):
                 # (B, H, L, D)
                 key, value = self._cached_key_value(key, value, query_length)
 
-        # (B, Q, H, D) x (B, H, K, D) -> (B, H, Q, K)
-        scores = jnp.einsum("bqhd,bhkd->bhqk", query, key).astype(jnp.float32)
-        scores = scores / math.sqrt(self.attention_head_size)
-        if attention_mask is not None:
-            scores = scores + attention_mask
-        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        # (B, H, Q, K) x (B, H, K, D) -> (B, Q, H, D)
-        probs = self.dropout(probs, deterministic=deterministic)
-        context = jnp.einsum("bhqk,bhkd->bqhd", probs, value)
-        # (B, Q, H, D) -> (B, Q, E)
-        context = context.reshape(batch_size, query_length, -1)
+        context, probs = attend(query, key, value, attention_mask, self.scale, self.dropout, deterministic, self.dtype)
         return context, (probs if output_attentions else None)
 
 

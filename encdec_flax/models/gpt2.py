@@ -19,10 +19,9 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from encdec.architectures.gpt2 import GPT2Config
-from encdec_flax.layers import Dense, Embed, KeyValueCache, LayerNorm, ShapeCheckedParams
+from encdec_flax.layers import Dense, Embed, KeyValueCache, LayerNorm, ShapeCheckedParams, attend, heads_first, split_heads
 from encdec_flax.modeling_outputs import (
     FlaxBaseModelOutputWithPastAndCrossAttentions,
     FlaxCausalLMOutputWithCrossAttentions,
@@ -75,6 +74,10 @@ class FlaxGPT2Attention(KeyValueCache):
         self.head_dim = self.embed_dim // self.num_heads
         if self.head_dim * self.num_heads != self.embed_dim:
             raise ValueError(f"n_embd={self.embed_dim} is not a multiple of n_head={self.num_heads}")
+        scale = 1.0 / math.sqrt(self.head_dim) if cfg.scale_attn_weights else 1.0
+        if cfg.scale_attn_by_inverse_layer_idx:
+            scale = scale / float(self.layer_idx + 1)
+        self.scale = scale
         # === Layers ===
         init = normal_init(cfg)
         if self.is_cross_attention:
@@ -85,14 +88,6 @@ class FlaxGPT2Attention(KeyValueCache):
         self.c_proj = FlaxConv1D(self.embed_dim, dtype=self.dtype, kernel_init=init)
         self.attn_dropout = nn.Dropout(rate=cfg.attn_pdrop)
         self.resid_dropout = nn.Dropout(rate=cfg.resid_pdrop)
-
-    def _heads(self, x):
-        # (B, T, H*D) -> (B, T, H, D)
-        return x.reshape(x.shape[:2] + (self.num_heads, self.head_dim))
-
-    def _heads_first(self, x):
-        # (B, T, H*D) -> (B, H, T, D), the cache's layout
-        return jnp.swapaxes(self._heads(x), 1, 2)
 
     def __call__(
         self,
@@ -109,13 +104,13 @@ class FlaxGPT2Attention(KeyValueCache):
         model; for self-attention it already holds the causal mask, for cross-attention the encoder
         padding mask.
         """
-        batch_size, query_length = hidden_states.shape[:2]
+        query_length = hidden_states.shape[1]
         has_cache = self.has_variable("cache", "cached_key")
         if self.is_cross_attention:
             if encoder_hidden_states is None:
                 raise ValueError("cross-attention needs encoder_hidden_states")
             # (B, Q, E) -> (B, Q, H, D)
-            query = self._heads(self.q_attn(hidden_states))
+            query = split_heads(self.q_attn(hidden_states), self.num_heads)
             if has_cache and not init_cache:
                 # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
                 key = self.variables["cache"]["cached_key"]
@@ -123,32 +118,19 @@ class FlaxGPT2Attention(KeyValueCache):
             else:
                 key, value = jnp.split(self.c_attn(encoder_hidden_states), 2, axis=-1)
                 # (B, S, E) -> (B, H, S, D)
-                key, value = self._heads_first(key), self._heads_first(value)
+                key, value = heads_first(key, self.num_heads), heads_first(value, self.num_heads)
                 if init_cache:
                     key, value = self._cached_key_value(key, value, query_length)
         else:
             query, key, value = jnp.split(self.c_attn(hidden_states), 3, axis=-1)
             # (B, Q, E) -> (B, Q, H, D) and (B, H, Q, D)
-            query = self._heads(query)
-            key, value = self._heads_first(key), self._heads_first(value)
+            query = split_heads(query, self.num_heads)
+            key, value = heads_first(key, self.num_heads), heads_first(value, self.num_heads)
             if has_cache or init_cache:
                 # (B, H, L, D)
                 key, value = self._cached_key_value(key, value, query_length)
 
-        # (B, Q, H, D) x (B, H, K, D) -> (B, H, Q, K)
-        scores = jnp.einsum("bqhd,bhkd->bhqk", query, key).astype(jnp.float32)
-        if self.config.scale_attn_weights:
-            scores = scores / math.sqrt(self.head_dim)
-        if self.config.scale_attn_by_inverse_layer_idx:
-            scores = scores / float(self.layer_idx + 1)
-        if attention_mask is not None:
-            scores = scores + attention_mask
-        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        probs = self.attn_dropout(probs, deterministic=deterministic)
-        # (B, H, Q, K) x (B, H, K, D) -> (B, Q, H, D)
-        context = jnp.einsum("bhqk,bhkd->bqhd", probs, value)
-        # (B, Q, H, D) -> (B, Q, E)
-        context = context.reshape(batch_size, query_length, -1)
+        context, probs = attend(query, key, value, attention_mask, self.scale, self.attn_dropout, deterministic, self.dtype)
         attn_output = self.resid_dropout(self.c_proj(context), deterministic=deterministic)
         return attn_output, (probs if output_attentions else None)
 

@@ -27,14 +27,17 @@ from encdec_pt.modeling_utils import (
     PreTrainedModel,
     append_key_value,
     as_legacy_cache,
+    attend,
     causal_lm_loss,
     check_rank,
     check_same_batch,
     check_token_ids,
     cross_attention_bias,
+    heads_first,
     layer_head_masks,
     past_length,
     self_attention_bias,
+    split_heads,
 )
 
 
@@ -67,14 +70,6 @@ class BartAttention(nn.Module):
         self.q_proj = nn.Linear(embed_dim, embed_dim)
         self.out_proj = nn.Linear(embed_dim, embed_dim)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, T, H*D) -> (B, T, H, D)
-        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim)
-
-    def _heads_first(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, T, H*D) -> (B, H, T, D), the cache's layout
-        return self._heads(x).transpose(1, 2)
-
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -90,37 +85,22 @@ class BartAttention(nn.Module):
         """
         is_cross_attention = encoder_hidden_states is not None
         # (B, Q, E) -> (B, Q, H, D)
-        query = self._heads(self.q_proj(hidden_states))
+        query = split_heads(self.q_proj(hidden_states), self.num_heads)
         if is_cross_attention and past_key_value is not None:
             # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
             key, value = past_key_value[0], past_key_value[1]
         else:
             source = encoder_hidden_states if is_cross_attention else hidden_states
             # (B, K, E) -> (B, H, K, D)
-            key = self._heads_first(self.k_proj(source))
-            value = self._heads_first(self.v_proj(source))
+            key = heads_first(self.k_proj(source), self.num_heads)
+            value = heads_first(self.v_proj(source), self.num_heads)
             key, value = append_key_value(key, value, past_key_value)  # (B, H, past + Q | L, D)
         present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
         dropout_p = self.dropout_p if self.training else 0.0
-        if not output_attentions and head_mask is None:
-            # (B, H, Q, D) x (B, H, K, D) -> (B, H, Q, D), one fused kernel
-            context = F.scaled_dot_product_attention(
-                query.transpose(1, 2), key, value, attn_mask=attention_mask, dropout_p=dropout_p, scale=self.scale,
-            )
-            context = context.transpose(1, 2)  # (B, Q, H, D)
-            probs = None
-        else:
-            # (B, Q, H, D) x (B, H, K, D) -> (B, H, Q, K)
-            scores = torch.einsum("bqhd,bhkd->bhqk", query, key) * self.scale
-            if attention_mask is not None:
-                scores = scores + attention_mask
-            probs = torch.softmax(scores, dim=-1)
-            if head_mask is not None:
-                probs = probs * head_mask
-            # (B, H, Q, K) x (B, H, K, D) -> (B, Q, H, D)
-            context = torch.einsum("bhqk,bhkd->bqhd", F.dropout(probs, p=dropout_p, training=self.training), value)
-        context = context.reshape(context.shape[0], context.shape[1], self.num_heads * self.head_dim)  # (B, Q, E)
+        # BART returns the probabilities before dropout, as the reference does
+        context, probs = attend(query, key, value, attention_mask, head_mask, self.scale, dropout_p, output_attentions,
+                                probs_after_dropout=False)
         attn_output = self.out_proj(context)
         return attn_output, present, probs
 

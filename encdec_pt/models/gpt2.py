@@ -15,7 +15,6 @@ import math
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -27,14 +26,17 @@ from encdec_pt.modeling_utils import (
     PreTrainedModel,
     append_key_value,
     as_legacy_cache,
+    attend,
     causal_lm_loss,
     check_rank,
     check_same_batch,
     check_token_ids,
     cross_attention_bias,
+    heads_first,
     layer_head_masks,
     past_length,
     self_attention_bias,
+    split_heads,
 )
 
 
@@ -67,14 +69,6 @@ class GPT2Attention(nn.Module):
         self.attn_dropout = nn.Dropout(config.attn_pdrop)
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, T, H*D) -> (B, T, H, D)
-        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim)
-
-    def _heads_first(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, T, H*D) -> (B, H, T, D), the cache's layout
-        return self._heads(x).transpose(1, 2)
-
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -93,42 +87,24 @@ class GPT2Attention(nn.Module):
             if encoder_hidden_states is None:
                 raise ValueError("cross-attention needs encoder_hidden_states")
             # (B, Q, E) -> (B, Q, H, D)
-            query = self._heads(self.q_attn(hidden_states))
+            query = split_heads(self.q_attn(hidden_states), self.num_heads)
             if past_key_value is not None:
                 # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
                 key, value = past_key_value[0], past_key_value[1]
             else:
                 key, value = self.c_attn(encoder_hidden_states).split(self.split_size, dim=2)
                 # (B, S, E) -> (B, H, S, D)
-                key, value = self._heads_first(key), self._heads_first(value)
+                key, value = heads_first(key, self.num_heads), heads_first(value, self.num_heads)
         else:
             query, key, value = self.c_attn(hidden_states).split(self.split_size, dim=2)
             # (B, Q, E) -> (B, Q, H, D) and (B, H, Q, D)
-            query = self._heads(query)
-            key, value = self._heads_first(key), self._heads_first(value)
+            query = split_heads(query, self.num_heads)
+            key, value = heads_first(key, self.num_heads), heads_first(value, self.num_heads)
             key, value = append_key_value(key, value, past_key_value)  # (B, H, past + Q | L, D)
         present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
         dropout_p = self.attn_dropout.p if self.training else 0.0
-        if not output_attentions and head_mask is None:
-            # (B, H, Q, D) x (B, H, K, D) -> (B, H, Q, D), one fused kernel
-            context = F.scaled_dot_product_attention(
-                query.transpose(1, 2), key, value, attn_mask=attention_mask, dropout_p=dropout_p, scale=self.scale,
-            )
-            context = context.transpose(1, 2)  # (B, Q, H, D)
-            probs = None
-        else:
-            # (B, Q, H, D) x (B, H, K, D) -> (B, H, Q, K)
-            scores = torch.einsum("bqhd,bhkd->bhqk", query, key) * self.scale
-            if attention_mask is not None:
-                scores = scores + attention_mask
-            probs = torch.softmax(scores, dim=-1)
-            probs = self.attn_dropout(probs)
-            if head_mask is not None:
-                probs = probs * head_mask
-            # (B, H, Q, K) x (B, H, K, D) -> (B, Q, H, D)
-            context = torch.einsum("bhqk,bhkd->bqhd", probs, value)
-        context = context.reshape(context.shape[0], context.shape[1], self.embed_dim)  # (B, Q, E)
+        context, probs = attend(query, key, value, attention_mask, head_mask, self.scale, dropout_p, output_attentions)
         attn_output = self.resid_dropout(self.c_proj(context))
         return attn_output, present, probs
 

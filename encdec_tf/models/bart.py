@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from encdec.architectures.bart import POSITION_OFFSET, BartConfig, MBartConfig
 from encdec_tf.activations import get_activation
-from encdec_tf.layers import Dense, Dropout, Embedding, LayerNorm, matmul_last, merge_heads, split_heads
+from encdec_tf.layers import Dense, Dropout, Embedding, LayerNorm, matmul_last, split_heads
 from encdec_tf.modeling_outputs import TFCausalLMOutputWithCrossAttentions
 from encdec_tf.modeling_utils import (
     ComposedLayer,
@@ -25,6 +25,7 @@ from encdec_tf.modeling_utils import (
     additive_mask,
     append_key_value,
     as_int_tensor,
+    attend,
     causal_keep,
     check_ids,
     check_labels,
@@ -80,13 +81,9 @@ class TFBartAttention(ComposedLayer):
             key, value = append_key_value(key, value, past_key_value)  # (B, H, past + Q | L, D)
         present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
-        # (B, H, Q, D) x (B, H, K, D) -> (B, H, Q, K), "bqhd,bhkd->bhqk" as a matmul (encdec_tf/layers.py says why)
-        scores = tf.matmul(query, key, transpose_b=True) * self.scale
-        if attention_mask is not None:
-            scores = scores + attention_mask
-        probs = tf.nn.softmax(scores, axis=-1)
-        # (B, H, Q, K) x (B, H, K, D) -> (B, Q, E), "bhqk,bhkd->bqhd" as a matmul, heads merged
-        context = merge_heads(tf.matmul(self.dropout(probs, training=training), value))
+        # BART returns the probabilities before dropout, as the reference does
+        context, probs = attend(query, key, value, attention_mask, self.scale, self.dropout, training,
+                                probs_after_dropout=False)
         attn_output = self.out_proj(context)
         return attn_output, present, (probs if output_attentions else None)
 

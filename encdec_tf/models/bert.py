@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from encdec.architectures.bert import BertConfig
 from encdec_tf.activations import get_activation
-from encdec_tf.layers import DeferredInit, Dense, Dropout, Embedding, LayerNorm, XLATraceCall, matmul_last, merge_heads, split_heads
+from encdec_tf.layers import DeferredInit, Dense, Dropout, Embedding, LayerNorm, XLATraceCall, matmul_last, split_heads
 from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
 from encdec_tf.modeling_utils import (
     ComposedLayer,
@@ -24,6 +24,7 @@ from encdec_tf.modeling_utils import (
     additive_mask,
     append_key_value,
     as_int_tensor,
+    attend,
     causal_keep,
     check_ids,
     check_labels,
@@ -88,6 +89,7 @@ class TFBertSelfAttention(ComposedLayer):
         self.num_attention_heads = config.num_attention_heads
         self.attention_head_size = config.hidden_size // config.num_attention_heads
         self.all_head_size = self.num_attention_heads * self.attention_head_size
+        self.scale = 1.0 / math.sqrt(self.attention_head_size)
         self.is_cross_attention = is_cross_attention
         # === Layers ===
         self.query = _dense(config, self.all_head_size, "query")
@@ -114,14 +116,7 @@ class TFBertSelfAttention(ComposedLayer):
             key, value = append_key_value(key, value, past_key_value)  # (B, H, past + Q | L, D)
         present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
-        # (B, H, Q, D) x (B, H, K, D) -> (B, H, Q, K), "bqhd,bhkd->bhqk" as a matmul (encdec_tf/layers.py says why)
-        scores = tf.matmul(query, key, transpose_b=True)
-        scores = scores / math.sqrt(self.attention_head_size)
-        if attention_mask is not None:
-            scores = scores + attention_mask
-        probs = tf.nn.softmax(scores, axis=-1)
-        # (B, H, Q, K) x (B, H, K, D) -> (B, Q, E), "bhqk,bhkd->bqhd" as a matmul, heads merged
-        context = merge_heads(tf.matmul(self.dropout(probs, training=training), value))
+        context, probs = attend(query, key, value, attention_mask, self.scale, self.dropout, training)
         return context, present, (probs if output_attentions else None)
 
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from encdec.architectures.gpt2 import GPT2Config
 from encdec_tf.activations import get_activation
-from encdec_tf.layers import DeferredInit, Dense, Dropout, Embedding, LayerNorm, XLATraceCall, matmul_last, merge_heads, split_heads
+from encdec_tf.layers import DeferredInit, Dense, Dropout, Embedding, LayerNorm, XLATraceCall, matmul_last, split_heads
 from encdec_tf.modeling_outputs import TFBaseModelOutputWithPoolingAndCrossAttentions, TFCausalLMOutputWithCrossAttentions
 from encdec_tf.modeling_utils import (
     ComposedLayer,
@@ -24,6 +24,7 @@ from encdec_tf.modeling_utils import (
     additive_mask,
     append_key_value,
     as_int_tensor,
+    attend,
     causal_keep,
     check_ids,
     check_labels,
@@ -63,9 +64,11 @@ class TFGPT2Attention(ComposedLayer):
         self.head_dim = self.embed_dim // self.num_heads
         if self.head_dim * self.num_heads != self.embed_dim:
             raise ValueError(f"n_embd={self.embed_dim} must be divisible by n_head={self.num_heads}")
-        self.scale_attn_weights = config.scale_attn_weights
-        self.scale_attn_by_inverse_layer_idx = config.scale_attn_by_inverse_layer_idx
         self.layer_idx = layer_idx
+        scale = 1.0 / math.sqrt(self.head_dim) if config.scale_attn_weights else 1.0
+        if config.scale_attn_by_inverse_layer_idx:
+            scale = scale / float(layer_idx + 1)
+        self.scale = scale
         self.is_cross_attention = is_cross_attention
         # === Layers ===
         r = config.initializer_range
@@ -105,17 +108,7 @@ class TFGPT2Attention(ComposedLayer):
             key, value = append_key_value(key, value, past_key_value)  # (B, H, past + Q | L, D)
         present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
-        # (B, H, Q, D) x (B, H, K, D) -> (B, H, Q, K), "bqhd,bhkd->bhqk" as a matmul (encdec_tf/layers.py says why)
-        scores = tf.matmul(query, key, transpose_b=True)
-        if self.scale_attn_weights:
-            scores = scores / math.sqrt(self.head_dim)
-        if self.scale_attn_by_inverse_layer_idx:
-            scores = scores / float(self.layer_idx + 1)
-        if attention_mask is not None:
-            scores = scores + attention_mask
-        probs = tf.nn.softmax(scores, axis=-1)
-        # (B, H, Q, K) x (B, H, K, D) -> (B, Q, E), "bhqk,bhkd->bqhd" as a matmul, heads merged
-        context = merge_heads(tf.matmul(self.attn_dropout(probs, training=training), value))
+        context, probs = attend(query, key, value, attention_mask, self.scale, self.attn_dropout, training)
         attn_output = self.resid_dropout(self.c_proj(context), training=training)
         return attn_output, present, (probs if output_attentions else None)
 

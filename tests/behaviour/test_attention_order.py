@@ -102,3 +102,111 @@ def test_attention_returns_context_present_probs(framework, model_type):
     else:
         # GPT-2's and BART's context goes through their output projection before it is returned
         assert not np.allclose(heads_context, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# The one attention computation per framework (`attend`), which every architecture calls
+
+H, D = 2, 4
+NEG = np.finfo(np.float32).min  # the additive bias of a masked position, as the models build it
+
+
+def _attention_inputs():
+    rng = np.random.default_rng(1)
+    query = rng.standard_normal((B, Q, H, D)).astype(np.float32)  # (B, Q, H, D)
+    key = rng.standard_normal((B, H, S, D)).astype(np.float32)  # (B, H, S, D)
+    value = rng.standard_normal((B, H, S, D)).astype(np.float32)
+    keep = np.ones((B, 1, 1, S), np.float32)
+    keep[1, ..., -2:] = 0.0  # the second row's last two keys are padding
+    return query, key, value, np.where(keep > 0, 0.0, NEG).astype(np.float32)
+
+
+def _attend(framework, query, key, value, mask, scale, rate, training, probs_after_dropout):
+    """The framework's ``attend`` on numpy arrays -> (context (B, Q, H*D), probs (B, H, Q, S)) in numpy."""
+    if framework == "pt":
+        import torch
+
+        from encdec_pt.modeling_utils import attend
+
+        torch.manual_seed(0)
+        t = torch.from_numpy
+        context, probs = attend(t(query), t(key), t(value), t(mask), None, scale, rate if training else 0.0,
+                                output_attentions=True, probs_after_dropout=probs_after_dropout)
+        return context.numpy(), probs.numpy()
+    if framework == "tf":
+        import tensorflow as tf
+
+        from encdec_tf.layers import Dropout
+        from encdec_tf.modeling_utils import attend
+
+        # TF's queries are heads-first, (B, H, Q, D)
+        context, probs = attend(tf.constant(query.transpose(0, 2, 1, 3)), tf.constant(key), tf.constant(value),
+                                tf.constant(mask), scale, Dropout(rate, seed=0), training,
+                                probs_after_dropout=probs_after_dropout)
+        return context.numpy(), probs.numpy()
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from encdec_flax.layers import attend
+
+    class Attend(nn.Module):
+        @nn.compact
+        def __call__(self, query, key, value, mask):
+            return attend(query, key, value, mask, scale, nn.Dropout(rate=rate), not training, jnp.float32,
+                          probs_after_dropout=probs_after_dropout)
+
+    context, probs = Attend().apply({}, query, key, value, mask, rngs={"dropout": jax.random.PRNGKey(0)})
+    return np.asarray(context), np.asarray(probs)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_attend_equals_the_float64_computation(framework):
+    """Scores scaled, bias added, softmax over the keys, probabilities times values, heads merged."""
+    pytest.importorskip(PACKAGES[framework])
+    query, key, value, mask = _attention_inputs()
+    scale = 0.3
+    scores = np.einsum("bqhd,bhkd->bhqk", query.astype(np.float64), key.astype(np.float64)) * scale + mask
+    expected_probs = np.exp(scores - scores.max(-1, keepdims=True))
+    expected_probs /= expected_probs.sum(-1, keepdims=True)
+    expected_context = np.einsum("bhqk,bhkd->bqhd", expected_probs, value.astype(np.float64)).reshape(B, Q, H * D)
+
+    context, probs = _attend(framework, query, key, value, mask, scale, rate=0.5, training=False,
+                             probs_after_dropout=True)
+
+    np.testing.assert_allclose(probs, expected_probs, atol=1e-6)
+    np.testing.assert_allclose(context, expected_context, atol=1e-6)
+    assert np.all(probs[1, ..., -2:] == 0.0), "a padded key got attention"
+
+
+@pytest.mark.parametrize("probs_after_dropout", [True, False], ids=["bert-gpt2", "bart"])
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_attend_returns_the_probabilities_of_the_architecture(framework, probs_after_dropout):
+    """In training, BERT and GPT-2 return the probabilities the context was made of (dropout
+    applied), BART those before dropout, as the reference's three frameworks do."""
+    pytest.importorskip(PACKAGES[framework])
+    query, key, value, mask = _attention_inputs()
+    _, plain = _attend(framework, query, key, value, mask, 0.3, rate=0.5, training=False, probs_after_dropout=True)
+
+    context, probs = _attend(framework, query, key, value, mask, 0.3, rate=0.5, training=True,
+                             probs_after_dropout=probs_after_dropout)
+
+    if probs_after_dropout:
+        assert np.any((probs == 0.0) & (plain > 0.0)), "dropout dropped nothing"
+        np.testing.assert_allclose(context, np.einsum("bhqk,bhkd->bqhd", probs, value).reshape(B, Q, H * D),
+                                   atol=1e-6)
+    else:
+        np.testing.assert_allclose(probs, plain, atol=1e-7)
+        assert not np.allclose(context, np.einsum("bhqk,bhkd->bqhd", probs, value).reshape(B, Q, H * D),
+                               atol=1e-3), "the context was not made of dropped-out probabilities"
+
+
+def test_no_model_computes_attention_itself():
+    """Every architecture's attention goes through its framework's ``attend``: no model file has a
+    softmax of its own."""
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    own = [str(path.relative_to(root)) for path in sorted(root.glob("encdec_*/models/*.py"))
+           if "softmax" in path.read_text()]
+    assert not own, f"attention written outside attend(): {own}"
