@@ -277,6 +277,27 @@ def _tensor_to_numpy(tensor: torch.Tensor) -> np.ndarray:
 # Base class
 
 
+def init_module(module: nn.Module, std: float, linear_types: Tuple[type, ...] = (nn.Linear,),
+                zero_bias_types: Tuple[type, ...] = ()) -> None:
+    """The reference's initialisation of one module (``_init_weights``): weights of ``linear_types``
+    and embeddings from N(0, std), their biases and padding rows zero, layer norms to (1, 0), and the
+    ``bias`` of ``zero_bias_types`` (the LM heads that own one) zero."""
+    with torch.no_grad():
+        if isinstance(module, linear_types):
+            module.weight.normal_(mean=0.0, std=std)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.normal_(mean=0.0, std=std)
+            if module.padding_idx is not None:
+                module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+        elif isinstance(module, zero_bias_types):
+            module.bias.zero_()
+
+
 class RuntimeCache:
     """Base of the per-model caches of things made at run time (compiled steps, packed weights):
     ``copy.deepcopy`` and pickling give an empty one, so a model that used them still copies and

@@ -34,6 +34,7 @@ from encdec_pt.modeling_utils import (
     check_token_ids,
     cross_attention_bias,
     heads_first,
+    init_module,
     layer_head_masks,
     past_length,
     self_attention_bias,
@@ -313,19 +314,7 @@ class BartForCausalLM(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.init_std
-        with torch.no_grad():
-            if isinstance(module, nn.Linear):
-                module.weight.normal_(mean=0.0, std=std)
-                if module.bias is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.Embedding):
-                module.weight.normal_(mean=0.0, std=std)
-                if module.padding_idx is not None:
-                    module.weight[module.padding_idx].zero_()
-            elif isinstance(module, nn.LayerNorm):
-                module.weight.fill_(1.0)
-                module.bias.zero_()
+        init_module(module, self.config.init_std)
 
     # --- the decoder contract (docs/architectures.md) -------------------------------------------
     def decoder_embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:

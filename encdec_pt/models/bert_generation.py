@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from encdec.architectures.bert_generation import BertGenerationConfig
-from encdec_pt.modeling_utils import PreTrainedModel
+from encdec_pt.modeling_utils import PreTrainedModel, init_module
 from encdec_pt.models.bert import BaseModelForward, BertEncoder, CausalLMForward
 
 
@@ -66,21 +66,7 @@ class BertGenerationPreTrainedModel(PreTrainedModel):
     base_model_prefix = "bert"
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        with torch.no_grad():
-            if isinstance(module, nn.Linear):
-                module.weight.normal_(mean=0.0, std=std)
-                if module.bias is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.Embedding):
-                module.weight.normal_(mean=0.0, std=std)
-                if module.padding_idx is not None:
-                    module.weight[module.padding_idx].zero_()
-            elif isinstance(module, nn.LayerNorm):
-                module.weight.fill_(1.0)
-                module.bias.zero_()
-            elif isinstance(module, BertGenerationOnlyLMHead):
-                module.bias.zero_()
+        init_module(module, self.config.initializer_range, zero_bias_types=(BertGenerationOnlyLMHead,))
 
 
 class BertGenerationEncoder(BaseModelForward, BertGenerationPreTrainedModel):

@@ -33,6 +33,7 @@ from encdec_pt.modeling_utils import (
     check_token_ids,
     cross_attention_bias,
     heads_first,
+    init_module,
     layer_head_masks,
     past_length,
     self_attention_bias,
@@ -196,18 +197,8 @@ class GPT2PreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
+        init_module(module, std, linear_types=(nn.Linear, Conv1D))
         with torch.no_grad():
-            if isinstance(module, (nn.Linear, Conv1D)):
-                module.weight.normal_(mean=0.0, std=std)
-                if module.bias is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.Embedding):
-                module.weight.normal_(mean=0.0, std=std)
-                if module.padding_idx is not None:
-                    module.weight[module.padding_idx].zero_()
-            elif isinstance(module, nn.LayerNorm):
-                module.weight.fill_(1.0)
-                module.bias.zero_()
             for name, p in module.named_parameters():
                 if name == "c_proj.weight":
                     p.normal_(mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
