@@ -93,6 +93,24 @@ class KeyValueCache(nn.Module):
     their keys and values in the ``"cache"`` collection, in the ``(B, H, L, D)`` layout of the
     PyTorch and TensorFlow caches."""
 
+    def _keys_and_values(self, key_proj, value_proj, num_heads: int, hidden_states, encoder_hidden_states,
+                         init_cache: bool):
+        """What an attention with separate key and value projections attends to, (B, H, K, D) each
+        (K = L with a cache): self-attention's keys and values projected from ``hidden_states`` (and
+        written into the cache of a causal one); cross-attention's projected from
+        ``encoder_hidden_states`` (and stored when the cache is created), or the cached ones once
+        there are (the encoder's keys and values do not change while decoding)."""
+        has_cache = self.has_variable("cache", "cached_key")
+        if self.is_cross_attention and has_cache and not init_cache:
+            return self.variables["cache"]["cached_key"], self.variables["cache"]["cached_value"]  # (B, H, S, D)
+        source = encoder_hidden_states if self.is_cross_attention else hidden_states
+        # (B, K, E) -> (B, H, K, D)
+        key = heads_first(key_proj(source), num_heads)
+        value = heads_first(value_proj(source), num_heads)
+        if (self.is_cross_attention and init_cache) or (self.causal and (has_cache or init_cache)):
+            key, value = self._cached_key_value(key, value, hidden_states.shape[1])  # (B, H, L, D)
+        return key, value
+
     @nn.compact
     def _cached_key_value(self, key, value, query_length: int):
         """This call's keys/values (B, H, K, D) in; the cached ones out: (B, H, L, D) with this call's

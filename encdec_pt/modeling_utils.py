@@ -156,6 +156,22 @@ def heads_first(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return split_heads(x, num_heads).transpose(1, 2)
 
 
+def keys_and_values(key_proj: nn.Module, value_proj: nn.Module, num_heads: int, hidden_states: torch.Tensor,
+                    encoder_hidden_states: Optional[torch.Tensor], past_key_value: Any,
+                    is_cross_attention: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """What an attention with separate key and value projections attends to, (B, H, K, D) each:
+    self-attention's keys and values projected from ``hidden_states`` and put after the cached ones
+    (``append_key_value``); cross-attention's projected from ``encoder_hidden_states``, or the cached
+    ones once there are (the encoder's keys and values do not change while decoding)."""
+    if is_cross_attention and past_key_value is not None:
+        return past_key_value[0], past_key_value[1]  # (B, H, S, D)
+    source = encoder_hidden_states if is_cross_attention else hidden_states
+    # (B, K, E) -> (B, H, K, D)
+    key = heads_first(key_proj(source), num_heads)
+    value = heads_first(value_proj(source), num_heads)
+    return append_key_value(key, value, past_key_value)  # (B, H, past + Q | L, D)
+
+
 def attend(
     query: torch.Tensor,
     key: torch.Tensor,

@@ -28,7 +28,7 @@ from encdec.loading import load_pretrained
 from encdec.modeling_utils import check_token_ids, padded_vocab_size
 from encdec.naming.layout import framework_path, framework_rule, from_framework
 from encdec.naming.schema import ParamSpec, Schema
-from encdec_tf.layers import XLATraceCall, deferred_initialisers, merge_heads, run_initialisers
+from encdec_tf.layers import XLATraceCall, deferred_initialisers, merge_heads, run_initialisers, split_heads
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,22 @@ def append_key_value(key: tf.Tensor, value: tf.Tensor, past_key_value: Any) -> T
     if past_key_value is not None:
         return tf.concat([past_key_value[0], key], axis=2), tf.concat([past_key_value[1], value], axis=2)
     return key, value
+
+
+def keys_and_values(key_proj: keras.layers.Layer, value_proj: keras.layers.Layer, num_heads: int,
+                    hidden_states: tf.Tensor, encoder_hidden_states: Optional[tf.Tensor], past_key_value: Any,
+                    is_cross_attention: bool) -> Tuple[tf.Tensor, tf.Tensor]:
+    """What an attention with separate key and value projections attends to, (B, H, K, D) each:
+    self-attention's keys and values projected from ``hidden_states`` and put after the cached ones
+    (``append_key_value``); cross-attention's projected from ``encoder_hidden_states``, or the cached
+    ones once there are (the encoder's keys and values do not change while decoding)."""
+    if is_cross_attention and past_key_value is not None:
+        return past_key_value[0], past_key_value[1]  # (B, H, S, D)
+    source = encoder_hidden_states if is_cross_attention else hidden_states
+    # (B, K, E) -> (B, H, K, D)
+    key = split_heads(key_proj(source), num_heads)
+    value = split_heads(value_proj(source), num_heads)
+    return append_key_value(key, value, past_key_value)  # (B, H, past + Q | L, D)
 
 
 def attend(query: tf.Tensor, key: tf.Tensor, value: tf.Tensor, attention_mask: Optional[tf.Tensor], scale: float,

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from encdec.architectures.bart import POSITION_OFFSET, BartConfig, MBartConfig
-from encdec_flax.layers import Dense, Embed, KeyValueCache, LayerNorm, attend, heads_first, split_heads
+from encdec_flax.layers import Dense, Embed, KeyValueCache, LayerNorm, attend, split_heads
 from encdec_flax.modeling_outputs import FlaxCausalLMOutputWithCrossAttentions
 from encdec_flax.modeling_utils import (
     ACT2FN,
@@ -80,22 +80,11 @@ class FlaxBartAttention(KeyValueCache):
 
         ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K), built at the top of the model.
         """
-        query_length = hidden_states.shape[1]
-        has_cache = self.has_variable("cache", "cached_key")
         # (B, Q, E) -> (B, Q, H, D)
         query = split_heads(self.q_proj(hidden_states), self.num_heads)
-        if self.is_cross_attention and has_cache and not init_cache:
-            # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
-            key = self.variables["cache"]["cached_key"]
-            value = self.variables["cache"]["cached_value"]
-        else:
-            source = encoder_hidden_states if self.is_cross_attention else hidden_states
-            # (B, K, E) -> (B, H, K, D)
-            key = heads_first(self.k_proj(source), self.num_heads)
-            value = heads_first(self.v_proj(source), self.num_heads)
-            if (self.is_cross_attention and init_cache) or (self.causal and (has_cache or init_cache)):
-                # (B, H, L, D)
-                key, value = self._cached_key_value(key, value, query_length)
+        # (B, H, K, D) each
+        key, value = self._keys_and_values(self.k_proj, self.v_proj, self.num_heads, hidden_states, encoder_hidden_states,
+                                           init_cache)
 
         # BART returns the probabilities before dropout, as the reference does
         context, probs = attend(query, key, value, attention_mask, self.scale, self.dropout, deterministic, self.dtype,

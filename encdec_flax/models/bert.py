@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from encdec.architectures.bert import BertConfig
-from encdec_flax.layers import Dense, Embed, KeyValueCache, LayerNorm, ShapeCheckedParams, attend, heads_first, split_heads
+from encdec_flax.layers import Dense, Embed, KeyValueCache, LayerNorm, ShapeCheckedParams, attend, split_heads
 from encdec_flax.modeling_outputs import (
     FlaxBaseModelOutputWithPoolingAndCrossAttentions,
     FlaxCausalLMOutputWithCrossAttentions,
@@ -112,22 +112,11 @@ class FlaxBertSelfAttention(KeyValueCache):
 
         ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K), built at the top of the model.
         """
-        query_length = hidden_states.shape[1]
-        has_cache = self.has_variable("cache", "cached_key")
         # (B, Q, E) -> (B, Q, H, D)
         query = split_heads(self.query(hidden_states), self.num_attention_heads)
-        if self.is_cross_attention and has_cache and not init_cache:
-            # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
-            key = self.variables["cache"]["cached_key"]
-            value = self.variables["cache"]["cached_value"]
-        else:
-            source = encoder_hidden_states if self.is_cross_attention else hidden_states
-            # (B, K, E) -> (B, H, K, D)
-            key = heads_first(self.key(source), self.num_attention_heads)
-            value = heads_first(self.value(source), self.num_attention_heads)
-            if (self.is_cross_attention and init_cache) or (self.causal and (has_cache or init_cache)):
-                # (B, H, L, D)
-                key, value = self._cached_key_value(key, value, query_length)
+        # (B, H, K, D) each
+        key, value = self._keys_and_values(self.key, self.value, self.num_attention_heads, hidden_states, encoder_hidden_states,
+                                           init_cache)
 
         context, probs = attend(query, key, value, attention_mask, self.scale, self.dropout, deterministic, self.dtype)
         return context, (probs if output_attentions else None)

@@ -23,7 +23,6 @@ from encdec_pt.activations import get_activation
 from encdec_pt.modeling_outputs import BaseModelOutputWithPoolingAndCrossAttentions, CausalLMOutputWithCrossAttentions
 from encdec_pt.modeling_utils import (
     PreTrainedModel,
-    append_key_value,
     as_legacy_cache,
     attend,
     causal_lm_loss,
@@ -31,8 +30,8 @@ from encdec_pt.modeling_utils import (
     check_same_batch,
     check_token_ids,
     cross_attention_bias,
-    heads_first,
     init_module,
+    keys_and_values,
     layer_head_masks,
     past_length,
     self_attention_bias,
@@ -121,18 +120,11 @@ class BertSelfAttention(nn.Module):
 
         ``attention_mask`` is an additive bias broadcastable to (B, H, Q, K).
         """
-        is_cross_attention = encoder_hidden_states is not None
         # (B, Q, E) -> (B, Q, H, D)
         query = split_heads(self.query(hidden_states), self.num_attention_heads)
-        if is_cross_attention and past_key_value is not None:
-            # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
-            key, value = past_key_value[0], past_key_value[1]
-        else:
-            source = encoder_hidden_states if is_cross_attention else hidden_states
-            # (B, K, E) -> (B, H, K, D)
-            key = heads_first(self.key(source), self.num_attention_heads)
-            value = heads_first(self.value(source), self.num_attention_heads)
-            key, value = append_key_value(key, value, past_key_value)  # (B, H, past + Q | L, D)
+        # (B, H, K, D) each
+        key, value = keys_and_values(self.key, self.value, self.num_attention_heads, hidden_states,
+                                     encoder_hidden_states, past_key_value, encoder_hidden_states is not None)
         present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
         dropout_p = self.dropout.p if self.training else 0.0

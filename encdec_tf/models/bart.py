@@ -23,12 +23,12 @@ from encdec_tf.modeling_utils import (
     ComposedLayer,
     TFPreTrainedModel,
     additive_mask,
-    append_key_value,
     as_int_tensor,
     attend,
     causal_keep,
     check_ids,
     check_labels,
+    keys_and_values,
     masked_lm_loss,
     normal_init,
 )
@@ -70,15 +70,9 @@ class TFBartAttention(ComposedLayer):
         """
         # (B, Q, E) -> (B, H, Q, D)
         query = split_heads(self.q_proj(hidden_states), self.num_heads)
-        if self.is_cross_attention and past_key_value is not None:
-            # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
-            key, value = past_key_value[0], past_key_value[1]
-        else:
-            source = encoder_hidden_states if self.is_cross_attention else hidden_states
-            # (B, K, E) -> (B, H, K, D)
-            key = split_heads(self.k_proj(source), self.num_heads)
-            value = split_heads(self.v_proj(source), self.num_heads)
-            key, value = append_key_value(key, value, past_key_value)  # (B, H, past + Q | L, D)
+        # (B, H, K, D) each
+        key, value = keys_and_values(self.k_proj, self.v_proj, self.num_heads, hidden_states,
+                                     encoder_hidden_states, past_key_value, self.is_cross_attention)
         present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
         # BART returns the probabilities before dropout, as the reference does

@@ -22,12 +22,12 @@ from encdec_tf.modeling_utils import (
     ComposedLayer,
     TFPreTrainedModel,
     additive_mask,
-    append_key_value,
     as_int_tensor,
     attend,
     causal_keep,
     check_ids,
     check_labels,
+    keys_and_values,
     masked_lm_loss,
     normal_init,
 )
@@ -105,15 +105,9 @@ class TFBertSelfAttention(ComposedLayer):
         """
         # (B, Q, E) -> (B, H, Q, D)
         query = split_heads(self.query(hidden_states), self.num_attention_heads)
-        if self.is_cross_attention and past_key_value is not None:
-            # The encoder's keys and values do not change while decoding: reuse them. (B, H, S, D)
-            key, value = past_key_value[0], past_key_value[1]
-        else:
-            source = encoder_hidden_states if self.is_cross_attention else hidden_states
-            # (B, K, E) -> (B, H, K, D)
-            key = split_heads(self.key(source), self.num_attention_heads)
-            value = split_heads(self.value(source), self.num_attention_heads)
-            key, value = append_key_value(key, value, past_key_value)  # (B, H, past + Q | L, D)
+        # (B, H, K, D) each
+        key, value = keys_and_values(self.key, self.value, self.num_attention_heads, hidden_states,
+                                     encoder_hidden_states, past_key_value, self.is_cross_attention)
         present = (key, value)  # (B, H, K, D) each: the cache layout of every framework in this library
 
         context, probs = attend(query, key, value, attention_mask, self.scale, self.dropout, training)
